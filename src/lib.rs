@@ -1,0 +1,1 @@
+//! msae: reproducible sparse-autoencoder experiments on CLIP embeddings.
