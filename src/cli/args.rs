@@ -1,0 +1,122 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::report::table::Format;
+
+#[derive(Parser)]
+#[command(
+    name = "msae",
+    version,
+    about = "Reproducible sparse-autoencoder experiments on CLIP embeddings, driven by one TOML file"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args)]
+pub struct Global {
+    /// The store folder (sled index + content-addressed objects).
+    #[arg(long, global = true, env = "MSAE_CACHE", default_value = "cache")]
+    pub cache: PathBuf,
+    /// If another msae process holds the store, wait for it instead of failing.
+    #[arg(long, global = true)]
+    pub wait: bool,
+    /// More logging (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// No progress bars and no per-instance lines.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run every instance that is not cached, then write the result tables.
+    Run(RunArgs),
+    /// Dry run: say for each instance whether it is cached, new or changed, and why.
+    Plan {
+        experiment: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Explain exactly what changed for one instance since its cached run.
+    Why {
+        experiment: PathBuf,
+        instance: String,
+    },
+    /// The state of each instance, including the last error of failed ones.
+    Status { experiment: PathBuf },
+    /// Draw the instance DAG.
+    Graph {
+        experiment: PathBuf,
+        #[arg(long, value_enum, default_value = "mermaid")]
+        format: GraphFormat,
+    },
+    /// Print the result tables (one per step kind) of the cached instances.
+    Table {
+        experiment: PathBuf,
+        #[arg(long, value_enum, default_value = "markdown")]
+        format: Format,
+        /// Only the table of this step kind.
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// Remove records, objects and checkpoints that none of the given experiments reaches.
+    Gc {
+        #[arg(required = true)]
+        experiments: Vec<PathBuf>,
+        /// Report what would be removed without removing it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Inspect the store.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+    /// List the step kinds with their parameters and outputs.
+    Kinds,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    pub experiment: PathBuf,
+    /// After a failure, go on with the instances that do not depend on it.
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Re-hash every cached output before using it (slow for big stores).
+    #[arg(long)]
+    pub verify: bool,
+    /// Print a JSON summary (one entry per instance) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Where tensors live: cpu, cuda, cuda:N or auto (recorded, not part of any key).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Worker threads for CPU work (default: all cores; recorded, not keyed).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Folder for the result tables; they go to <results>/<experiment name>/.
+    #[arg(long, default_value = "results")]
+    pub results: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum CacheCommand {
+    /// Bytes stored per step.
+    Du,
+    /// Re-hash every object that a record refers to; damaged ones are removed so they are
+    /// recomputed by the next run.
+    Verify,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
+}

@@ -1,0 +1,5 @@
+//! Matrix files and their validation.
+
+pub mod npy;
+
+pub use npy::{Matrix, NpyWriter};

@@ -1,0 +1,10 @@
+//! Experiment files: TOML → validated definitions → expanded step instances.
+
+pub mod expand;
+pub mod load;
+pub mod reference;
+pub mod toml_tree;
+pub mod value;
+
+pub use expand::{expand, Instance, InstanceInput, Plan};
+pub use load::{load, Experiment};

@@ -1,0 +1,4 @@
+//! Tables and graph drawings of experiments.
+
+pub mod graph;
+pub mod table;

@@ -1,0 +1,204 @@
+//! Result tables: one per step kind, a row per instance, its grid coordinates then its metrics.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::experiment::Plan;
+use crate::store::Record;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Table {
+    pub kind: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<serde_json::Value>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+pub enum Format {
+    Markdown,
+    Csv,
+    Json,
+}
+
+/// Builds the tables from the records of cached instances (`None` = not finished, left out).
+pub fn build(plan: &Plan, records: &[Option<Record>]) -> Vec<Table> {
+    let mut by_kind: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for inst in &plan.instances {
+        if records[inst.index].is_some() {
+            by_kind
+                .entry(inst.kind.kind())
+                .or_default()
+                .push(inst.index);
+        }
+    }
+    let mut tables = Vec::new();
+    for (kind, members) in by_kind {
+        let mut coords = BTreeSet::new();
+        let mut metrics = BTreeSet::new();
+        for &i in &members {
+            coords.extend(plan.instances[i].coords.keys().cloned());
+            if let Some(r) = &records[i] {
+                metrics.extend(r.metrics.keys().cloned());
+            }
+        }
+        let mut columns = vec!["instance".to_string()];
+        columns.extend(coords.iter().cloned());
+        columns.extend(metrics.iter().cloned());
+        let rows = members
+            .iter()
+            .map(|&i| {
+                let inst = &plan.instances[i];
+                let r = records[i].as_ref().expect("filtered above");
+                let mut row = vec![serde_json::Value::from(inst.name.clone())];
+                for c in &coords {
+                    row.push(
+                        inst.coords
+                            .get(c)
+                            .map(|v| serde_json::to_value(v).unwrap_or_default())
+                            .unwrap_or(serde_json::Value::Null),
+                    );
+                }
+                for m in &metrics {
+                    row.push(r.metrics.get(m).cloned().unwrap_or(serde_json::Value::Null));
+                }
+                row
+            })
+            .collect();
+        tables.push(Table {
+            kind: kind.to_string(),
+            columns,
+            rows,
+        });
+    }
+    tables
+}
+
+fn cell(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() => format_float(f),
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// Four significant digits: enough to compare runs, short enough to read.
+fn format_float(f: f64) -> String {
+    if f == 0.0 || !f.is_finite() {
+        return f.to_string();
+    }
+    let mag = f.abs().log10().floor() as i32;
+    if (-3..6).contains(&mag) {
+        let decimals = (3 - mag).max(0) as usize;
+        format!("{f:.decimals$}")
+    } else {
+        format!("{f:.3e}")
+    }
+}
+
+pub fn render(table: &Table, format: Format) -> String {
+    let mut out = String::new();
+    match format {
+        Format::Markdown => {
+            let _ = writeln!(out, "### {}\n", table.kind);
+            let _ = writeln!(out, "| {} |", table.columns.join(" | "));
+            let _ = writeln!(out, "|{}", "---|".repeat(table.columns.len()));
+            for row in &table.rows {
+                let cells: Vec<String> = row.iter().map(|c| cell(c).replace('|', "\\|")).collect();
+                let _ = writeln!(out, "| {} |", cells.join(" | "));
+            }
+        }
+        Format::Csv => {
+            let _ = writeln!(
+                out,
+                "{}",
+                table
+                    .columns
+                    .iter()
+                    .map(|c| csv_field(c))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            for row in &table.rows {
+                let cells: Vec<String> = row
+                    .iter()
+                    .map(|c| match c {
+                        serde_json::Value::Number(n) => n.to_string(),
+                        other => csv_field(&cell(other)),
+                    })
+                    .collect();
+                let _ = writeln!(out, "{}", cells.join(","));
+            }
+        }
+        Format::Json => {
+            let objects: Vec<BTreeMap<&str, &serde_json::Value>> = table
+                .rows
+                .iter()
+                .map(|row| {
+                    table
+                        .columns
+                        .iter()
+                        .map(String::as_str)
+                        .zip(row.iter())
+                        .collect()
+                })
+                .collect();
+            out = serde_json::to_string_pretty(&objects).expect("json");
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Writes every table in all three formats into `dir`.
+pub fn write_all(dir: &Path, tables: &[Table]) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for t in tables {
+        for (format, ext) in [
+            (Format::Markdown, "md"),
+            (Format::Csv, "csv"),
+            (Format::Json, "json"),
+        ] {
+            let path = dir.join(format!("{}.{ext}", t.kind));
+            let text = render(t, format);
+            // Skip unchanged files so a no-op run touches nothing.
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                std::fs::write(&path, text)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_keep_four_significant_digits() {
+        assert_eq!(format_float(0.123456), "0.1235");
+        assert_eq!(format_float(12.5), "12.50");
+        assert_eq!(format_float(1.5e-7), "1.500e-7");
+    }
+
+    #[test]
+    fn csv_quotes_fields_with_commas() {
+        assert_eq!(csv_field("sae[a=1,b=2]"), "\"sae[a=1,b=2]\"");
+        assert_eq!(csv_field("plain"), "plain");
+    }
+}

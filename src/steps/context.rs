@@ -1,0 +1,108 @@
+//! Everything a step needs to run one instance, and nothing about how results are stored.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Result};
+
+use crate::experiment::value::Value;
+use crate::runner::progress::Progress;
+
+/// Metrics a step reports; they become the columns of `msae table`.
+pub type Metrics = BTreeMap<String, serde_json::Value>;
+
+/// An immutable input file produced by an upstream instance.
+#[derive(Debug, Clone)]
+pub struct InputArtifact {
+    pub path: PathBuf,
+    pub hash: String,
+    /// The upstream instance's name, for messages.
+    pub from: String,
+}
+
+pub struct StepContext<'a> {
+    pub instance: &'a str,
+    pub params: &'a BTreeMap<String, Value>,
+    pub inputs: BTreeMap<String, InputArtifact>,
+    /// External files (resolved absolute paths) by parameter name.
+    pub files: BTreeMap<String, PathBuf>,
+    /// Execution-only settings (not keyed): the chosen device and thread count.
+    pub device: &'a str,
+    pub threads: usize,
+    /// A folder that survives an interrupted run of this very key (for checkpoints).
+    pub partial_dir: PathBuf,
+    pub progress: &'a Progress,
+    out_dir: PathBuf,
+}
+
+impl<'a> StepContext<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        instance: &'a str,
+        params: &'a BTreeMap<String, Value>,
+        inputs: BTreeMap<String, InputArtifact>,
+        files: BTreeMap<String, PathBuf>,
+        device: &'a str,
+        threads: usize,
+        partial_dir: PathBuf,
+        out_dir: PathBuf,
+        progress: &'a Progress,
+    ) -> Self {
+        StepContext {
+            instance,
+            params,
+            inputs,
+            files,
+            device,
+            threads,
+            partial_dir,
+            progress,
+            out_dir,
+        }
+    }
+
+    /// Where the step writes its output `name`.
+    pub fn output_path(&self, name: &str) -> PathBuf {
+        self.out_dir.join(name)
+    }
+
+    pub fn out_dir(&self) -> &Path {
+        &self.out_dir
+    }
+
+    pub fn int(&self, name: &str) -> Result<i64> {
+        self.params
+            .get(name)
+            .and_then(Value::as_int)
+            .ok_or_else(|| anyhow!("parameter `{name}` is missing or not an integer"))
+    }
+
+    pub fn usize(&self, name: &str) -> Result<usize> {
+        let v = self.int(name)?;
+        usize::try_from(v).map_err(|_| anyhow!("parameter `{name}` must not be negative"))
+    }
+
+    pub fn float(&self, name: &str) -> Result<f64> {
+        self.params
+            .get(name)
+            .and_then(Value::as_float)
+            .ok_or_else(|| anyhow!("parameter `{name}` is missing or not a number"))
+    }
+
+    pub fn str(&self, name: &str) -> Result<&str> {
+        self.params
+            .get(name)
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow!("parameter `{name}` is missing or not a string"))
+    }
+
+    pub fn input(&self, name: &str) -> Result<&InputArtifact> {
+        self.inputs
+            .get(name)
+            .ok_or_else(|| anyhow!("input `{name}` is missing"))
+    }
+
+    pub fn file(&self, name: &str) -> Option<&Path> {
+        self.files.get(name).map(PathBuf::as_path)
+    }
+}

@@ -1,0 +1,43 @@
+//! Step kinds: one file each, all listed in [`registry`].
+//!
+//! A step kind declares its parameters and outputs ([`spec`]) and turns a [`StepContext`] into
+//! output files plus metrics. It never sees the store: inputs arrive as paths of immutable files,
+//! outputs are written into a scratch folder the runner hands over and then moves into the store.
+
+pub mod context;
+pub mod import;
+pub mod spec;
+pub mod synth;
+
+pub use context::{InputArtifact, Metrics, StepContext};
+pub use spec::{OutputSpec, ParamSpec};
+
+/// A kind of step, e.g. `synth` or `train`.
+pub trait Step: Sync {
+    /// The name used as `kind = "..."` in experiment files.
+    fn kind(&self) -> &'static str;
+    /// Bumped whenever the step's results would change for the same inputs; part of every key.
+    fn version(&self) -> u32;
+    /// One line for `msae kinds` and error messages.
+    fn about(&self) -> &'static str;
+    fn params(&self) -> &'static [ParamSpec];
+    /// The first output is the default one (what `"<step>"` without `.output` refers to).
+    fn outputs(&self) -> &'static [OutputSpec];
+    /// Computes the outputs into `ctx.output_path(..)` and returns the metrics for the tables.
+    fn run(&self, ctx: &mut StepContext) -> anyhow::Result<Metrics>;
+}
+
+static REGISTRY: &[&dyn Step] = &[&synth::Synth, &import::Import];
+
+/// Every step kind msae knows.
+pub fn registry() -> &'static [&'static dyn Step] {
+    REGISTRY
+}
+
+pub fn find(kind: &str) -> Option<&'static dyn Step> {
+    registry().iter().copied().find(|s| s.kind() == kind)
+}
+
+pub fn param<'a>(step: &'a dyn Step, name: &str) -> Option<&'a ParamSpec> {
+    step.params().iter().find(|p| p.name == name)
+}

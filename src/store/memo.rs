@@ -1,0 +1,48 @@
+//! Content hashes of external files, memoised by path, size and modification time, so an
+//! unchanged multi-gigabyte file is not re-hashed on every run.
+
+use std::path::Path;
+use std::time::UNIX_EPOCH;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::store::objects::hash_file;
+use crate::store::Index;
+
+#[derive(Serialize, Deserialize)]
+struct Memo {
+    size: u64,
+    mtime_ns: u128,
+    hash: String,
+}
+
+impl Index {
+    /// The BLAKE3 of an external file, re-hashed only if its size or mtime changed.
+    pub fn file_hash(&self, path: &Path) -> Result<String> {
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mtime_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let key = path.to_string_lossy().as_bytes().to_vec();
+        if let Some(bytes) = self.file_memo.get(&key)? {
+            if let Ok(m) = serde_json::from_slice::<Memo>(&bytes) {
+                if m.size == meta.len() && m.mtime_ns == mtime_ns {
+                    return Ok(m.hash);
+                }
+            }
+        }
+        let (hash, size) = hash_file(path)?;
+        let memo = Memo {
+            size,
+            mtime_ns,
+            hash: hash.clone(),
+        };
+        self.file_memo.insert(key, serde_json::to_vec(&memo)?)?;
+        Ok(hash)
+    }
+}
