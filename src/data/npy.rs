@@ -324,7 +324,7 @@ mod tests {
         let m = Matrix::open(&p).unwrap();
         assert_eq!((m.rows(), m.cols()), (3, 4));
         assert_eq!(m.row(2), &values[8..12]);
-        assert!(matches!(m.layout, Layout::Npy { data_offset: 64 }));
+        assert!(matches!(m.layout, Layout::Npy { data_offset } if data_offset % 64 == 0));
     }
 
     #[test]
