@@ -15,9 +15,12 @@
 //!   added in order;
 //! * tensors narrower than 8 columns use groups of 4 columns instead of 32.
 //!
-//! Columns are independent of each other and of the thread count, so this is
-//! deterministic. The CLIP widths (512, 768, 1024) are multiples of 64, so for
-//! them every column takes the cascade path on AVX2 and AVX-512 builds alike.
+//! Columns are independent of each other. With several threads PyTorch splits
+//! the columns into ranges rounded to multiples of 32, which on an AVX2 build
+//! leaves the grouping above unchanged, so the result does not depend on the
+//! thread count; for the CLIP widths (512, 768, 1024) every column takes the
+//! cascade path. (An AVX-512 build groups 64 columns, and a 32-column thread
+//! range then goes through `row_sum`; that case is not modelled.)
 
 const LEVELS: usize = 4;
 
