@@ -12,6 +12,7 @@ pub mod cli;
 pub mod data;
 pub mod diagnostic;
 pub mod experiment;
+pub mod metrics;
 pub mod report;
 pub mod runner;
 pub mod steps;
