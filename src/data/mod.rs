@@ -1,5 +1,6 @@
 //! Matrix files and their validation.
 
 pub mod npy;
+pub mod stats_file;
 
 pub use npy::{Matrix, NpyWriter};

@@ -76,9 +76,27 @@ fn step_order(exp: &Experiment) -> Result<Vec<usize>, Diagnostic> {
             graph.update_edge(nodes[j], nodes[i], ());
         }
     }
-    match toposort(&graph, None) {
-        Ok(order) => Ok(order.into_iter().map(|n| graph[n]).collect()),
-        Err(_) => {
+    if toposort(&graph, None).is_ok() {
+        // Kahn's algorithm taking the earliest step of the file among the ready ones, so the run
+        // order follows the file wherever dependencies allow.
+        let mut order = Vec::with_capacity(exp.steps.len());
+        let mut placed = vec![false; exp.steps.len()];
+        while order.len() < exp.steps.len() {
+            let next = (0..exp.steps.len())
+                .find(|&i| {
+                    !placed[i]
+                        && graph
+                            .neighbors_directed(nodes[i], petgraph::Direction::Incoming)
+                            .all(|n| placed[graph[n]])
+                })
+                .expect("acyclic");
+            placed[next] = true;
+            order.push(next);
+        }
+        return Ok(order);
+    }
+    {
+        {
             // The smallest strongly connected component with a cycle, printed in edge order.
             let cycle = kosaraju_scc(&graph)
                 .into_iter()

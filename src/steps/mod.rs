@@ -7,6 +7,7 @@
 pub mod context;
 pub mod import;
 pub mod spec;
+pub mod stats;
 pub mod synth;
 
 pub use context::{InputArtifact, Metrics, StepContext};
@@ -27,7 +28,7 @@ pub trait Step: Sync {
     fn run(&self, ctx: &mut StepContext) -> anyhow::Result<Metrics>;
 }
 
-static REGISTRY: &[&dyn Step] = &[&synth::Synth, &import::Import];
+static REGISTRY: &[&dyn Step] = &[&synth::Synth, &import::Import, &stats::Stats];
 
 /// Every step kind msae knows.
 pub fn registry() -> &'static [&'static dyn Step] {

@@ -241,10 +241,12 @@ fn write_codes(path: &Path, split: &Split, n_features: usize) -> Result<()> {
         ("indices", TensorView::new(Dtype::I32, vec![nnz], &indices)?),
         ("values", TensorView::new(Dtype::F32, vec![nnz], &values)?),
     ];
-    let meta = std::collections::HashMap::from([
-        ("format".to_string(), "csr".to_string()),
-        ("shape".to_string(), format!("{rows},{n_features}")),
-    ]);
+    // One metadata entry only: safetensors writes its metadata map in hash order, and output
+    // bytes must be identical across runs for content addressing and early cut-off.
+    let meta = std::collections::HashMap::from([(
+        "csr_shape".to_string(),
+        format!("{rows},{n_features}"),
+    )]);
     safetensors::serialize_to_file(tensors, Some(meta), path)?;
     Ok(())
 }

@@ -1,0 +1,99 @@
+//! Helpers for end-to-end tests: a temporary folder with its own store, and the real binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn cache(&self) -> PathBuf {
+        self.path("cache")
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// The msae binary, run in the temp folder against its store.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_msae"));
+        c.current_dir(self.dir.path())
+            .env("MSAE_CACHE", self.cache())
+            .env_remove("RUST_LOG");
+        c
+    }
+
+    pub fn msae(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("msae runs")
+    }
+
+    /// `msae run --json EXP`, asserting success; returns the summary.
+    pub fn run_json(&self, exp: &Path) -> serde_json::Value {
+        let out = self.msae(&["run", "--json", exp.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "run failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json summary")
+    }
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Names of the instances with the given status in a `run --json` summary.
+pub fn with_status(summary: &serde_json::Value, status: &str) -> Vec<String> {
+    summary["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["status"] == status)
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Writes a float32 `.npy` matrix for tests.
+pub fn write_npy(path: &Path, rows: usize, cols: usize, values: &[f32]) {
+    msae::data::npy::write_matrix(path, rows, cols, values).unwrap();
+}
+
+/// Real data shipped beside the project checkout, if present.
+pub fn shared_data(name: &str) -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data")
+        .join(name);
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!(
+            "skipping: {} is not available (it lives beside the project checkout)",
+            p.display()
+        );
+        None
+    }
+}

@@ -1,0 +1,127 @@
+//! `import`: both matrix formats, checks of the data, and the real shared embeddings.
+
+mod common;
+
+use common::Env;
+
+fn headerless(env: &Env, name: &str, rows: usize, cols: usize, values: &[f32]) {
+    assert_eq!(values.len(), rows * cols);
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(env.path(name), bytes).unwrap();
+}
+
+#[test]
+fn npy_and_headerless_files_with_the_same_numbers_give_the_same_object() {
+    let env = Env::new();
+    let values: Vec<f32> = (0..6 * 4).map(|i| i as f32 * 0.25 - 2.0).collect();
+    common::write_npy(&env.path("m.npy"), 6, 4, &values);
+    headerless(&env, "ref_model_-1_text_6_4.npy", 6, 4, &values);
+    env.write("texts.txt", "a\nb\nc\n\nd e\nf");
+    let exp = env.write(
+        "i.toml",
+        "[steps.a]\nkind = \"import\"\npath = \"m.npy\"\ntexts = \"texts.txt\"\ncols = 4\n\n[steps.b]\nkind = \"import\"\npath = \"ref_model_-1_text_6_4.npy\"\n",
+    );
+    let summary = env.run_json(&exp);
+    assert_eq!(summary["run"], 2, "{summary}");
+    let table = env.msae(&["table", exp.to_str().unwrap(), "--format", "json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&table.stdout).unwrap();
+    assert_eq!(rows[0]["format"], "npy");
+    assert_eq!(rows[1]["format"], "headerless");
+    assert_eq!(rows[0]["rows"], 6);
+    // Same numbers → the same content-addressed matrix object (stored once), plus the texts.
+    let objects: usize = std::fs::read_dir(env.cache().join("objects"))
+        .unwrap()
+        .map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
+        .sum();
+    assert_eq!(objects, 2);
+}
+
+fn expect_failure(env: &Env, exp_text: &str, needle: &str) {
+    let exp = env.write("bad.toml", exp_text);
+    let out = env.msae(&["run", exp.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::text(&out));
+    let text = common::text(&out);
+    assert!(text.contains(needle), "expected `{needle}` in:\n{text}");
+    assert!(!text.contains("panicked"), "{text}");
+}
+
+#[test]
+fn bad_data_gets_clear_errors() {
+    let env = Env::new();
+    let mut values: Vec<f32> = vec![0.5; 5 * 3];
+    values[7] = f32::NAN;
+    common::write_npy(&env.path("nan.npy"), 5, 3, &values);
+    expect_failure(
+        &env,
+        "[steps.x]\nkind = \"import\"\npath = \"nan.npy\"\n",
+        "contains 1 non-finite value(s) (NaN or infinity); the first is NaN at row 2, column 1",
+    );
+
+    common::write_npy(&env.path("ok.npy"), 5, 3, &[0.5; 15]);
+    expect_failure(
+        &env,
+        "[steps.x]\nkind = \"import\"\npath = \"ok.npy\"\ncols = 384\n",
+        "has 3 columns, but `cols = 384` was expected",
+    );
+
+    env.write("three.txt", "a\nb\nc\n");
+    expect_failure(
+        &env,
+        "[steps.x]\nkind = \"import\"\npath = \"ok.npy\"\ntexts = \"three.txt\"\n",
+        "has 3 lines but the matrix has 5 rows",
+    );
+
+    std::fs::write(env.path("short_10_4.npy"), [0u8; 100]).unwrap();
+    expect_failure(
+        &env,
+        "[steps.x]\nkind = \"import\"\npath = \"short_10_4.npy\"\n",
+        "size does not match its shape: 10 rows × 4 columns",
+    );
+
+    std::fs::write(env.path("noshape.npy"), [0u8; 16]).unwrap();
+    expect_failure(
+        &env,
+        "[steps.x]\nkind = \"import\"\npath = \"noshape.npy\"\n",
+        "its shape is unknown",
+    );
+
+    expect_failure(
+        &env,
+        "[steps.x]\nkind = \"import\"\npath = \"nowhere.npy\"\n",
+        "does not exist",
+    );
+}
+
+#[test]
+fn real_shared_embeddings_import_in_both_formats() {
+    let (Some(npy), Some(raw), Some(texts)) = (
+        common::shared_data("mscoco_minilm_12833_384.npy"),
+        common::shared_data("mscoco_all-MiniLM-L6-v2_-1_text_1000_384.npy"),
+        common::shared_data("mscoco_minilm_12833.texts.txt"),
+    ) else {
+        return;
+    };
+    let env = Env::new();
+    let exp = env.write(
+        "real.toml",
+        &format!(
+            "[steps.coco]\nkind = \"import\"\npath = \"{}\"\ntexts = \"{}\"\ncols = 384\n\n[steps.head]\nkind = \"import\"\npath = \"{}\"\n",
+            npy.display(),
+            texts.display(),
+            raw.display()
+        ),
+    );
+    env.run_json(&exp);
+    let table = env.msae(&["table", exp.to_str().unwrap(), "--format", "json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&table.stdout).unwrap();
+    assert_eq!(rows[0]["rows"], 12833);
+    assert_eq!(rows[1]["rows"], 1000);
+    assert_eq!(rows[1]["format"], "headerless");
+    // The headerless file is the first 1,000 rows of the .npy one: same first-row norms ~1.
+    let n0 = rows[0]["mean_norm"].as_f64().unwrap();
+    let n1 = rows[1]["mean_norm"].as_f64().unwrap();
+    assert!(
+        (n0 - 1.0).abs() < 1e-3 && (n1 - 1.0).abs() < 1e-3,
+        "{n0} {n1}"
+    );
+}

@@ -1,0 +1,167 @@
+//! End to end through the binary: caching, changed grid values, early cut-off, `why`, `plan`.
+
+mod common;
+
+use common::{with_status, Env};
+
+const EXP: &str = r#"
+[experiment]
+name = "inc"
+seed = 7
+
+[steps.data]
+kind = "synth"
+dim = 16
+n_features = [32, 48]
+train = 2000
+test = 200
+
+[steps.st]
+kind = "stats"
+data = "data.train"
+"#;
+
+#[test]
+fn second_run_is_a_no_op_and_a_changed_grid_value_reruns_only_its_branch() {
+    let env = Env::new();
+    let exp = env.write("inc.toml", EXP);
+    let first = env.run_json(&exp);
+    assert_eq!(first["run"], 4, "{first}");
+    assert_eq!(first["cached"], 0);
+
+    let second = env.run_json(&exp);
+    assert_eq!(second["run"], 0, "{second}");
+    assert_eq!(second["cached"], 4);
+    let out = env.msae(&["run", exp.to_str().unwrap()]);
+    assert!(
+        common::text(&out).contains("0 run, 4 cached, 0 failed"),
+        "{}",
+        common::text(&out)
+    );
+
+    env.write("inc.toml", &EXP.replace("[32, 48]", "[32, 64]"));
+    let plan = env.msae(&["plan", exp.to_str().unwrap()]);
+    let plan_text = common::text(&plan);
+    assert!(
+        plan_text.contains("new      data[n_features=64]"),
+        "{plan_text}"
+    );
+    assert!(
+        plan_text.contains("pending  st[n_features=64]"),
+        "{plan_text}"
+    );
+    let third = env.run_json(&exp);
+    assert_eq!(
+        with_status(&third, "ran"),
+        vec!["data[n_features=64]", "st[n_features=64]"],
+        "{third}"
+    );
+    assert_eq!(
+        with_status(&third, "cached"),
+        vec!["data[n_features=32]", "st[n_features=32]"]
+    );
+}
+
+#[test]
+fn a_changed_parameter_is_explained_by_why() {
+    let env = Env::new();
+    let exp = env.write("e.toml", &EXP.replace("[32, 48]", "32"));
+    env.run_json(&exp);
+    env.write(
+        "e.toml",
+        &EXP.replace("[32, 48]", "32")
+            .replace("train = 2000", "train = 1500"),
+    );
+    let out = env.msae(&["why", exp.to_str().unwrap(), "data"]);
+    let text = common::text(&out);
+    assert!(text.contains("param train: 2000 → 1500"), "{text}");
+    let out = env.msae(&["why", exp.to_str().unwrap(), "st"]);
+    assert!(
+        common::text(&out).contains("its input `data` runs again"),
+        "{}",
+        common::text(&out)
+    );
+    let out = env.msae(&["why", exp.to_str().unwrap(), "dta"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(common::text(&out).contains("did you mean `data`?"));
+}
+
+#[test]
+fn an_upstream_rerun_with_identical_bytes_leaves_downstream_cached() {
+    let env = Env::new();
+    let values: Vec<f32> = (0..40 * 8)
+        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+        .collect();
+    common::write_npy(&env.path("a.npy"), 40, 8, &values);
+    std::fs::copy(env.path("a.npy"), env.path("b.npy")).unwrap();
+    let exp_text = "[steps.emb]\nkind = \"import\"\npath = \"a.npy\"\n\n[steps.st]\nkind = \"stats\"\ndata = \"emb\"\n";
+    let exp = env.write("cut.toml", exp_text);
+    assert_eq!(env.run_json(&exp)["run"], 2);
+
+    env.write("cut.toml", &exp_text.replace("a.npy", "b.npy"));
+    let out = env.msae(&["why", exp.to_str().unwrap(), "emb"]);
+    assert!(
+        common::text(&out).contains("file path: path a.npy → b.npy"),
+        "{}",
+        common::text(&out)
+    );
+    let summary = env.run_json(&exp);
+    assert_eq!(with_status(&summary, "ran"), vec!["emb"], "{summary}");
+    assert_eq!(with_status(&summary, "cached"), vec!["st"], "{summary}");
+
+    // Editing the file's content (same path) is noticed through its hash.
+    let mut changed = values.clone();
+    changed[3] = 0.5;
+    common::write_npy(&env.path("b.npy"), 40, 8, &changed);
+    let summary = env.run_json(&exp);
+    assert_eq!(with_status(&summary, "ran"), vec!["emb", "st"], "{summary}");
+}
+
+#[test]
+fn results_tables_are_written_and_printed() {
+    let env = Env::new();
+    let exp = env.write("t.toml", EXP);
+    env.run_json(&exp);
+    let md = std::fs::read_to_string(env.path("results/inc/synth.md")).unwrap();
+    assert!(md.contains("| data[n_features=32] | 32 |"), "{md}");
+    let csv = env.msae(&[
+        "table",
+        exp.to_str().unwrap(),
+        "--format",
+        "csv",
+        "--kind",
+        "stats",
+    ]);
+    let text = String::from_utf8_lossy(&csv.stdout);
+    assert!(text.starts_with("instance,n_features,"), "{text}");
+    assert_eq!(text.lines().count(), 3);
+    let graph = env.msae(&["graph", exp.to_str().unwrap(), "--format", "dot"]);
+    assert!(String::from_utf8_lossy(&graph.stdout).contains("train→data"));
+}
+
+#[test]
+fn outputs_are_byte_identical_across_stores_and_thread_counts() {
+    let a = Env::new();
+    let b = Env::new();
+    let text = "[steps.data]\nkind = \"synth\"\ndim = 8\nn_features = 16\ntrain = 3000\ntest = 100\n\n[steps.st]\nkind = \"stats\"\ndata = \"data.train\"\n";
+    let ea = a.write("x.toml", text);
+    let eb = b.write("x.toml", text);
+    let sa = a.run_json(&ea);
+    let out = b
+        .command()
+        .args(["run", "--json", "--threads", "1", eb.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let sb: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for i in 0..2 {
+        assert_eq!(sa["instances"][i]["key"], sb["instances"][i]["key"]);
+    }
+}
+
+#[test]
+fn the_quickstart_experiment_is_valid() {
+    let env = Env::new();
+    let exp = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/quickstart.toml");
+    let out = env.msae(&["graph", exp.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", common::text(&out));
+}
