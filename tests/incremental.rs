@@ -165,3 +165,73 @@ fn the_quickstart_experiment_is_valid() {
     let out = env.msae(&["graph", exp.to_str().unwrap()]);
     assert!(out.status.success(), "{}", common::text(&out));
 }
+
+#[test]
+fn gc_removes_what_no_experiment_reaches_and_keeps_the_rest() {
+    let env = Env::new();
+    let exp = env.write("g.toml", EXP);
+    env.run_json(&exp);
+    env.write("g.toml", &EXP.replace("[32, 48]", "[32]"));
+    let dry = env.msae(&["gc", "--dry-run", exp.to_str().unwrap()]);
+    let dry_text = common::text(&dry);
+    assert!(
+        dry_text.contains("would remove 2 record(s), 6 object(s)"),
+        "{dry_text}"
+    );
+    let du_before = common::text(&env.msae(&["cache", "du"]));
+    assert!(
+        du_before.contains("| inc | data | synth | 2 |"),
+        "{du_before}"
+    );
+    let out = env.msae(&["gc", exp.to_str().unwrap()]);
+    let text = common::text(&out);
+    assert!(
+        text.contains("removed 2 record(s), 6 object(s), 0 checkpoint folder(s)"),
+        "{text}"
+    );
+    assert!(!text.contains(": 0 B freed"), "{text}");
+    assert!(common::text(&env.msae(&["cache", "du"])).contains("| inc | data | synth | 1 |"));
+    assert_eq!(env.run_json(&exp)["run"], 0);
+    assert!(env.msae(&["cache", "verify"]).status.success());
+}
+
+#[test]
+fn execution_settings_are_recorded_but_not_keyed() {
+    let env = Env::new();
+    let exp = env.write("x.toml", &EXP.replace("[32, 48]", "32"));
+    let first = env
+        .command()
+        .args(["run", "--json", "--threads", "1", exp.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(first.status.success());
+    let again = env
+        .command()
+        .args([
+            "run",
+            "--json",
+            "--threads",
+            "2",
+            "--device",
+            "cpu",
+            exp.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(summary["run"], 0, "{summary}");
+}
+
+#[test]
+fn relative_paths_resolve_against_the_experiment_folder() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("sub/data")).unwrap();
+    common::write_npy(&env.path("sub/data/m.npy"), 4, 3, &[0.25; 12]);
+    let exp = env.write(
+        "sub/e.toml",
+        "[steps.x]\nkind = \"import\"\npath = \"data/m.npy\"\n",
+    );
+    // Run from the parent folder: the path must still be found next to the experiment.
+    let out = env.msae(&["run", exp.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", common::text(&out));
+}

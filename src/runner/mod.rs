@@ -109,6 +109,7 @@ pub fn run(
                 continue;
             }
         };
+        tracing::debug!(instance = %inst.name, key = %prepared.key, "key computed");
         if let Some(record) = store.index.record(&prepared.key)? {
             match damaged_output(store, &record, opts.verify)? {
                 None => {
@@ -124,6 +125,7 @@ pub fn run(
                     {
                         store.index.put(&record)?;
                     }
+                    tracing::info!(instance = %inst.name, "cached");
                     done[inst.index] = Some(record.outputs.clone());
                     outcomes.push(Outcome {
                         name: inst.name.clone(),
@@ -148,6 +150,7 @@ pub fn run(
                 }
             }
         }
+        tracing::info!(instance = %inst.name, key = %&prepared.key[..12], "running");
         let started = Instant::now();
         match execute(exp, plan, store, opts, progress, inst, &prepared) {
             Ok(outputs) => {
@@ -260,6 +263,7 @@ fn execute(
         let file = scratch.join(spec.name);
         if file.exists() {
             let (hash, size) = store.objects.insert(&file)?;
+            tracing::debug!(output = spec.name, %hash, size, "stored");
             outputs.insert(spec.name.to_string(), ArtifactRecord { hash, size });
         } else if !spec.optional {
             return Err(anyhow!(

@@ -46,3 +46,38 @@ impl Index {
         Ok(hash)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unchanged_size_and_mtime_skip_rehashing() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::new(sled::Config::new().temporary(true).open().unwrap()).unwrap();
+        let file = dir.path().join("m.bin");
+        std::fs::write(&file, b"aaaa").unwrap();
+        let first = index.file_hash(&file).unwrap();
+        let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+        // Same size, same mtime: the memo answers (this is what saves re-reading big files).
+        std::fs::write(&file, b"bbbb").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_eq!(index.file_hash(&file).unwrap(), first);
+        // A new mtime forces a fresh hash.
+        let later = mtime + std::time::Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        let second = index.file_hash(&file).unwrap();
+        assert_ne!(second, first);
+        assert_eq!(second, blake3::hash(b"bbbb").to_hex().to_string());
+    }
+}
