@@ -1,1 +1,3 @@
 //! msae: reproducible sparse-autoencoder experiments on CLIP embeddings.
+
+pub mod assignment;

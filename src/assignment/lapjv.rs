@@ -1,0 +1,401 @@
+//! Jonker–Volgenant shortest-augmenting-path solver (minimisation, `n <= m`).
+//!
+//! Notation: `x[i]` is the column of row `i`, `y[j]` the row of column `j`
+//! (`NONE` when free), `v[j]` the price (dual) of column `j`. Row duals are
+//! implicit: an assigned row `i` always satisfies
+//! `c[i][x[i]] - v[x[i]] <= c[i][j] - v[j]` for every `j`, i.e. its column is
+//! a minimum of its reduced-cost row. For `n < m` the prices of free columns
+//! stay at `0` and all other prices are `<= 0`, which is the optimality
+//! condition of the rectangular problem (every row must be matched, a column
+//! may stay free).
+
+use super::{Objective, PARALLEL_MIN_ENTRIES};
+use rayon::prelude::*;
+
+const NONE: usize = usize::MAX;
+
+/// How a stored `f32` becomes a cost. Monomorphised so the hot loops carry no
+/// extra branches when the matrix has no `NaN`.
+trait Entry {
+    fn get(x: f32) -> f64;
+}
+
+struct Min;
+struct Max;
+struct MinNan;
+struct MaxNan;
+
+impl Entry for Min {
+    #[inline(always)]
+    fn get(x: f32) -> f64 {
+        f64::from(x)
+    }
+}
+impl Entry for Max {
+    #[inline(always)]
+    fn get(x: f32) -> f64 {
+        -f64::from(x)
+    }
+}
+impl Entry for MinNan {
+    #[inline(always)]
+    fn get(x: f32) -> f64 {
+        if x.is_nan() {
+            0.0
+        } else {
+            f64::from(x)
+        }
+    }
+}
+impl Entry for MaxNan {
+    #[inline(always)]
+    fn get(x: f32) -> f64 {
+        if x.is_nan() {
+            0.0
+        } else {
+            -f64::from(x)
+        }
+    }
+}
+
+/// Solves a finite `n × m` problem with `1 <= n <= m`; returns `x`
+/// (row → column, all rows assigned).
+pub(super) fn solve(
+    c: &[f32],
+    n: usize,
+    m: usize,
+    objective: Objective,
+    has_nan: bool,
+) -> Vec<usize> {
+    match (objective, has_nan) {
+        (Objective::Minimize, false) => Solver::<Min>::run(c, n, m),
+        (Objective::Maximize, false) => Solver::<Max>::run(c, n, m),
+        (Objective::Minimize, true) => Solver::<MinNan>::run(c, n, m),
+        (Objective::Maximize, true) => Solver::<MaxNan>::run(c, n, m),
+    }
+}
+
+struct Solver<'a, E> {
+    c: &'a [f32],
+    n: usize,
+    m: usize,
+    x: Vec<usize>,
+    y: Vec<usize>,
+    v: Vec<f64>,
+    _entry: std::marker::PhantomData<E>,
+}
+
+impl<'a, E: Entry> Solver<'a, E> {
+    fn run(c: &'a [f32], n: usize, m: usize) -> Vec<usize> {
+        debug_assert!(1 <= n && n <= m && c.len() == n * m);
+        let mut s = Solver::<E> {
+            c,
+            n,
+            m,
+            x: vec![NONE; n],
+            y: vec![NONE; m],
+            v: vec![0.0; m],
+            _entry: std::marker::PhantomData,
+        };
+        if m == 1 {
+            // Then n == 1 as well.
+            s.x[0] = 0;
+            return s.x;
+        }
+        let free = if n == m {
+            s.column_reduction()
+        } else {
+            (0..n).collect()
+        };
+        let free = s.augmenting_row_reduction(free);
+        s.augment(&free);
+        debug_assert!(s.x.iter().all(|&j| j < m));
+        s.x
+    }
+
+    #[inline(always)]
+    fn row(&self, i: usize) -> &'a [f32] {
+        &self.c[i * self.m..(i + 1) * self.m]
+    }
+
+    /// Column reduction and reduction transfer (square problems). Returns the
+    /// rows left unassigned.
+    fn column_reduction(&mut self) -> Vec<usize> {
+        let (n, m) = (self.n, self.m);
+        let (colmin, argmin) = column_minima::<E>(self.c, n, m);
+        self.v.copy_from_slice(&colmin);
+
+        // Assign each column to its cheapest row; a row hit several times
+        // keeps the column with the lowest price.
+        let mut matches = vec![0u32; n];
+        for j in (0..m).rev() {
+            let i = argmin[j];
+            if matches[i] == 0 {
+                self.x[i] = j;
+                self.y[j] = i;
+            } else if self.v[j] < self.v[self.x[i]] {
+                let j1 = self.x[i];
+                self.y[j1] = NONE;
+                self.x[i] = j;
+                self.y[j] = i;
+            }
+            matches[i] = matches[i].saturating_add(1);
+        }
+
+        // Reduction transfer: a row matched exactly once lowers its column's
+        // price so that its reduced cost there equals its second-best slack.
+        // Prices only decrease, so computing every row's slack from the same
+        // snapshot of `v` is valid (it can only under-estimate) and lets the
+        // rows be processed in parallel.
+        let single: Vec<usize> = (0..n).filter(|&i| matches[i] == 1).collect();
+        let (c, v, x) = (self.c, &self.v, &self.x);
+        let slack = |&i: &usize| -> f64 {
+            let row = &c[i * m..(i + 1) * m];
+            let j1 = x[i];
+            let mut best = f64::INFINITY;
+            for (j, (&cij, &vj)) in row.iter().zip(v.iter()).enumerate() {
+                let h = E::get(cij) - vj;
+                if h < best && j != j1 {
+                    best = h;
+                }
+            }
+            // Rows are column minima, so `best` is at least the (zero)
+            // reduced cost of the assigned column; guard rounding anyway.
+            best.max(0.0)
+        };
+        let slacks: Vec<f64> = if n * m < PARALLEL_MIN_ENTRIES {
+            single.iter().map(slack).collect()
+        } else {
+            single.par_iter().map(slack).collect()
+        };
+        for (&i, &mu) in single.iter().zip(&slacks) {
+            let j1 = self.x[i];
+            self.v[j1] = E::get(self.row(i)[j1]) - mu;
+        }
+
+        (0..n).filter(|&i| matches[i] == 0).collect()
+    }
+
+    /// Two sweeps of augmenting row reduction over the free rows. Returns the
+    /// rows still free afterwards.
+    fn augmenting_row_reduction(&mut self, free: Vec<usize>) -> Vec<usize> {
+        let mut current = free;
+        for _ in 0..2 {
+            if current.is_empty() {
+                break;
+            }
+            // A displaced row can be re-processed immediately many times when
+            // prices move by tiny amounts; bound the work of one sweep.
+            let budget = 4 * current.len() + 2 * self.n;
+            let mut steps = 0usize;
+            let mut next = Vec::with_capacity(current.len());
+            let mut pending: Option<usize> = None;
+            let mut k = 0;
+            loop {
+                let i = match pending.take() {
+                    Some(i) => i,
+                    None if k < current.len() => {
+                        k += 1;
+                        current[k - 1]
+                    }
+                    None => break,
+                };
+                if steps >= budget {
+                    next.push(i);
+                    continue;
+                }
+                steps += 1;
+
+                let (u1, mut j1, u2, j2) = two_smallest::<E>(self.row(i), &self.v);
+                let mut i0 = self.y[j1];
+                let strict = u1 < u2;
+                if strict {
+                    // Row i can afford column j1 even at the second-best
+                    // price: raise the price (lower v) accordingly.
+                    self.v[j1] -= u2 - u1;
+                } else if i0 != NONE {
+                    // Tie: prefer the second column if it avoids displacing.
+                    j1 = j2;
+                    i0 = self.y[j2];
+                }
+                self.x[i] = j1;
+                self.y[j1] = i;
+                if i0 != NONE {
+                    self.x[i0] = NONE;
+                    if strict {
+                        pending = Some(i0);
+                    } else {
+                        next.push(i0);
+                    }
+                }
+            }
+            current = next;
+        }
+        current
+    }
+
+    /// Shortest augmenting path (Dijkstra on reduced costs) from every free
+    /// row, with price updates keeping reduced costs non-negative.
+    fn augment(&mut self, free: &[usize]) {
+        let m = self.m;
+        let mut d = vec![0.0f64; m];
+        let mut pred = vec![0usize; m];
+        // `cols` is a permutation of the columns split into three segments:
+        // [0, low) settled, [low, up) at the current minimum distance and not
+        // yet scanned, [up, m) not reached at the current minimum.
+        let mut cols: Vec<usize> = (0..m).collect();
+
+        for &f in free {
+            let row = self.row(f);
+            for ((dj, pj), (&cij, &vj)) in d
+                .iter_mut()
+                .zip(pred.iter_mut())
+                .zip(row.iter().zip(self.v.iter()))
+            {
+                *dj = E::get(cij) - vj;
+                *pj = f;
+            }
+
+            let mut low = 0usize;
+            let mut up = 0usize;
+            let mut min = 0.0f64;
+            let sink;
+            'search: loop {
+                if up == low {
+                    // Collect every unreached column at the new minimum.
+                    min = d[cols[up]];
+                    up += 1;
+                    let first = up;
+                    for k in first..m {
+                        let j = cols[k];
+                        let h = d[j];
+                        if h <= min {
+                            if h < min {
+                                up = low;
+                                min = h;
+                            }
+                            cols[k] = cols[up];
+                            cols[up] = j;
+                            up += 1;
+                        }
+                    }
+                    if let Some(&j) = cols[low..up].iter().find(|&&j| self.y[j] == NONE) {
+                        sink = j;
+                        break 'search;
+                    }
+                }
+
+                // Scan one column at the minimum through its assigned row.
+                let j1 = cols[low];
+                low += 1;
+                let i = self.y[j1];
+                let ri = self.row(i);
+                let h = E::get(ri[j1]) - self.v[j1] - min;
+                let first = up;
+                for k in first..m {
+                    let j = cols[k];
+                    let dist = E::get(ri[j]) - self.v[j] - h;
+                    if dist < d[j] {
+                        pred[j] = i;
+                        if dist == min {
+                            if self.y[j] == NONE {
+                                sink = j;
+                                break 'search;
+                            }
+                            cols[k] = cols[up];
+                            cols[up] = j;
+                            up += 1;
+                        }
+                        d[j] = dist;
+                    }
+                }
+            }
+
+            // Price update for settled columns.
+            for &j in &cols[..low] {
+                self.v[j] += d[j] - min;
+            }
+
+            // Flip the alternating path ending at `sink`.
+            let mut j = sink;
+            loop {
+                let i = pred[j];
+                self.y[j] = i;
+                let prev = self.x[i];
+                self.x[i] = j;
+                if i == f {
+                    break;
+                }
+                j = prev;
+            }
+        }
+    }
+}
+
+/// Smallest and second-smallest reduced cost of a row: `(u1, j1, u2, j2)`.
+/// Requires at least two columns.
+#[inline]
+fn two_smallest<E: Entry>(row: &[f32], v: &[f64]) -> (f64, usize, f64, usize) {
+    let mut u1 = E::get(row[0]) - v[0];
+    let mut j1 = 0;
+    let mut u2 = f64::INFINITY;
+    let mut j2 = NONE;
+    for (j, (&cij, &vj)) in row.iter().zip(v.iter()).enumerate().skip(1) {
+        let h = E::get(cij) - vj;
+        if h < u2 {
+            if h >= u1 {
+                u2 = h;
+                j2 = j;
+            } else {
+                u2 = u1;
+                j2 = j1;
+                u1 = h;
+                j1 = j;
+            }
+        }
+    }
+    (u1, j1, u2, j2)
+}
+
+/// Per column: minimum cost and the first row attaining it.
+fn column_minima<E: Entry>(c: &[f32], n: usize, m: usize) -> (Vec<f64>, Vec<usize>) {
+    // Row blocks are reduced independently, then merged in block order so
+    // the lowest row index wins ties.
+    let block_rows = (PARALLEL_MIN_ENTRIES / m).clamp(1, 256);
+    let reduce_block = |(b, chunk): (usize, &[f32])| -> (Vec<f64>, Vec<usize>) {
+        let mut min = vec![f64::INFINITY; m];
+        let mut arg = vec![NONE; m];
+        for (r, row) in chunk.chunks_exact(m).enumerate() {
+            let i = b * block_rows + r;
+            for ((mj, aj), &cij) in min.iter_mut().zip(arg.iter_mut()).zip(row) {
+                let h = E::get(cij);
+                if h < *mj {
+                    *mj = h;
+                    *aj = i;
+                }
+            }
+        }
+        (min, arg)
+    };
+    let merge = |mut a: (Vec<f64>, Vec<usize>), b: (Vec<f64>, Vec<usize>)| {
+        for j in 0..m {
+            if b.0[j] < a.0[j] || (b.0[j] == a.0[j] && b.1[j] < a.1[j]) {
+                a.0[j] = b.0[j];
+                a.1[j] = b.1[j];
+            }
+        }
+        a
+    };
+    let empty = || (vec![f64::INFINITY; m], vec![NONE; m]);
+    if n * m < PARALLEL_MIN_ENTRIES {
+        c.chunks(block_rows * m)
+            .enumerate()
+            .map(reduce_block)
+            .fold(empty(), merge)
+    } else {
+        c.par_chunks(block_rows * m)
+            .enumerate()
+            .map(reduce_block)
+            .reduce(empty, merge)
+    }
+}
