@@ -65,6 +65,11 @@ struct Row {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    // `RUST_LOG=msae=debug` shows the solver's phase timings.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let scipy = !args.no_scipy && scipy_available();
     if !args.no_scipy && !scipy {
         eprintln!(
@@ -94,10 +99,15 @@ fn main() -> Result<()> {
         }
 
         eprintln!("n = {n}: msae solve_max ...");
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), cpu_seconds());
         let a = msae::assignment::solve_max(&c, n, n)?;
         let msae_s = t.elapsed().as_secs_f64();
-        eprintln!("n = {n}: msae {msae_s:.3} s, total {:.6}", a.total);
+        let msae_cpu = cpu_seconds().zip(cpu).map(|(b, a)| b - a);
+        eprintln!(
+            "n = {n}: msae {msae_s:.3} s wall, {} CPU, total {:.6}",
+            msae_cpu.map_or("?".into(), |c| format!("{c:.3} s")),
+            a.total
+        );
         drop(c);
 
         let scipy_result = if scipy {
@@ -243,6 +253,20 @@ fn write_npy(path: &Path, data: &[f32], rows: usize, cols: usize) -> Result<()> 
     }
     w.flush()?;
     Ok(())
+}
+
+/// User + system CPU time of this process so far (Linux `/proc`), to tell
+/// the solver's own cost apart from waiting on a busy machine.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields overall.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // Clock ticks are 100 Hz on Linux builds in practice.
+    Some((utime + stime) / 100.0)
 }
 
 fn scipy_available() -> bool {
