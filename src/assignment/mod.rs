@@ -20,7 +20,8 @@
 //!    row that is still free, followed by a dual (price) update.
 //!
 //! Steps 1–2 and the input validation scan the full matrix and run in parallel
-//! with rayon; steps 3–4 are sequential.
+//! with rayon; steps 3–4 are sequential. Each solve emits a `debug`-level
+//! `tracing` event with the phase timings and the amount of augmentation work.
 //!
 //! # Input conventions
 //!
