@@ -417,7 +417,15 @@ fn two_smallest<E: Entry>(row: &[f32], v: &[f64]) -> (f64, usize, f64, usize) {
 fn column_minima<E: Entry>(c: &[f32], n: usize, m: usize) -> (Vec<f64>, Vec<usize>) {
     // Row blocks are reduced independently, then merged in block order so
     // the lowest row index wins ties.
-    let block_rows = (PARALLEL_MIN_ENTRIES / m).clamp(1, 256);
+    // A few blocks per thread: each block allocates and merges two
+    // length-`m` vectors, so blocks must be large.
+    let parallel = n * m >= PARALLEL_MIN_ENTRIES;
+    let blocks = if parallel {
+        4 * rayon::current_num_threads()
+    } else {
+        1
+    };
+    let block_rows = n.div_ceil(blocks).max(1);
     let reduce_block = |(b, chunk): (usize, &[f32])| -> (Vec<f64>, Vec<usize>) {
         let mut min = vec![f64::INFINITY; m];
         let mut arg = vec![NONE; m];
@@ -443,7 +451,7 @@ fn column_minima<E: Entry>(c: &[f32], n: usize, m: usize) -> (Vec<f64>, Vec<usiz
         a
     };
     let empty = || (vec![f64::INFINITY; m], vec![NONE; m]);
-    if n * m < PARALLEL_MIN_ENTRIES {
+    if !parallel {
         c.chunks(block_rows * m)
             .enumerate()
             .map(reduce_block)
