@@ -49,18 +49,25 @@ import sys, time
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 C = np.load(sys.argv[1])
-t = time.perf_counter()
+t, cpu = time.perf_counter(), time.process_time()
 r, c = linear_sum_assignment(C, maximize=True)
-t = time.perf_counter() - t
-print(t, repr(float(C[r, c].astype(np.float64).sum())))
+t, cpu = time.perf_counter() - t, time.process_time() - cpu
+print(t, cpu, repr(float(C[r, c].astype(np.float64).sum())))
 "#;
+
+struct Scipy {
+    wall: f64,
+    cpu: f64,
+    total: f64,
+}
 
 struct Row {
     n: usize,
     build_s: f64,
     msae_s: f64,
+    msae_cpu: Option<f64>,
     msae_total: f64,
-    scipy: Option<(f64, f64)>,
+    scipy: Option<Scipy>,
 }
 
 fn main() -> Result<()> {
@@ -113,7 +120,10 @@ fn main() -> Result<()> {
         let scipy_result = if scipy {
             eprintln!("n = {n}: scipy linear_sum_assignment ...");
             let r = run_scipy(&npy)?;
-            eprintln!("n = {n}: scipy {:.3} s, total {:.6}", r.0, r.1);
+            eprintln!(
+                "n = {n}: scipy {:.3} s wall, {:.3} s CPU, total {:.6}",
+                r.wall, r.cpu, r.total
+            );
             std::fs::remove_file(&npy).ok();
             Some(r)
         } else {
@@ -123,35 +133,44 @@ fn main() -> Result<()> {
             n,
             build_s,
             msae_s,
+            msae_cpu,
             msae_total: a.total,
             scipy: scipy_result,
         });
     }
 
+    let secs = |x: Option<f64>| x.map_or("–".to_string(), |x| format!("{x:.3}"));
     println!();
     println!(
-        "| n | build C (s) | msae (s) | SciPy (s) | SciPy / msae | msae total | SciPy total | totals equal |"
+        "| n | build C (s) | msae wall (s) | msae CPU (s) | SciPy wall (s) | SciPy CPU (s) \
+         | SciPy / msae (wall) | msae total | SciPy total | totals equal |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|:---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|");
     for r in &rows {
-        match r.scipy {
-            Some((s, total)) => {
-                let rel = (total - r.msae_total).abs() / total.abs().max(1e-12);
+        match &r.scipy {
+            Some(s) => {
+                let rel = (s.total - r.msae_total).abs() / s.total.abs().max(1e-12);
                 println!(
-                    "| {} | {:.3} | {:.3} | {:.3} | {:.2} | {:.4} | {:.4} | {} |",
+                    "| {} | {:.3} | {:.3} | {} | {:.3} | {:.3} | {:.2} | {:.4} | {:.4} | {} |",
                     r.n,
                     r.build_s,
                     r.msae_s,
-                    s,
-                    s / r.msae_s,
+                    secs(r.msae_cpu),
+                    s.wall,
+                    s.cpu,
+                    s.wall / r.msae_s,
                     r.msae_total,
-                    total,
+                    s.total,
                     if rel <= 1e-3 { "yes" } else { "NO" }
                 );
             }
             None => println!(
-                "| {} | {:.3} | {:.3} | – | – | {:.4} | – | – |",
-                r.n, r.build_s, r.msae_s, r.msae_total
+                "| {} | {:.3} | {:.3} | {} | – | – | – | {:.4} | – | – |",
+                r.n,
+                r.build_s,
+                r.msae_s,
+                secs(r.msae_cpu),
+                r.msae_total
             ),
         }
     }
@@ -277,8 +296,8 @@ fn scipy_available() -> bool {
         .unwrap_or(false)
 }
 
-/// Returns SciPy's (seconds, total).
-fn run_scipy(npy: &Path) -> Result<(f64, f64)> {
+/// Runs SciPy on the saved matrix.
+fn run_scipy(npy: &Path) -> Result<Scipy> {
     let out = Command::new("python3")
         .arg("-c")
         .arg(SCIPY_SCRIPT)
@@ -293,10 +312,9 @@ fn run_scipy(npy: &Path) -> Result<(f64, f64)> {
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut it = text.split_whitespace();
-    let secs = it.next().and_then(|s| s.parse().ok());
-    let total = it.next().and_then(|s| s.parse().ok());
-    match (secs, total) {
-        (Some(s), Some(t)) => Ok((s, t)),
+    let mut num = || it.next().and_then(|s| s.parse::<f64>().ok());
+    match (num(), num(), num()) {
+        (Some(wall), Some(cpu), Some(total)) => Ok(Scipy { wall, cpu, total }),
         _ => bail!("unexpected SciPy output: {text}"),
     }
 }
