@@ -389,6 +389,7 @@ fn reference_total(c: &[f32], rows: usize, cols: usize, objective: Objective) ->
 #[test]
 fn matches_reference_hungarian_n200() {
     let mut rng = ChaCha8Rng::seed_from_u64(6);
+    // 300 x 300 and 260 x 300 are large enough for the parallel scans.
     let shapes = [
         (200, 200),
         (200, 200),
@@ -396,6 +397,8 @@ fn matches_reference_hungarian_n200() {
         (200, 150),
         (1, 200),
         (200, 3),
+        (300, 300),
+        (260, 300),
     ];
     for (k, &(rows, cols)) in shapes.iter().enumerate() {
         let c = if k == 1 {
