@@ -1,1 +1,2 @@
 //! msae: reproducible sparse-autoencoder experiments on CLIP embeddings.
+pub mod sae;
