@@ -16,5 +16,6 @@ pub mod experiment;
 pub mod metrics;
 pub mod report;
 pub mod runner;
+pub mod sae;
 pub mod steps;
 pub mod store;

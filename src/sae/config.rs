@@ -1,0 +1,334 @@
+//! Training configuration: every knob of the reference trainer, with the reference defaults, plus
+//! named switches for the places where the reference behaviour is known to be wrong.
+//!
+//! All fields are optional in TOML/JSON (`#[serde(default)]`); architecture-dependent defaults
+//! (learning rate, k, sparsity weight) are `None` in the struct and resolved by the accessor
+//! methods, so a stored configuration records exactly what the user asked for.
+
+use serde::{Deserialize, Serialize};
+
+use super::SaeError;
+
+/// SAE architecture.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// ReLU code with an L1 penalty (reference `ReLUSAE`).
+    Relu,
+    /// Per-row top-k (reference `TopKSAE`).
+    #[default]
+    Topk,
+    /// Batch-level top-(k·B) (reference `BatchTopKSAE`).
+    Batchtopk,
+    /// JumpReLU with learned per-latent thresholds and an L0 penalty (absent from the reference
+    /// configs; implemented after the JumpReLU paper).
+    Jumprelu,
+    /// Matryoshka SAE: nested top-k levels sharing one dictionary (reference `MSAE_UW`/`MSAE_RW`).
+    Msae,
+}
+
+/// Secondary function of the top-k family (reference `TopK`, `TopKReLU`, `TopKabs`, `TopKabsReLU`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TopkVariant {
+    /// Rank by value, ReLU on the kept values (reference default `TopKReLU`).
+    #[default]
+    Relu,
+    /// Rank by value, keep values unchanged.
+    Plain,
+    /// Rank by |value|. Per-row TopK keeps |value|; BatchTopK keeps the signed value (as the
+    /// reference does, §11 item 14).
+    Abs,
+    /// Rank by |value|, then ReLU. Per-row: |value|; BatchTopK: ReLU of the signed value.
+    Absrelu,
+}
+
+/// Level weighting of the Matryoshka loss.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MsaeWeighting {
+    /// All levels weight 1.
+    #[default]
+    Uw,
+    /// Reference "RW": weights L, L−1, …, 1, i.e. the largest weight on the smallest k.
+    Rw,
+    /// Corrected "RW" as described by the reference's own comment: weights 1, 2, …, L, i.e. the
+    /// largest weight on the largest k.
+    RwFixed,
+}
+
+/// Learning-rate schedule (stepped once per epoch).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    /// Reference linear decay (can exceed 1 in the first decay epoch for short runs).
+    #[default]
+    LinearDecay,
+    /// Linear decay that starts at exactly 1 and never exceeds it (see `schedule.rs`).
+    LinearDecayFixed,
+    /// One warm-up epoch from 0.1·lr, then cosine down to 0.1·lr.
+    CosineWarmup,
+    /// Constant learning rate.
+    Constant,
+}
+
+/// Decoder initialisation distribution (rows are rescaled to `init_norm` afterwards).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum InitMethod {
+    #[default]
+    Kaiming,
+    Xavier,
+    Uniform,
+    Normal,
+}
+
+/// Reconstruction loss (§5).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RecLoss {
+    #[default]
+    Nmse,
+    Mse,
+    Cosine,
+}
+
+/// How a BatchTopK model produces its sparse code outside training.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchTopkInference {
+    /// Keep entries above a global threshold estimated during training (BatchTopK paper).
+    #[default]
+    Threshold,
+    /// Reference behaviour: batch-level top-(k·B) over whatever batch is evaluated.
+    Batch,
+}
+
+/// Every knob of SAE training.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub arch: Arch,
+    /// n = int(expansion_factor · d) unless `n_latents` is given.
+    pub expansion_factor: f64,
+    pub n_latents: Option<usize>,
+    /// k for TopK (default 64) and BatchTopK (default 32).
+    pub k: Option<usize>,
+    pub topk_variant: TopkVariant,
+    /// Sparsity weight λ: L1 for ReLU (default 0.003), L0 for JumpReLU (default 0.001); ignored
+    /// by the top-k family and Matryoshka.
+    pub sparsity_weight: Option<f64>,
+    pub msae_weighting: MsaeWeighting,
+    /// First Matryoshka level; levels double while ≤ n, then n is appended.
+    pub nesting_start: usize,
+    /// Learning rate; default per arch: relu 5e-5, topk/batchtopk 5e-4, msae 1e-4,
+    /// jumprelu 1e-4 (between ReLU and TopK; the JumpReLU paper used 7e-5 with λ-warm-up).
+    pub lr: Option<f64>,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub schedule: Schedule,
+    pub decay_time: f64,
+    /// Global gradient-norm clip (≤ 0 disables).
+    pub clip_grad: f64,
+    pub init: InitMethod,
+    /// Row norm of the initial decoder.
+    pub init_norm: f64,
+    /// c > 0 enables `c·tanh(z/c)` on the code.
+    pub soft_cap: f64,
+    pub loss: RecLoss,
+    pub seed: u64,
+    /// Window (in training steps) of the dead-latent count.
+    pub check_dead: usize,
+    /// Frequency below which a latent counts as dead (reference 10^−5.5).
+    pub dead_threshold: f64,
+    /// Whether validation forward passes feed the dead-latent counters (reference: yes).
+    pub dead_count_validation: bool,
+    /// Recorded for the caller's statistics; with `false` the nmse reference vector is the mean
+    /// of the standardised training data instead of 0 (§5).
+    pub mean_center: bool,
+    /// JumpReLU initial threshold θ₀.
+    pub jumprelu_theta0: f64,
+    /// JumpReLU kernel bandwidth ε.
+    pub jumprelu_bandwidth: f64,
+    pub batchtopk_inference: BatchTopkInference,
+    /// EMA momentum of the BatchTopK threshold estimate (threshold ← m·threshold + (1−m)·min).
+    pub batchtopk_threshold_momentum: f64,
+    /// Training steps between loss records in the returned log.
+    pub log_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            arch: Arch::Topk,
+            expansion_factor: 8.0,
+            n_latents: None,
+            k: None,
+            topk_variant: TopkVariant::Relu,
+            sparsity_weight: None,
+            msae_weighting: MsaeWeighting::Uw,
+            nesting_start: 64,
+            lr: None,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 6.25e-10,
+            weight_decay: 0.0,
+            batch_size: 4096,
+            epochs: 30,
+            schedule: Schedule::LinearDecay,
+            decay_time: 0.8,
+            clip_grad: 1.0,
+            init: InitMethod::Kaiming,
+            init_norm: 0.1,
+            soft_cap: 0.0,
+            loss: RecLoss::Nmse,
+            seed: 42,
+            check_dead: 1000,
+            dead_threshold: 10f64.powf(-5.5),
+            dead_count_validation: true,
+            mean_center: true,
+            jumprelu_theta0: 0.001,
+            jumprelu_bandwidth: 0.001,
+            batchtopk_inference: BatchTopkInference::Threshold,
+            batchtopk_threshold_momentum: 0.99,
+            log_every: 100,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Configuration for `arch` with all other knobs at their defaults.
+    pub fn for_arch(arch: Arch) -> Self {
+        TrainConfig {
+            arch,
+            ..Default::default()
+        }
+    }
+
+    /// Effective learning rate.
+    pub fn lr(&self) -> f64 {
+        self.lr.unwrap_or(match self.arch {
+            Arch::Relu => 5e-5,
+            Arch::Topk | Arch::Batchtopk => 5e-4,
+            Arch::Msae => 1e-4,
+            Arch::Jumprelu => 1e-4,
+        })
+    }
+
+    /// Effective k of the top-k family (unused for other archs).
+    pub fn k(&self) -> usize {
+        self.k.unwrap_or(match self.arch {
+            Arch::Batchtopk => 32,
+            _ => 64,
+        })
+    }
+
+    /// Effective sparsity weight λ.
+    pub fn sparsity_weight(&self) -> f64 {
+        self.sparsity_weight.unwrap_or(match self.arch {
+            Arch::Relu => 0.003,
+            Arch::Jumprelu => 0.001,
+            _ => 0.0,
+        })
+    }
+
+    /// Number of latents for input width `d`.
+    pub fn n_latents(&self, d: usize) -> usize {
+        self.n_latents
+            .unwrap_or((self.expansion_factor * d as f64) as usize)
+    }
+
+    /// Check the configuration against the input width `d`.
+    pub fn validate(&self, d: usize) -> Result<(), SaeError> {
+        let bad = |m: String| Err(SaeError::Config(m));
+        let n = self.n_latents(d);
+        if d == 0 || n == 0 {
+            return bad(format!(
+                "input width {d} and latent count {n} must be positive"
+            ));
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size must be positive".into());
+        }
+        if matches!(self.arch, Arch::Topk | Arch::Batchtopk) && (self.k() == 0 || self.k() > n) {
+            return bad(format!("k = {} must be in 1..={n}", self.k()));
+        }
+        if self.arch == Arch::Msae && (self.nesting_start == 0 || self.nesting_start > n) {
+            return bad(format!(
+                "nesting_start = {} must be in 1..={n}",
+                self.nesting_start
+            ));
+        }
+        if self.lr().is_nan() || self.lr() <= 0.0 || !self.lr().is_finite() {
+            return bad(format!("learning rate {} must be positive", self.lr()));
+        }
+        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
+            return bad("Adam betas must lie in [0, 1)".into());
+        }
+        if !(0.0..=1.0).contains(&self.decay_time) {
+            return bad("decay_time must lie in [0, 1]".into());
+        }
+        if self.init_norm.is_nan() || self.init_norm <= 0.0 {
+            return bad("init_norm must be positive".into());
+        }
+        if self.check_dead == 0 || self.log_every == 0 {
+            return bad("check_dead and log_every must be positive".into());
+        }
+        if self.arch == Arch::Jumprelu
+            && (self.jumprelu_theta0.is_nan()
+                || self.jumprelu_theta0 <= 0.0
+                || self.jumprelu_bandwidth.is_nan()
+                || self.jumprelu_bandwidth <= 0.0)
+        {
+            return bad("JumpReLU theta0 and bandwidth must be positive".into());
+        }
+        if !(0.0..1.0).contains(&self.batchtopk_threshold_momentum) {
+            return bad("batchtopk_threshold_momentum must lie in [0, 1)".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_per_arch() {
+        assert_eq!(TrainConfig::for_arch(Arch::Relu).lr(), 5e-5);
+        assert_eq!(TrainConfig::for_arch(Arch::Topk).lr(), 5e-4);
+        assert_eq!(TrainConfig::for_arch(Arch::Msae).lr(), 1e-4);
+        assert_eq!(TrainConfig::for_arch(Arch::Batchtopk).k(), 32);
+        assert_eq!(TrainConfig::for_arch(Arch::Topk).k(), 64);
+        assert_eq!(TrainConfig::for_arch(Arch::Relu).sparsity_weight(), 0.003);
+        assert_eq!(TrainConfig::default().n_latents(768), 6144);
+    }
+
+    #[test]
+    fn json_roundtrip_and_partial() {
+        let c: TrainConfig =
+            serde_json::from_str(r#"{"arch":"msae","msae_weighting":"rw_fixed","lr":0.01}"#)
+                .unwrap();
+        assert_eq!(c.arch, Arch::Msae);
+        assert_eq!(c.msae_weighting, MsaeWeighting::RwFixed);
+        assert_eq!(c.batch_size, 4096);
+        let s = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<TrainConfig>(&s).unwrap(), c);
+        assert!(serde_json::from_str::<TrainConfig>(r#"{"bogus":1}"#).is_err());
+    }
+
+    #[test]
+    fn validation_rejects_bad_values() {
+        let mut c = TrainConfig::for_arch(Arch::Topk);
+        c.k = Some(1000);
+        assert!(c.validate(16).is_err());
+        c.k = Some(4);
+        assert!(c.validate(16).is_ok());
+        c.batch_size = 0;
+        assert!(c.validate(16).is_err());
+    }
+}

@@ -1,0 +1,1083 @@
+//! The autoencoder (§4): parameters, initialisation, forward passes (training and evaluation
+//! forms), the hand-written backward pass, decoder-norm handling, activation statistics and
+//! save/load as safetensors.
+//!
+//! Shapes: `pre_bias` [d], `encoder` [d, n], `latent_bias` [n], `decoder` [n, d]. Forward:
+//! `P = (X − b_pre)·W_enc + b_lat`, `Z = cap(act(P))`, `X̂ = Z·W_dec + b_pre`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, D};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+
+use super::activation::{self, Coded};
+use super::config::{Arch, BatchTopkInference, InitMethod, MsaeWeighting, TrainConfig};
+use super::loss::{self, LossGrad};
+use super::{Result, SaeError};
+
+/// Matryoshka nesting list (§4.8): `[start]`, doubled while the double is ≤ n, then n appended.
+pub fn nesting_list(start: usize, n: usize) -> Vec<usize> {
+    let mut v = vec![start.min(n)];
+    while let Some(&last) = v.last() {
+        if last * 2 <= n {
+            v.push(last * 2);
+        } else {
+            break;
+        }
+    }
+    if *v.last().unwrap_or(&0) != n {
+        v.push(n);
+    }
+    v
+}
+
+/// Matryoshka level weights (unnormalised) for `levels` levels.
+pub fn level_weights(w: MsaeWeighting, levels: usize) -> Vec<f64> {
+    match w {
+        MsaeWeighting::Uw => vec![1.0; levels],
+        MsaeWeighting::Rw => (1..=levels).rev().map(|x| x as f64).collect(),
+        MsaeWeighting::RwFixed => (1..=levels).map(|x| x as f64).collect(),
+    }
+}
+
+/// Standardisation `x ↦ (x − mean)·scale` applied to every row before the model.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Standardization {
+    pub mean: Vec<f32>,
+    pub scale: f32,
+}
+
+impl Standardization {
+    /// The identity (μ = 0, s = 1) for width `d`.
+    pub fn identity(d: usize) -> Self {
+        Standardization {
+            mean: vec![0.0; d],
+            scale: 1.0,
+        }
+    }
+
+    /// Apply to a [B, d] batch on its device.
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let mu = Tensor::from_slice(&self.mean, self.mean.len(), x.device())?;
+        Ok((x.broadcast_sub(&mu)? * self.scale as f64)?)
+    }
+}
+
+/// Per-latent counts of non-zero activations (§4.7).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct ActivationStats {
+    pub counts: Vec<u64>,
+    pub num_updates: u64,
+}
+
+impl ActivationStats {
+    fn new(n: usize) -> Self {
+        ActivationStats {
+            counts: vec![0; n],
+            num_updates: 0,
+        }
+    }
+
+    /// Add the non-zero pattern of a code [B, n].
+    pub fn update(&mut self, z: &Tensor) -> Result<()> {
+        let c = z.ne(0f32)?.to_dtype(DType::F32)?.sum(0)?.to_vec1::<f32>()?;
+        for (a, b) in self.counts.iter_mut().zip(c) {
+            *a += b as u64;
+        }
+        self.num_updates += z.dim(0)? as u64;
+        Ok(())
+    }
+
+    /// Frequencies `count/num_updates`, then reset (reference `get_and_reset_stats`).
+    pub fn take_frequencies(&mut self) -> Vec<f64> {
+        let nu = self.num_updates.max(1) as f64;
+        let f = self.counts.iter().map(|&c| c as f64 / nu).collect();
+        self.counts.iter_mut().for_each(|c| *c = 0);
+        self.num_updates = 0;
+        f
+    }
+}
+
+/// Number of latents whose frequency is below `threshold`.
+pub fn count_dead(freq: &[f64], threshold: f64) -> usize {
+    freq.iter().filter(|f| f.abs() < threshold).count()
+}
+
+/// One sparse level of a training forward pass.
+#[derive(Debug, Clone)]
+pub struct Level {
+    /// Capped code.
+    pub z: Tensor,
+    /// d(activation)/dP elementwise.
+    pub dact: Tensor,
+    /// d(cap)/d(activation) elementwise, when a soft cap is active.
+    pub dcap: Option<Tensor>,
+    /// Reconstruction `z·W_dec + b_pre`.
+    pub recon: Tensor,
+}
+
+/// Everything the backward pass needs from a training forward pass.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    /// Standardised input.
+    pub x: Tensor,
+    /// `x − b_pre`.
+    pub xc: Tensor,
+    /// Pre-activation.
+    pub p: Tensor,
+    /// One level for plain SAEs, L levels for Matryoshka.
+    pub levels: Vec<Level>,
+}
+
+/// Evaluation outputs (§4.2): sparse code and reconstruction, dense ("eval form") code and
+/// reconstruction. For ReLU and JumpReLU sparse and dense coincide; for Matryoshka the sparse
+/// pair is the first (smallest-k) level.
+#[derive(Debug, Clone)]
+pub struct EvalOut {
+    pub sparse_code: Tensor,
+    pub sparse_recon: Tensor,
+    pub dense_code: Tensor,
+    pub dense_recon: Tensor,
+}
+
+/// Gradients, in the parameter order pre_bias, encoder, latent_bias, decoder, [log_threshold].
+#[derive(Debug, Clone)]
+pub struct Grads(pub Vec<Tensor>);
+
+/// Scalar losses of one step (0-d tensors on the model device).
+#[derive(Debug, Clone)]
+pub struct LossParts {
+    /// Optimised loss.
+    pub total: Tensor,
+    /// Reconstruction part (weighted over levels for Matryoshka).
+    pub rec: Tensor,
+    /// Sparsity part before weighting by λ (0 when unused).
+    pub sparsity: Tensor,
+}
+
+/// A sparse autoencoder of any supported architecture.
+#[derive(Debug, Clone)]
+pub struct Sae {
+    pub config: TrainConfig,
+    pub d: usize,
+    pub n: usize,
+    pub pre_bias: Tensor,
+    pub encoder: Tensor,
+    pub latent_bias: Tensor,
+    pub decoder: Tensor,
+    /// JumpReLU log-thresholds [n].
+    pub log_threshold: Option<Tensor>,
+    /// Matryoshka nesting list (empty for other archs).
+    pub levels: Vec<usize>,
+    /// Matryoshka weights normalised to sum 1 (`[1.0]` for other archs).
+    pub level_weights: Vec<f64>,
+    /// BatchTopK global threshold estimate (EMA of the per-batch minimum kept activation).
+    pub batchtopk_threshold: Option<f64>,
+    pub stats: ActivationStats,
+    /// Standardisation of the training data (stored with the model).
+    pub standardization: Standardization,
+    /// Reference `target_norm` (√d unless set by the caller).
+    pub target_norm: f32,
+}
+
+const EPS_F32: f64 = f32::EPSILON as f64;
+
+impl Sae {
+    /// A freshly initialised model for input width `d` (§4.5).
+    pub fn new(config: &TrainConfig, d: usize, device: &Device) -> Result<Self> {
+        config.validate(d)?;
+        let n = config.n_latents(d);
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let mut w = vec![0f32; n * d];
+        match config.init {
+            InitMethod::Kaiming | InitMethod::Xavier | InitMethod::Uniform => {
+                let b = match config.init {
+                    InitMethod::Kaiming => 2f64.sqrt() * (3.0 / d as f64).sqrt(),
+                    InitMethod::Xavier => 2f64.sqrt() * (6.0 / (n + d) as f64).sqrt(),
+                    _ => 1.0,
+                } as f32;
+                w.iter_mut().for_each(|v| *v = rng.random_range(-b..b));
+            }
+            InitMethod::Normal => w
+                .iter_mut()
+                .for_each(|v| *v = StandardNormal.sample(&mut rng)),
+        }
+        for row in w.chunks_mut(d) {
+            let norm = row.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+            let f = if norm > 0.0 {
+                config.init_norm / norm
+            } else {
+                0.0
+            };
+            row.iter_mut().for_each(|v| *v = (*v as f64 * f) as f32);
+        }
+        let decoder = Tensor::from_vec(w, (n, d), device)?;
+        let encoder = decoder.t()?.contiguous()?;
+        let log_threshold = if config.arch == Arch::Jumprelu {
+            Some(Tensor::full(config.jumprelu_theta0.ln() as f32, n, device)?)
+        } else {
+            None
+        };
+        let (levels, level_weights) = if config.arch == Arch::Msae {
+            let l = nesting_list(config.nesting_start, n);
+            let w = loss::normalised_weights(&level_weights(config.msae_weighting, l.len()));
+            (l, w)
+        } else {
+            (vec![], vec![1.0])
+        };
+        Ok(Sae {
+            config: config.clone(),
+            d,
+            n,
+            pre_bias: Tensor::zeros(d, DType::F32, device)?,
+            encoder,
+            latent_bias: Tensor::zeros(n, DType::F32, device)?,
+            decoder,
+            log_threshold,
+            levels,
+            level_weights,
+            batchtopk_threshold: None,
+            stats: ActivationStats::new(n),
+            standardization: Standardization::identity(d),
+            target_norm: (d as f32).sqrt(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        self.decoder.device()
+    }
+
+    /// Parameters in optimiser order.
+    pub fn params(&self) -> Vec<&Tensor> {
+        let mut v = vec![
+            &self.pre_bias,
+            &self.encoder,
+            &self.latent_bias,
+            &self.decoder,
+        ];
+        if let Some(t) = &self.log_threshold {
+            v.push(t);
+        }
+        v
+    }
+
+    /// Mutable parameters in optimiser order.
+    pub fn params_mut(&mut self) -> Vec<&mut Tensor> {
+        let mut v = vec![
+            &mut self.pre_bias,
+            &mut self.encoder,
+            &mut self.latent_bias,
+            &mut self.decoder,
+        ];
+        if let Some(t) = &mut self.log_threshold {
+            v.push(t);
+        }
+        v
+    }
+
+    /// Names of the parameters, in optimiser order.
+    pub fn param_names(&self) -> Vec<&'static str> {
+        let mut v = vec!["pre_bias", "encoder", "latent_bias", "decoder"];
+        if self.log_threshold.is_some() {
+            v.push("log_threshold");
+        }
+        v
+    }
+
+    fn theta(&self) -> Result<Option<Tensor>> {
+        Ok(match &self.log_threshold {
+            Some(t) => Some(t.exp()?),
+            None => None,
+        })
+    }
+
+    /// Pre-activation `(x − b_pre)·W_enc + b_lat` and the centred input.
+    fn pre_activation(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let xc = x.broadcast_sub(&self.pre_bias)?;
+        let p = xc.matmul(&self.encoder)?.broadcast_add(&self.latent_bias)?;
+        Ok((xc, p))
+    }
+
+    /// `z·W_dec + b_pre`.
+    pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
+        Ok(z.matmul(&self.decoder)?.broadcast_add(&self.pre_bias)?)
+    }
+
+    fn cap(&self, c: Coded) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        let (z, dcap) = activation::soft_cap(&c.z, self.config.soft_cap)?;
+        Ok((z, c.dz, dcap))
+    }
+
+    /// Training code(s) of a pre-activation.
+    fn train_codes(&self, p: &Tensor) -> Result<Vec<Coded>> {
+        let v = self.config.topk_variant;
+        Ok(match self.config.arch {
+            Arch::Relu => vec![activation::relu(p)?],
+            Arch::Topk => vec![activation::topk(p, self.config.k(), v)?],
+            Arch::Batchtopk => vec![activation::batch_topk(p, self.config.k(), v)?],
+            Arch::Jumprelu => {
+                let theta = self
+                    .theta()?
+                    .ok_or_else(|| SaeError::Config("JumpReLU model without thresholds".into()))?;
+                vec![activation::jumprelu(p, &theta)?]
+            }
+            Arch::Msae => self
+                .levels
+                .iter()
+                .map(|&k| activation::topk(p, k, v))
+                .collect::<Result<Vec<_>>>()?,
+        })
+    }
+
+    /// Training forward pass on a standardised batch (no statistics update).
+    pub fn forward_train(&self, x: &Tensor) -> Result<Forward> {
+        let (xc, p) = self.pre_activation(x)?;
+        let mut levels = Vec::new();
+        for c in self.train_codes(&p)? {
+            let (z, dact, dcap) = self.cap(c)?;
+            let recon = self.decode(&z)?;
+            levels.push(Level {
+                z,
+                dact,
+                dcap,
+                recon,
+            });
+        }
+        Ok(Forward {
+            x: x.clone(),
+            xc,
+            p,
+            levels,
+        })
+    }
+
+    /// Evaluation forward pass (sparse and dense outputs) on a standardised batch.
+    pub fn forward_eval(&self, x: &Tensor) -> Result<EvalOut> {
+        let (_, p) = self.pre_activation(x)?;
+        let v = self.config.topk_variant;
+        let sparse = match self.config.arch {
+            Arch::Relu => activation::relu(&p)?,
+            Arch::Topk => activation::topk(&p, self.config.k(), v)?,
+            Arch::Msae => activation::topk(&p, self.levels[0], v)?,
+            Arch::Batchtopk => match (self.config.batchtopk_inference, self.batchtopk_threshold) {
+                (BatchTopkInference::Threshold, Some(t)) => {
+                    activation::batch_threshold(&p, t as f32, v)?
+                }
+                _ => activation::batch_topk(&p, self.config.k(), v)?,
+            },
+            Arch::Jumprelu => self.train_codes(&p)?.remove(0),
+        };
+        let (sparse_code, _, _) = self.cap(sparse)?;
+        let sparse_recon = self.decode(&sparse_code)?;
+        let (dense_code, dense_recon) = match self.config.arch {
+            Arch::Relu | Arch::Jumprelu => (sparse_code.clone(), sparse_recon.clone()),
+            _ => {
+                let dz =
+                    activation::soft_cap(&activation::eval_form(&p, v)?, self.config.soft_cap)?.0;
+                let r = self.decode(&dz)?;
+                (dz, r)
+            }
+        };
+        Ok(EvalOut {
+            sparse_code,
+            sparse_recon,
+            dense_code,
+            dense_recon,
+        })
+    }
+
+    /// Dense code restricted to its k largest entries per row (reference `encode(x, k)`), then
+    /// capped.
+    pub fn dense_code_topk(&self, x: &Tensor, k: Option<usize>) -> Result<Tensor> {
+        let (_, p) = self.pre_activation(x)?;
+        let v = self.config.topk_variant;
+        let dense = match self.config.arch {
+            Arch::Relu => p.relu()?,
+            Arch::Jumprelu => self.train_codes(&p)?.remove(0).z,
+            _ => activation::eval_form(&p, v)?,
+        };
+        let dense = match k {
+            Some(k) if k > 0 && k < self.n => {
+                (activation::row_topk_mask(&dense, k, false)? * &dense)?
+            }
+            _ => dense,
+        };
+        Ok(activation::soft_cap(&dense, self.config.soft_cap)?.0)
+    }
+
+    /// Loss of a training forward pass and the gradients of all parameters.
+    ///
+    /// `nmse_reference`: the nmse reference vector (None = zero, mean-centred data).
+    pub fn loss_and_grads(
+        &self,
+        fwd: &Forward,
+        nmse_reference: Option<&Tensor>,
+    ) -> Result<(LossParts, Grads)> {
+        let cfg = &self.config;
+        let dev = self.device();
+        let lambda = cfg.sparsity_weight();
+        let mut rec_total: Option<Tensor> = None;
+        let mut sparsity = Tensor::zeros((), DType::F32, dev)?;
+        let mut g_dec: Option<Tensor> = None;
+        let mut g_pre = Tensor::zeros(self.d, DType::F32, dev)?;
+        let mut d_p: Option<Tensor> = None;
+        let mut g_logt: Option<Tensor> = None;
+        for (li, level) in fwd.levels.iter().enumerate() {
+            let w = self.level_weights[li];
+            let LossGrad { value, grad } =
+                loss::reconstruction(cfg.loss, &level.recon, &fwd.x, nmse_reference, true)?;
+            let grad = grad.ok_or_else(|| SaeError::Config("missing gradient".into()))?;
+            let value = (value * w)?;
+            rec_total = Some(match rec_total {
+                Some(r) => (r + value)?,
+                None => value,
+            });
+            let g = if w == 1.0 { grad } else { (grad * w)? };
+            let gd = level.z.t()?.matmul(&g)?;
+            g_dec = Some(match g_dec {
+                Some(a) => (a + gd)?,
+                None => gd,
+            });
+            g_pre = (g_pre + g.sum(0)?)?;
+            // Gradient with respect to the capped code.
+            let mut dz = g.matmul(&self.decoder.t()?)?;
+            if li == 0 && cfg.arch == Arch::Relu && lambda != 0.0 {
+                let sp = loss::l1(&level.z, &fwd.x, true)?;
+                sparsity = sp.value;
+                if let Some(sg) = sp.grad {
+                    dz = (dz + (sg * lambda)?)?;
+                }
+            }
+            // Through the soft cap to the activation output.
+            let dj = match &level.dcap {
+                Some(c) => (dz * c)?,
+                None => dz,
+            };
+            if cfg.arch == Arch::Jumprelu {
+                g_logt = Some(self.jumprelu_threshold_grad(fwd, &level.dact, &dj, lambda)?);
+                sparsity = loss::l0(&level.dact)?;
+            }
+            let dp = (dj * &level.dact)?;
+            d_p = Some(match d_p {
+                Some(a) => (a + dp)?,
+                None => dp,
+            });
+        }
+        let d_p = d_p.ok_or_else(|| SaeError::Config("model produced no level".into()))?;
+        let g_lat = d_p.sum(0)?;
+        let g_enc = fwd.xc.t()?.matmul(&d_p)?;
+        // P depends on b_pre through −b_pre·W_enc.
+        let g_pre = (g_pre - self.encoder.matmul(&g_lat.unsqueeze(1)?)?.squeeze(1)?)?;
+        let rec = rec_total.ok_or_else(|| SaeError::Config("model produced no level".into()))?;
+        let total = if lambda != 0.0 && matches!(cfg.arch, Arch::Relu | Arch::Jumprelu) {
+            (&rec + (&sparsity * lambda)?)?
+        } else {
+            rec.clone()
+        };
+        let g_dec = g_dec.ok_or_else(|| SaeError::Config("model produced no level".into()))?;
+        let mut grads = vec![g_pre, g_enc, g_lat, g_dec];
+        if let Some(g) = g_logt {
+            grads.push(g);
+        }
+        Ok((
+            LossParts {
+                total,
+                rec,
+                sparsity,
+            },
+            Grads(grads),
+        ))
+    }
+
+    /// JumpReLU gradient of the loss with respect to log θ (JumpReLU paper pseudo-derivatives
+    /// with the chain factor θ of the log parametrisation):
+    /// reconstruction: `∂J/∂θ = −(θ/ε)·rect((R − θ)/ε)`, L0: `∂H(R − θ)/∂θ = −(1/ε)·rect(·)`,
+    /// where R = ReLU(P) is the pre-threshold value (so the kernel sees entries near θ).
+    fn jumprelu_threshold_grad(
+        &self,
+        fwd: &Forward,
+        _h: &Tensor,
+        dj: &Tensor,
+        lambda: f64,
+    ) -> Result<Tensor> {
+        let theta = self
+            .theta()?
+            .ok_or_else(|| SaeError::Config("JumpReLU model without thresholds".into()))?;
+        let eps = self.config.jumprelu_bandwidth;
+        let b = fwd.p.dim(0)? as f64;
+        let r = fwd.p.relu()?;
+        let u = r.broadcast_sub(&theta)?.abs()?;
+        let rect = u.lt(eps / 2.0)?.to_dtype(DType::F32)?;
+        // Σ_b dJ·rect (reconstruction) and Σ_b rect (L0), per latent.
+        let rec_part = (dj * &rect)?.sum(0)?;
+        let l0_part = rect.sum(0)?;
+        let dtheta = ((rec_part * &theta)? * (-1.0 / eps))?;
+        let dtheta = (dtheta + (l0_part * (-lambda / (eps * b)))?)?;
+        Ok((dtheta * theta)?)
+    }
+
+    /// Record the non-zero pattern of a code (the last level for Matryoshka).
+    pub fn update_stats(&mut self, z: &Tensor) -> Result<()> {
+        self.stats.update(z)
+    }
+
+    /// Update the BatchTopK threshold estimate with a training code.
+    pub fn update_batchtopk_threshold(&mut self, z: &Tensor) -> Result<()> {
+        if let Some(m) = activation::min_positive(z)? {
+            let mom = self.config.batchtopk_threshold_momentum;
+            self.batchtopk_threshold = Some(match self.batchtopk_threshold {
+                Some(t) => mom * t + (1.0 - mom) * m as f64,
+                None => m as f64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Rescale decoder rows to unit norm, compensating in the encoder columns, the latent bias
+    /// and the JumpReLU thresholds (§4.6): `r_j = ‖W_dec[j]‖ + ε_f32`.
+    pub fn scale_to_unit_norm(&mut self) -> Result<()> {
+        let r = (self.decoder.sqr()?.sum(D::Minus1)?.sqrt()? + EPS_F32)?;
+        self.decoder = self.decoder.broadcast_div(&r.unsqueeze(1)?)?;
+        self.encoder = self.encoder.broadcast_mul(&r.unsqueeze(0)?)?;
+        self.latent_bias = (&self.latent_bias * &r)?;
+        if let Some(t) = &self.log_threshold {
+            self.log_threshold = Some((t + r.log()?)?);
+        }
+        Ok(())
+    }
+
+    /// Remove from the decoder gradient its component along each (unit) decoder row:
+    /// `g_j ← g_j − (g_j·w_j) w_j`.
+    pub fn project_decoder_grad(&self, g_dec: &Tensor) -> Result<Tensor> {
+        let dot = (g_dec * &self.decoder)?.sum_keepdim(D::Minus1)?;
+        Ok((g_dec - self.decoder.broadcast_mul(&dot)?)?)
+    }
+
+    /// Save as safetensors at `path` (tensors + metadata) and the configuration as JSON next to
+    /// it (`path` with extension `json`).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut tensors: Vec<(String, HostTensor)> = Vec::new();
+        for (name, t) in self.param_names().into_iter().zip(self.params()) {
+            tensors.push((name.to_string(), HostTensor::from_tensor(t)?));
+        }
+        tensors.push((
+            "mean_center".into(),
+            HostTensor::F32(self.standardization.mean.clone(), vec![self.d]),
+        ));
+        tensors.push((
+            "latents_activation_frequency".into(),
+            HostTensor::I64(
+                self.stats.counts.iter().map(|&c| c as i64).collect(),
+                vec![self.n],
+            ),
+        ));
+        let meta = self.metadata();
+        let json = serde_json::to_string_pretty(&meta).map_err(|e| SaeError::Format {
+            path: path.into(),
+            msg: e.to_string(),
+        })?;
+        let mut info = HashMap::new();
+        info.insert("msae".to_string(), json.clone());
+        let bytes = serialize_host(&tensors, Some(info), path)?;
+        write_atomic(path, &bytes)?;
+        write_atomic(&path.with_extension("json"), json.as_bytes())?;
+        Ok(())
+    }
+
+    fn metadata(&self) -> ModelMeta {
+        ModelMeta {
+            format: MODEL_FORMAT.into(),
+            config: self.config.clone(),
+            d: self.d,
+            n: self.n,
+            scale: self.standardization.scale,
+            target_norm: self.target_norm,
+            num_updates: self.stats.num_updates,
+            batchtopk_threshold: self.batchtopk_threshold,
+            levels: self.levels.clone(),
+            level_weights: self.level_weights.clone(),
+        }
+    }
+
+    /// Load a model written by [`Sae::save`] onto `device`.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| SaeError::Io {
+            path: path.into(),
+            source: e,
+        })?;
+        let (meta, tensors) = read_safetensors(&bytes, path)?;
+        let meta: ModelMeta = meta
+            .get("msae")
+            .ok_or_else(|| fmt_err(path, "missing msae metadata"))
+            .and_then(|s| serde_json::from_str(s).map_err(|e| fmt_err(path, &e.to_string())))?;
+        Self::from_parts(meta, &tensors, path, device)
+    }
+
+    pub(crate) fn from_parts(
+        meta: ModelMeta,
+        tensors: &HashMap<String, HostTensor>,
+        path: &Path,
+        device: &Device,
+    ) -> Result<Self> {
+        if meta.format != MODEL_FORMAT {
+            return Err(fmt_err(path, &format!("unknown format {}", meta.format)));
+        }
+        let (d, n) = (meta.d, meta.n);
+        let get = |name: &str, shape: &[usize]| -> Result<Tensor> {
+            let t = tensors
+                .get(name)
+                .ok_or_else(|| fmt_err(path, &format!("missing tensor {name}")))?;
+            t.to_tensor(shape, device)
+                .map_err(|_| fmt_err(path, &format!("tensor {name} has the wrong shape or type")))
+        };
+        let mut sae = Sae {
+            config: meta.config.clone(),
+            d,
+            n,
+            pre_bias: get("pre_bias", &[d])?,
+            encoder: get("encoder", &[d, n])?,
+            latent_bias: get("latent_bias", &[n])?,
+            decoder: get("decoder", &[n, d])?,
+            log_threshold: None,
+            levels: meta.levels.clone(),
+            level_weights: meta.level_weights.clone(),
+            batchtopk_threshold: meta.batchtopk_threshold,
+            stats: ActivationStats::new(n),
+            standardization: Standardization {
+                mean: get("mean_center", &[d])?.to_vec1::<f32>()?,
+                scale: meta.scale,
+            },
+            target_norm: meta.target_norm,
+        };
+        if meta.config.arch == Arch::Jumprelu {
+            sae.log_threshold = Some(get("log_threshold", &[n])?);
+        }
+        if meta.config.arch == Arch::Msae && sae.levels.is_empty() {
+            return Err(fmt_err(path, "Matryoshka model without levels"));
+        }
+        if sae.level_weights.is_empty() {
+            return Err(fmt_err(path, "missing level weights"));
+        }
+        if let Some(HostTensor::I64(c, _)) = tensors.get("latents_activation_frequency") {
+            if c.len() == n {
+                sae.stats.counts = c.iter().map(|&v| v.max(0) as u64).collect();
+            }
+        }
+        sae.stats.num_updates = meta.num_updates;
+        Ok(sae)
+    }
+}
+
+const MODEL_FORMAT: &str = "msae-sae-v1";
+
+/// Model metadata stored in the safetensors header and the JSON side file.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct ModelMeta {
+    pub format: String,
+    pub config: TrainConfig,
+    pub d: usize,
+    pub n: usize,
+    pub scale: f32,
+    pub target_norm: f32,
+    pub num_updates: u64,
+    pub batchtopk_threshold: Option<f64>,
+    pub levels: Vec<usize>,
+    pub level_weights: Vec<f64>,
+}
+
+pub(crate) fn fmt_err(path: &Path, msg: &str) -> SaeError {
+    SaeError::Format {
+        path: path.into(),
+        msg: msg.into(),
+    }
+}
+
+/// A tensor copied to the host, as stored in safetensors files.
+#[derive(Debug, Clone)]
+pub(crate) enum HostTensor {
+    F32(Vec<f32>, Vec<usize>),
+    F64(Vec<f64>, Vec<usize>),
+    I64(Vec<i64>, Vec<usize>),
+}
+
+impl HostTensor {
+    pub(crate) fn from_tensor(t: &Tensor) -> Result<Self> {
+        Ok(HostTensor::F32(
+            t.flatten_all()?.to_vec1::<f32>()?,
+            t.dims().to_vec(),
+        ))
+    }
+
+    pub(crate) fn to_tensor(&self, shape: &[usize], device: &Device) -> Result<Tensor> {
+        match self {
+            HostTensor::F32(v, s) if s == shape => Ok(Tensor::from_slice(v, shape, device)?),
+            _ => Err(SaeError::Data("tensor shape or type mismatch".into())),
+        }
+    }
+
+    fn bytes(&self) -> (safetensors::Dtype, &[usize], Vec<u8>) {
+        match self {
+            HostTensor::F32(v, s) => (
+                safetensors::Dtype::F32,
+                s,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+            HostTensor::F64(v, s) => (
+                safetensors::Dtype::F64,
+                s,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+            HostTensor::I64(v, s) => (
+                safetensors::Dtype::I64,
+                s,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+        }
+    }
+}
+
+/// Serialise host tensors (and string metadata) to safetensors bytes.
+pub(crate) fn serialize_host(
+    tensors: &[(String, HostTensor)],
+    info: Option<HashMap<String, String>>,
+    path: &Path,
+) -> Result<Vec<u8>> {
+    let raw: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, t)| {
+            let (dt, s, b) = t.bytes();
+            (n.clone(), dt, s.to_vec(), b)
+        })
+        .collect();
+    let views = raw
+        .iter()
+        .map(|(n, dt, s, b)| {
+            safetensors::tensor::TensorView::new(*dt, s.clone(), b).map(|v| (n.clone(), v))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| fmt_err(path, &e.to_string()))?;
+    safetensors::tensor::serialize(views, info).map_err(|e| fmt_err(path, &e.to_string()))
+}
+
+/// Parse safetensors bytes into metadata and host tensors (f32, f64 and i64 only).
+pub(crate) fn read_safetensors(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(HashMap<String, String>, HashMap<String, HostTensor>)> {
+    let st =
+        safetensors::SafeTensors::deserialize(bytes).map_err(|e| fmt_err(path, &e.to_string()))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| fmt_err(path, &e.to_string()))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let mut out = HashMap::new();
+    for (name, view) in st.tensors() {
+        let shape = view.shape().to_vec();
+        let data = view.data();
+        let t = match view.dtype() {
+            safetensors::Dtype::F32 => HostTensor::F32(
+                data.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+                shape,
+            ),
+            safetensors::Dtype::F64 => HostTensor::F64(
+                data.chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                    .collect(),
+                shape,
+            ),
+            safetensors::Dtype::I64 => HostTensor::I64(
+                data.chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                    .collect(),
+                shape,
+            ),
+            other => return Err(fmt_err(path, &format!("unsupported dtype {other:?}"))),
+        };
+        out.insert(name, t);
+    }
+    Ok((meta, out))
+}
+
+/// Write `bytes` to `path` atomically: temporary sibling, fsync, rename, fsync the directory.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let io = |e: std::io::Error| SaeError::Io {
+        path: path.into(),
+        source: e,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = dir.join(name);
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(arch: Arch, n: usize) -> TrainConfig {
+        TrainConfig {
+            arch,
+            n_latents: Some(n),
+            k: Some(3),
+            nesting_start: 2,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn nesting_lists_of_the_reference_table() {
+        assert_eq!(
+            nesting_list(64, 6144),
+            vec![64, 128, 256, 512, 1024, 2048, 4096, 6144]
+        );
+        assert_eq!(
+            nesting_list(64, 4096),
+            vec![64, 128, 256, 512, 1024, 2048, 4096]
+        );
+        assert_eq!(
+            nesting_list(64, 3072),
+            vec![64, 128, 256, 512, 1024, 2048, 3072]
+        );
+        assert_eq!(nesting_list(64, 12288).len(), 9);
+        assert_eq!(nesting_list(64, 24576).last(), Some(&24576));
+        assert_eq!(nesting_list(64, 24576).len(), 10);
+        assert_eq!(nesting_list(64, 16384).len(), 9);
+    }
+
+    #[test]
+    fn weights() {
+        assert_eq!(
+            level_weights(MsaeWeighting::Rw, 8),
+            vec![8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0]
+        );
+        assert_eq!(
+            level_weights(MsaeWeighting::RwFixed, 3),
+            vec![1.0, 2.0, 3.0]
+        );
+        assert_eq!(level_weights(MsaeWeighting::Uw, 2), vec![1.0, 1.0]);
+    }
+
+    #[test]
+    fn init_rows_have_norm_point_one_and_encoder_is_transpose() {
+        for init in [
+            InitMethod::Kaiming,
+            InitMethod::Xavier,
+            InitMethod::Uniform,
+            InitMethod::Normal,
+        ] {
+            let mut c = cfg(Arch::Topk, 24);
+            c.init = init;
+            let m = Sae::new(&c, 10, &Device::Cpu).unwrap();
+            let w = m.decoder.to_vec2::<f32>().unwrap();
+            for row in &w {
+                let nrm: f32 = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+                assert!((nrm - 0.1).abs() < 1e-6);
+            }
+            let e = m.encoder.to_vec2::<f32>().unwrap();
+            assert_eq!(e[3][5], w[5][3]);
+        }
+        // Kaiming entries are bounded by √2·√(3/d) before rescaling: check determinism instead.
+        let a = Sae::new(&cfg(Arch::Topk, 24), 10, &Device::Cpu).unwrap();
+        let b = Sae::new(&cfg(Arch::Topk, 24), 10, &Device::Cpu).unwrap();
+        assert_eq!(
+            a.decoder.to_vec2::<f32>().unwrap(),
+            b.decoder.to_vec2::<f32>().unwrap()
+        );
+    }
+
+    #[test]
+    fn unit_norm_and_projection() {
+        let mut m = Sae::new(&cfg(Arch::Jumprelu, 6), 4, &Device::Cpu).unwrap();
+        m.latent_bias = Tensor::new(&[1f32, 2., 3., 4., 5., 6.], &Device::Cpu).unwrap();
+        let x = Tensor::new(&[[0.3f32, -0.2, 0.5, 0.1]], &Device::Cpu).unwrap();
+        let p_before = m.pre_activation(&x).unwrap().1.to_vec2::<f32>().unwrap();
+        m.scale_to_unit_norm().unwrap();
+        for row in m.decoder.to_vec2::<f32>().unwrap() {
+            let nrm: f32 = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            assert!((nrm - 1.0).abs() < 1e-5);
+        }
+        // Pre-activations scale by r = 0.1 + ε (the old row norm), bias likewise; θ follows.
+        let p_after = m.pre_activation(&x).unwrap().1.to_vec2::<f32>().unwrap();
+        let r = 0.1 + f32::EPSILON;
+        for j in 0..6 {
+            assert!((p_after[0][j] - p_before[0][j] * r).abs() < 1e-5);
+        }
+        let th = m.theta().unwrap().unwrap().to_vec1::<f32>().unwrap();
+        assert!((th[0] - 0.001 * r).abs() < 1e-7);
+        // Projection removes the radial component: (g − (g·w)w)·w = 0.
+        let g = Tensor::ones((6, 4), DType::F32, &Device::Cpu).unwrap();
+        let pg = m.project_decoder_grad(&g).unwrap();
+        let dots = (pg * &m.decoder)
+            .unwrap()
+            .sum(1)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!(dots.iter().all(|d| d.abs() < 1e-5));
+    }
+
+    /// Gradients of the hand-written backward pass against central finite differences of the
+    /// loss in f32 (loose tolerance) for every architecture without selection changes.
+    #[test]
+    fn gradients_match_finite_differences() {
+        for arch in [Arch::Relu, Arch::Topk, Arch::Msae, Arch::Batchtopk] {
+            for lossk in [
+                super::super::config::RecLoss::Nmse,
+                super::super::config::RecLoss::Mse,
+                super::super::config::RecLoss::Cosine,
+            ] {
+                let mut c = cfg(arch, 8);
+                c.loss = lossk;
+                c.soft_cap = if arch == Arch::Topk { 2.0 } else { 0.0 };
+                c.sparsity_weight = Some(0.05);
+                let mut m = Sae::new(&c, 5, &Device::Cpu).unwrap();
+                m.scale_to_unit_norm().unwrap();
+                m.pre_bias = Tensor::new(&[0.1f32, -0.2, 0.05, 0.0, 0.3], &Device::Cpu).unwrap();
+                m.latent_bias = Tensor::new(
+                    &[0.1f32, 0.2, -0.1, 0.3, 0.0, 0.05, 0.15, -0.05],
+                    &Device::Cpu,
+                )
+                .unwrap();
+                let xs: Vec<f32> = (0..15).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.3).collect();
+                let x = Tensor::from_vec(xs, (3, 5), &Device::Cpu).unwrap();
+                let fwd = m.forward_train(&x).unwrap();
+                let (_, grads) = m.loss_and_grads(&fwd, None).unwrap();
+                let loss_at = |m: &Sae| -> f64 {
+                    let f = m.forward_train(&x).unwrap();
+                    m.loss_and_grads(&f, None)
+                        .unwrap()
+                        .0
+                        .total
+                        .to_scalar::<f32>()
+                        .unwrap() as f64
+                };
+                let h = 2e-3f32;
+                for (pi, g) in grads.0.iter().enumerate() {
+                    let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    let base = m.params()[pi].clone();
+                    let shape = base.dims().to_vec();
+                    let vals = base.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    for idx in (0..vals.len()).step_by(3) {
+                        let mut plus = vals.clone();
+                        plus[idx] += h;
+                        let mut minus = vals.clone();
+                        minus[idx] -= h;
+                        let mut mp = m.clone();
+                        *mp.params_mut()[pi] =
+                            Tensor::from_vec(plus, shape.as_slice(), &Device::Cpu).unwrap();
+                        let lp = loss_at(&mp);
+                        *mp.params_mut()[pi] =
+                            Tensor::from_vec(minus, shape.as_slice(), &Device::Cpu).unwrap();
+                        let lm = loss_at(&mp);
+                        let fd = (lp - lm) / (2.0 * h as f64);
+                        let tol = 1e-3 + 1e-2 * fd.abs();
+                        assert!(
+                            (g[idx] as f64 - fd).abs() < tol,
+                            "{arch:?} {lossk:?} param {pi} idx {idx}: {} vs {fd}",
+                            g[idx]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn jumprelu_threshold_gradient_by_hand() {
+        let mut c = cfg(Arch::Jumprelu, 2);
+        c.jumprelu_bandwidth = 0.2;
+        c.jumprelu_theta0 = 0.5;
+        c.sparsity_weight = Some(0.3);
+        let m = Sae::new(&c, 2, &Device::Cpu).unwrap();
+        // P entries: latent 0 inside the kernel window (|R − θ| < ε/2), latent 1 outside.
+        let p = Tensor::new(&[[0.55f32, 2.0], [0.45, -1.0]], &Device::Cpu).unwrap();
+        let fwd = Forward {
+            x: Tensor::ones((2, 2), DType::F32, &Device::Cpu).unwrap(),
+            xc: Tensor::ones((2, 2), DType::F32, &Device::Cpu).unwrap(),
+            p,
+            levels: vec![],
+        };
+        let dj = Tensor::new(&[[1.0f32, 1.0], [2.0, 1.0]], &Device::Cpu).unwrap();
+        let h = Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
+        let g = m
+            .jumprelu_threshold_grad(&fwd, &h, &dj, 0.3)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        // Latent 0: rect = 1 for both rows. rec: −(θ/ε)(1 + 2) = −7.5; L0: −λ/(ε·B)·2 = −1.5.
+        // d/dlogθ = θ·(−9) = −4.5.
+        assert!((g[0] + 4.5).abs() < 1e-4, "{g:?}");
+        assert_eq!(g[1], 0.0);
+    }
+
+    #[test]
+    fn save_load_roundtrip() {
+        let dir = tempfile::tempdir().unwrap();
+        for arch in [Arch::Jumprelu, Arch::Msae, Arch::Batchtopk] {
+            let mut m = Sae::new(&cfg(arch, 8), 4, &Device::Cpu).unwrap();
+            m.standardization = Standardization {
+                mean: vec![1.0, 2.0, 3.0, 4.0],
+                scale: 0.5,
+            };
+            m.batchtopk_threshold = Some(0.25);
+            m.stats.counts[3] = 7;
+            m.stats.num_updates = 9;
+            let path = dir.path().join("m.safetensors");
+            m.save(&path).unwrap();
+            assert!(dir.path().join("m.json").exists());
+            let l = Sae::load(&path, &Device::Cpu).unwrap();
+            assert_eq!(
+                l.decoder.to_vec2::<f32>().unwrap(),
+                m.decoder.to_vec2::<f32>().unwrap()
+            );
+            assert_eq!(
+                l.encoder.to_vec2::<f32>().unwrap(),
+                m.encoder.to_vec2::<f32>().unwrap()
+            );
+            assert_eq!(l.standardization, m.standardization);
+            assert_eq!(l.stats, m.stats);
+            assert_eq!(l.levels, m.levels);
+            assert_eq!(l.batchtopk_threshold, Some(0.25));
+            assert_eq!(l.log_threshold.is_some(), arch == Arch::Jumprelu);
+        }
+        assert!(Sae::load(&dir.path().join("missing"), &Device::Cpu).is_err());
+        std::fs::write(dir.path().join("bad"), b"garbage").unwrap();
+        assert!(Sae::load(&dir.path().join("bad"), &Device::Cpu).is_err());
+    }
+
+    #[test]
+    fn eval_forms() {
+        let m = Sae::new(&cfg(Arch::Msae, 8), 4, &Device::Cpu).unwrap();
+        let x = Tensor::new(&[[0.3f32, -0.2, 0.5, 0.1]], &Device::Cpu).unwrap();
+        let e = m.forward_eval(&x).unwrap();
+        let sparse = e.sparse_code.to_vec2::<f32>().unwrap();
+        assert!(sparse[0].iter().filter(|v| **v != 0.0).count() <= 2);
+        let dense = e.dense_code.to_vec2::<f32>().unwrap();
+        assert!(dense[0].iter().all(|v| *v >= 0.0));
+        let k1 = m
+            .dense_code_topk(&x, Some(1))
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        assert!(k1[0].iter().filter(|v| **v != 0.0).count() <= 1);
+    }
+}
