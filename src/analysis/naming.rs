@@ -478,6 +478,59 @@ pub fn naming_accuracy(best: &[usize], truth: &[usize]) -> f64 {
     hits as f64 / total as f64
 }
 
+/// Truth for [`naming_accuracy`] on a planted dictionary: a greedy one-to-one
+/// matching of latents (rows of `decoder`, `[n, d]`) to true features (rows
+/// of `features`, `[m, d]`) by decreasing cosine similarity (sign matters: a latent pointing away from
+/// a feature does not represent it). Each latent and each feature is used at
+/// most once; latents left without a feature (n > m) get `None`.
+pub fn greedy_truth(decoder: MatRef<'_>, features: MatRef<'_>) -> Result<Vec<Option<usize>>> {
+    let d = decoder.cols();
+    if features.cols() != d {
+        return Err(AnalysisError::invalid(
+            "greedy matching",
+            format!(
+                "decoder rows have {d} dimensions, feature rows {}",
+                features.cols()
+            ),
+        ));
+    }
+    let unit = |m: MatRef<'_>| -> Vec<f32> {
+        let mut v = m.data().to_vec();
+        if d > 0 {
+            v.par_chunks_mut(d).for_each(normalize_row);
+        }
+        v
+    };
+    let (a, b) = (unit(decoder), unit(features));
+    let (n, m) = (decoder.rows(), features.rows());
+    let mut pairs: Vec<(f32, usize, usize)> = (0..n)
+        .into_par_iter()
+        .flat_map_iter(|j| {
+            let aj = &a[j * d..(j + 1) * d];
+            let b = &b;
+            (0..m).map(move |k| {
+                let bk = &b[k * d..(k + 1) * d];
+                (aj.iter().zip(bk).map(|(x, y)| x * y).sum::<f32>(), j, k)
+            })
+        })
+        .collect();
+    pairs.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
+    let mut truth = vec![None; n];
+    let mut used = vec![false; m];
+    let mut left = n.min(m);
+    for (_, j, k) in pairs {
+        if left == 0 {
+            break;
+        }
+        if truth[j].is_none() && !used[k] {
+            truth[j] = Some(k);
+            used[k] = true;
+            left -= 1;
+        }
+    }
+    Ok(truth)
+}
+
 /// One row of a "most frequent latents" listing.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NamedLatent {
@@ -865,6 +918,17 @@ mod tests {
         assert_eq!((top[1].latent, top[1].word.as_str()), (0, "cat"));
         assert!(top_latents_by_frequency(&[0.1], &names, &words, 2).is_err());
         assert!(top_latents_by_frequency(&[0.1, 0.2, 0.3], &names, &words[..1], 3).is_err());
+    }
+
+    #[test]
+    fn greedy_truth_matches_one_to_one() {
+        // Latent 0 is closest to feature 1; latent 1 also prefers feature 1
+        // but gets feature 0; latent 2 has nothing left.
+        let w = [0.0f32, 1.0, 0.1, 1.0, -1.0, -1.0];
+        let f = [1.0f32, 0.0, 0.0, 1.0];
+        let t = greedy_truth(mat(&w, 3, 2), mat(&f, 2, 2)).unwrap();
+        assert_eq!(t, vec![Some(1), Some(0), None]);
+        assert!(greedy_truth(mat(&w, 3, 2), mat(&w[..3], 1, 3)).is_err());
     }
 
     #[test]

@@ -108,6 +108,40 @@ impl Default for Plateau {
     }
 }
 
+/// Running state of [`Plateau`].
+#[derive(Clone, Debug)]
+struct PlateauState {
+    cfg: Plateau,
+    best: f64,
+    bad: usize,
+}
+
+impl PlateauState {
+    fn new(cfg: Plateau) -> Self {
+        Self {
+            cfg,
+            best: f64::NEG_INFINITY,
+            bad: 0,
+        }
+    }
+
+    /// Records one epoch's F1; returns the reduced learning rate when the
+    /// plateau has lasted more than `patience` epochs.
+    fn step(&mut self, f1: f64, lr: f64) -> Option<f64> {
+        if f1 > self.best * (1.0 + self.cfg.threshold) {
+            self.best = f1;
+            self.bad = 0;
+            return None;
+        }
+        self.bad += 1;
+        if self.bad > self.cfg.patience {
+            self.bad = 0;
+            return Some(lr * self.cfg.factor);
+        }
+        None
+    }
+}
+
 /// Probe training settings; the defaults are the reference's.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProbeOptions {
@@ -495,8 +529,7 @@ pub fn train_probe(
     // mistake of keeping the best state by reference).
     let mut best: Option<LinearProbe> = None;
     let mut bad_epochs = 0;
-    let mut plateau_best = f64::NEG_INFINITY;
-    let mut plateau_bad = 0;
+    let mut plateau = opts.plateau.clone().map(PlateauState::new);
     let mut lr = opts.lr;
     let mut stopped_early = false;
     let mut order: Vec<u32> = (0..n as u32).collect();
@@ -535,18 +568,9 @@ pub fn train_probe(
         });
         tracing::debug!(epoch, loss, macro_f1 = f1, "probe epoch");
 
-        if let Some(p) = &opts.plateau {
-            if f1 > plateau_best * (1.0 + p.threshold) {
-                plateau_best = f1;
-                plateau_bad = 0;
-            } else {
-                plateau_bad += 1;
-                if plateau_bad > p.patience {
-                    lr *= p.factor;
-                    opt.set_learning_rate(lr);
-                    plateau_bad = 0;
-                }
-            }
+        if let Some(new_lr) = plateau.as_mut().and_then(|p| p.step(f1, lr)) {
+            lr = new_lr;
+            opt.set_learning_rate(lr);
         }
         if f1 > best_f1 {
             best_f1 = f1;
@@ -822,6 +846,63 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn plateau_reduces_after_more_than_patience_bad_epochs() {
+        let mut p = PlateauState::new(Plateau::default());
+        assert_eq!(p.step(0.5, 1e-3), None);
+        // Improvements below the relative threshold 1e-4 count as bad epochs,
+        // so the rate can drop although F1 kept (slightly) increasing.
+        let mut f1 = 0.5;
+        for _ in 0..5 {
+            f1 += 1e-6;
+            assert_eq!(p.step(f1, 1e-3), None);
+        }
+        assert_eq!(p.step(f1 + 1e-6, 1e-3), Some(5e-4));
+        assert_eq!(p.step(0.9, 5e-4), None);
+    }
+
+    #[test]
+    fn linear_eval_reports_preservation_of_noisy_reconstructions() {
+        let d = 8;
+        let (xtr, ltr) = blobs(4, d, 64, 0.5, 21);
+        let (xev, lev) = blobs(4, d, 32, 0.5, 22);
+        let noisy = |x: &[f32], seed: u64| -> Vec<f32> {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let noise = Normal::new(0.0, 1.5).unwrap();
+            x.iter()
+                .map(|&v| v + noise.sample(&mut rng) as f32)
+                .collect()
+        };
+        let (rtr, rev) = (noisy(&xtr, 1), noisy(&xev, 2));
+        let rep = linear_eval(
+            LabelledSet {
+                x: MatRef::new(&xtr, 256, d).unwrap(),
+                labels: &ltr,
+            },
+            LabelledSet {
+                x: MatRef::new(&xev, 128, d).unwrap(),
+                labels: &lev,
+            },
+            MatRef::new(&rtr, 256, d).unwrap(),
+            MatRef::new(&rev, 128, d).unwrap(),
+            &ProbeOptions {
+                lr: 1e-2,
+                max_epochs: 20,
+                ..Default::default()
+            },
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(rep.class_names, strings(&["c0", "c1", "c2", "c3"]));
+        for p in [&rep.train, &rep.eval] {
+            assert!(p.kl_mean > 0.0 && p.kl_std > 0.0, "{p:?}");
+            assert!(p.agreement_mean > 0.3 && p.agreement_mean < 1.0, "{p:?}");
+        }
+        assert_eq!((rep.train.rows, rep.eval.rows), (256, 128));
+        let json = serde_json::to_value(&rep).unwrap();
+        assert!(json["eval"]["kl_mean"].is_number());
     }
 
     /// `k` Gaussian blobs in `d` dimensions, `per` rows each, labels "c0"….
