@@ -209,6 +209,12 @@ impl ProbeOptions {
                 "batch sizes must be at least 1",
             ));
         }
+        if self.max_epochs == 0 {
+            return Err(AnalysisError::invalid(
+                "probe",
+                "max_epochs must be at least 1",
+            ));
+        }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(AnalysisError::invalid(
                 "probe",
@@ -471,6 +477,12 @@ fn check_set(what: &'static str, set: &LabelledSet<'_>, dim: Option<usize>) -> R
     if set.x.rows() == 0 {
         return Err(AnalysisError::invalid("probe", format!("{what}: no rows")));
     }
+    if u32::try_from(set.x.rows()).is_err() {
+        return Err(AnalysisError::invalid(
+            "probe",
+            format!("{what}: more than {} rows", u32::MAX),
+        ));
+    }
     if let Some(d) = dim {
         if set.x.cols() != d {
             return Err(AnalysisError::invalid(
@@ -599,11 +611,7 @@ pub fn train_probe(
         Some(best) if !opts.use_last_epoch => best,
         _ => last,
     };
-    let final_macro_f1 = if epochs.is_empty() {
-        f64::NAN
-    } else {
-        macro_f1(&y_ev, &probe.predict_unit(&x_ev, opts.eval_batch_size)?)?
-    };
+    let final_macro_f1 = macro_f1(&y_ev, &probe.predict_unit(&x_ev, opts.eval_batch_size)?)?;
     let report = ProbeReport {
         classes: c,
         train_rows: n,
@@ -1006,6 +1014,11 @@ mod tests {
             ..Default::default()
         };
         assert!(train_probe(set, set, &zero_batch, &Device::Cpu).is_err());
+        let no_epochs = ProbeOptions {
+            max_epochs: 0,
+            ..Default::default()
+        };
+        assert!(train_probe(set, set, &no_epochs, &Device::Cpu).is_err());
     }
 
     #[test]
