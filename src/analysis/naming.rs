@@ -1025,6 +1025,14 @@ mod tests {
             scale: 1.0,
         };
         let opts = NamingOptions::default();
+        let namer = Namer::new(&dict, mat(&v, nv, d), &opts).unwrap();
+        let mut block = vec![0.0f32; 4096 * n];
+        let t = std::time::Instant::now();
+        namer.similarity_block(&v[..4096 * d], &mut block).unwrap();
+        println!(
+            "similarity products only: {:.0} rows/s",
+            4096.0 / t.elapsed().as_secs_f64()
+        );
         let t = std::time::Instant::now();
         let names = name_latents(&dict, mat(&v, nv, d), &opts, None).unwrap();
         let secs = t.elapsed().as_secs_f64();
