@@ -8,6 +8,7 @@
 // would buy nothing measurable.
 #![allow(clippy::result_large_err)]
 
+pub mod analysis;
 pub mod assignment;
 pub mod cli;
 pub mod data;
