@@ -12,6 +12,7 @@ pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod schedule;
+mod sparse;
 pub mod train;
 
 pub use config::{Arch, TrainConfig};
