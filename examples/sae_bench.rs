@@ -1,6 +1,9 @@
 //! Throughput of SAE training steps on synthetic data.
 //!
-//! `cargo run --release --example sae_bench -- <arch> [steps] [d] [ef] [batch]`
+//! `cargo run --release --example sae_bench -- <arch> [steps] [d] [ef] [batch] [dense]`
+//!
+//! With a sixth argument `dense` the straightforward dense backward pass is used instead of the
+//! sparse CPU fast path.
 
 use std::time::Instant;
 
@@ -46,7 +49,10 @@ fn main() -> anyhow::Result<()> {
         &Standardization::identity(d),
         &[],
         &Device::Cpu,
-        &TrainOptions::default(),
+        &TrainOptions {
+            dense_backward: args.get(6).is_some_and(|a| a == "dense"),
+            ..Default::default()
+        },
         &mut |p| {
             let now = Instant::now();
             times.push(now.duration_since(last).as_secs_f64());

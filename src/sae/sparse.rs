@@ -313,27 +313,12 @@ pub(crate) fn loss_and_grads(
             }
         }
     }
-    let mut col_start = vec![0usize; n + 1];
-    for &j in &csr.idx {
-        col_start[j as usize + 1] += 1;
+    let mut counts = vec![0u32; n];
+    for (&j, &v) in csr.idx.iter().zip(&csr.val) {
+        if v != 0.0 {
+            counts[j as usize] += 1;
+        }
     }
-    for j in 0..n {
-        col_start[j + 1] += col_start[j];
-    }
-    let mut fill = col_start.clone();
-    let mut by_col = vec![0u32; nnz];
-    for (e, &j) in csr.idx.iter().enumerate() {
-        by_col[fill[j as usize]] = e as u32;
-        fill[j as usize] += 1;
-    }
-    let counts: Vec<u32> = (0..n)
-        .map(|j| {
-            by_col[col_start[j]..col_start[j + 1]]
-                .iter()
-                .filter(|&&e| csr.val[e as usize] != 0.0)
-                .count() as u32
-        })
-        .collect();
     let active = (0..b)
         .map(|r| {
             (csr.offsets[r]..csr.band_end[r * nl])
@@ -343,27 +328,54 @@ pub(crate) fn loss_and_grads(
         .sum::<usize>() as f64
         / b as f64;
 
-    // Decoder gradient rows, transposed encoder gradient rows and latent-bias gradient.
+    // Decoder gradient rows, transposed encoder gradient rows and latent-bias gradient:
+    // per-latent sums over entries. Rows are processed in blocks so that the rows of C and
+    // x − b_pre a block touches stay in cache; within a block the entries are bucketed by
+    // latent (rows ascending), and latents are split across threads. The summation order
+    // depends only on the data, never on the thread count.
     let mut g_dec = vec![0f32; n * d];
     let mut g_enc_t = vec![0f32; n * d];
     let mut g_lat = vec![0f32; n];
+    const BLOCK: usize = 256;
     with_slice(&c, |c| {
         with_slice(&xc, |xc| {
-            g_dec
-                .par_chunks_mut(d)
-                .zip(g_enc_t.par_chunks_mut(d))
-                .zip(g_lat.par_iter_mut())
-                .enumerate()
-                .for_each(|(j, ((gd, ge), gl))| {
-                    for &e in &by_col[col_start[j]..col_start[j + 1]] {
-                        let e = e as usize;
-                        let r = row_of[e] as usize;
-                        let l = lev_of[e] as usize;
-                        axpy(gd, csr.val[e], &c[(l * b + r) * d..(l * b + r + 1) * d]);
-                        axpy(ge, dp[e], &xc[r * d..(r + 1) * d]);
-                        *gl += dp[e];
-                    }
-                });
+            let mut col_start = vec![0usize; n + 1];
+            let mut cursor = vec![0usize; n];
+            let mut by_col: Vec<u32> = Vec::new();
+            for r0 in (0..b).step_by(BLOCK) {
+                let r1 = (r0 + BLOCK).min(b);
+                let (e0, e1) = (csr.offsets[r0], csr.offsets[r1]);
+                col_start.iter_mut().for_each(|v| *v = 0);
+                for &j in &csr.idx[e0..e1] {
+                    col_start[j as usize + 1] += 1;
+                }
+                for j in 0..n {
+                    col_start[j + 1] += col_start[j];
+                }
+                cursor.copy_from_slice(&col_start[..n]);
+                by_col.resize(e1 - e0, 0);
+                for e in e0..e1 {
+                    let j = csr.idx[e] as usize;
+                    by_col[cursor[j]] = e as u32;
+                    cursor[j] += 1;
+                }
+                g_dec
+                    .par_chunks_mut(d)
+                    .zip(g_enc_t.par_chunks_mut(d))
+                    .zip(g_lat.par_iter_mut())
+                    .with_min_len(16)
+                    .enumerate()
+                    .for_each(|(j, ((gd, ge), gl))| {
+                        for &e in &by_col[col_start[j]..col_start[j + 1]] {
+                            let e = e as usize;
+                            let r = row_of[e] as usize;
+                            let l = lev_of[e] as usize;
+                            axpy(gd, csr.val[e], &c[(l * b + r) * d..(l * b + r + 1) * d]);
+                            axpy(ge, dp[e], &xc[r * d..(r + 1) * d]);
+                            *gl += dp[e];
+                        }
+                    });
+            }
         })
     })??;
     let g_dec = Tensor::from_vec(g_dec, (n, d), &dev)?;
