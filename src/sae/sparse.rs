@@ -171,6 +171,30 @@ fn select_rows(p: &[f32], b: usize, n: usize, model: &Sae) -> Csr {
     csr
 }
 
+/// Rows per block of the cache-blocked sparse products.
+const BLOCK: usize = 128;
+
+/// Entries of rows `r0..r1` bucketed by latent (rows ascending within a latent): returns the
+/// bucket offsets (length n+1) and the entry indices.
+fn block_columns(csr: &Csr, r0: usize, r1: usize, n: usize) -> (Vec<usize>, Vec<u32>) {
+    let (e0, e1) = (csr.offsets[r0], csr.offsets[r1]);
+    let mut col_start = vec![0usize; n + 1];
+    for &j in &csr.idx[e0..e1] {
+        col_start[j as usize + 1] += 1;
+    }
+    for j in 0..n {
+        col_start[j + 1] += col_start[j];
+    }
+    let mut cursor = col_start[..n].to_vec();
+    let mut by_col = vec![0u32; e1 - e0];
+    for e in e0..e1 {
+        let j = csr.idx[e] as usize;
+        by_col[cursor[j]] = e as u32;
+        cursor[j] += 1;
+    }
+    (col_start, by_col)
+}
+
 #[inline]
 fn axpy(out: &mut [f32], a: f32, x: &[f32]) {
     for (o, v) in out.iter_mut().zip(x) {
@@ -217,34 +241,62 @@ pub(crate) fn loss_and_grads(
         .contiguous()?;
     let pre_bias = model.pre_bias.to_vec1::<f32>()?;
 
-    // Incremental reconstructions of every level: [L, B, d].
-    let mut recon = vec![0f32; nl * b * d];
-    with_slice(&w_dec, |w| {
-        let per_level: Vec<Vec<f32>> = (0..b)
-            .into_par_iter()
-            .map(|r| {
-                let mut acc = pre_bias.clone();
-                let mut out = Vec::with_capacity(nl * d);
-                let mut e = csr.offsets[r];
-                for l in 0..nl {
-                    let end = csr.band_end[r * nl + l];
-                    while e < end {
-                        let j = csr.idx[e] as usize;
-                        axpy(&mut acc, csr.val[e], &w[j * d..(j + 1) * d]);
-                        e += 1;
-                    }
-                    out.extend_from_slice(&acc);
-                }
-                out
-            })
-            .collect();
-        for (r, v) in per_level.into_iter().enumerate() {
-            for l in 0..nl {
-                recon[(l * b + r) * d..(l * b + r + 1) * d].copy_from_slice(&v[l * d..(l + 1) * d]);
+    // Row and level of every entry.
+    let nnz = csr.idx.len();
+    let mut row_of = vec![0u32; nnz];
+    let mut lev_of = vec![0u8; nnz];
+    for r in 0..b {
+        let mut e = csr.offsets[r];
+        for l in 0..nl {
+            let end = csr.band_end[r * nl + l];
+            while e < end {
+                row_of[e] = r as u32;
+                lev_of[e] = l as u8;
+                e += 1;
             }
         }
+    }
+    // Reconstructions of every level. Rows are processed in blocks (one per task); inside a
+    // block the entries are visited latent by latent, so each decoder row is read once per
+    // block, and the contribution of each band is accumulated separately: buffer [B, L, d].
+    // Level l is then b_pre + the prefix sum of bands 0..=l.
+    let mut recon = vec![0f32; b * nl * d];
+    with_slice(&w_dec, |w| {
+        recon
+            .par_chunks_mut(BLOCK * nl * d)
+            .enumerate()
+            .for_each(|(bi, out)| {
+                let r0 = bi * BLOCK;
+                let r1 = (r0 + BLOCK).min(b);
+                let (col_start, by_col) = block_columns(&csr, r0, r1, n);
+                for j in 0..n {
+                    let wj = &w[j * d..(j + 1) * d];
+                    for &e in &by_col[col_start[j]..col_start[j + 1]] {
+                        let e = e as usize;
+                        let (r, l) = (row_of[e] as usize - r0, lev_of[e] as usize);
+                        axpy(
+                            &mut out[(r * nl + l) * d..(r * nl + l + 1) * d],
+                            csr.val[e],
+                            wj,
+                        );
+                    }
+                }
+                for row in out.chunks_mut(nl * d) {
+                    for (o, bp) in row[..d].iter_mut().zip(&pre_bias) {
+                        *o += bp;
+                    }
+                    for l in 1..nl {
+                        let (prev, cur) = row.split_at_mut(l * d);
+                        for (o, p) in cur[..d].iter_mut().zip(&prev[(l - 1) * d..]) {
+                            *o += p;
+                        }
+                    }
+                }
+            });
     })?;
-    let recon = Tensor::from_vec(recon, (nl, b, d), &dev)?;
+    let recon = Tensor::from_vec(recon, (b, nl, d), &dev)?
+        .transpose(0, 1)?
+        .contiguous()?;
 
     // Losses and C_l = Σ_{i ≥ l} w_i ∂ℓ_i/∂X̂_i (suffix sums).
     let mut rec_total: Option<Tensor> = None;
@@ -274,45 +326,34 @@ pub(crate) fn loss_and_grads(
     let c = Tensor::stack(&suffix, 0)?.contiguous()?;
     let g_pre_dec = suffix[0].sum(0)?;
 
-    // Code gradient at every entry: dP_e = der_e · C_{lev(e)}[row] · W_dec[j].
+    // Code gradient at every entry: dP_e = der_e · C_{lev(e)}[row] · W_dec[j], with the same
+    // block / latent-major traversal as the reconstruction.
     let dp: Vec<f32> = with_slice(&c, |c| {
         with_slice(&w_dec, |w| {
-            let per_row: Vec<Vec<f32>> = (0..b)
-                .into_par_iter()
-                .map(|r| {
-                    let mut out = Vec::with_capacity(csr.offsets[r + 1] - csr.offsets[r]);
-                    let mut e = csr.offsets[r];
-                    for l in 0..nl {
-                        let cl = &c[(l * b + r) * d..(l * b + r + 1) * d];
-                        let end = csr.band_end[r * nl + l];
-                        while e < end {
-                            let j = csr.idx[e] as usize;
-                            out.push(csr.der[e] * dot(cl, &w[j * d..(j + 1) * d]));
-                            e += 1;
+            let starts: Vec<usize> = (0..b).step_by(BLOCK).collect();
+            let per_block: Vec<Vec<f32>> = starts
+                .par_iter()
+                .map(|&r0| {
+                    let r1 = (r0 + BLOCK).min(b);
+                    let e0 = csr.offsets[r0];
+                    let mut out = vec![0f32; csr.offsets[r1] - e0];
+                    let (col_start, by_col) = block_columns(&csr, r0, r1, n);
+                    for j in 0..n {
+                        let wj = &w[j * d..(j + 1) * d];
+                        for &e in &by_col[col_start[j]..col_start[j + 1]] {
+                            let e = e as usize;
+                            let (r, l) = (row_of[e] as usize, lev_of[e] as usize);
+                            out[e - e0] =
+                                csr.der[e] * dot(&c[(l * b + r) * d..(l * b + r + 1) * d], wj);
                         }
                     }
                     out
                 })
                 .collect();
-            per_row.concat()
+            per_block.concat()
         })
     })??;
 
-    // Column (per-latent) view of the entries, rows ascending: deterministic sums.
-    let nnz = csr.idx.len();
-    let mut row_of = vec![0u32; nnz];
-    let mut lev_of = vec![0u8; nnz];
-    for r in 0..b {
-        let mut e = csr.offsets[r];
-        for l in 0..nl {
-            let end = csr.band_end[r * nl + l];
-            while e < end {
-                row_of[e] = r as u32;
-                lev_of[e] = l as u8;
-                e += 1;
-            }
-        }
-    }
     let mut counts = vec![0u32; n];
     for (&j, &v) in csr.idx.iter().zip(&csr.val) {
         if v != 0.0 {
@@ -336,29 +377,11 @@ pub(crate) fn loss_and_grads(
     let mut g_dec = vec![0f32; n * d];
     let mut g_enc_t = vec![0f32; n * d];
     let mut g_lat = vec![0f32; n];
-    const BLOCK: usize = 256;
     with_slice(&c, |c| {
         with_slice(&xc, |xc| {
-            let mut col_start = vec![0usize; n + 1];
-            let mut cursor = vec![0usize; n];
-            let mut by_col: Vec<u32> = Vec::new();
             for r0 in (0..b).step_by(BLOCK) {
                 let r1 = (r0 + BLOCK).min(b);
-                let (e0, e1) = (csr.offsets[r0], csr.offsets[r1]);
-                col_start.iter_mut().for_each(|v| *v = 0);
-                for &j in &csr.idx[e0..e1] {
-                    col_start[j as usize + 1] += 1;
-                }
-                for j in 0..n {
-                    col_start[j + 1] += col_start[j];
-                }
-                cursor.copy_from_slice(&col_start[..n]);
-                by_col.resize(e1 - e0, 0);
-                for e in e0..e1 {
-                    let j = csr.idx[e] as usize;
-                    by_col[cursor[j]] = e as u32;
-                    cursor[j] += 1;
-                }
+                let (col_start, by_col) = block_columns(&csr, r0, r1, n);
                 g_dec
                     .par_chunks_mut(d)
                     .zip(g_enc_t.par_chunks_mut(d))
