@@ -172,7 +172,7 @@ fn select_rows(p: &[f32], b: usize, n: usize, model: &Sae) -> Csr {
 }
 
 /// Rows per block of the cache-blocked sparse products.
-const BLOCK: usize = 128;
+const BLOCK: usize = 32;
 
 /// Entries of rows `r0..r1` bucketed by latent (rows ascending within a latent): returns the
 /// bucket offsets (length n+1) and the entry indices.
