@@ -4,6 +4,29 @@
 //! All heavy computation runs on candle tensors on a caller-chosen [`candle_core::Device`]; the
 //! CPU gets hand-written kernels (top-k selection, sparse products), other devices fall back to
 //! generic candle operations.
+//!
+//! Typical use:
+//!
+//! ```no_run
+//! use candle_core::Device;
+//! use msae::sae::train::{train, MatrixSource, Standardization, TrainOptions};
+//! use msae::sae::{Arch, Sae, TrainConfig};
+//!
+//! # fn main() -> msae::sae::Result<()> {
+//! let data = MatrixSource::new(vec![0.0; 64 * 8], 8)?; // any `RowSource`
+//! let std = Standardization { mean: vec![0.0; 8], scale: 1.0 }; // μ and s from the caller
+//! let cfg = TrainConfig { arch: Arch::Msae, n_latents: Some(16), nesting_start: 4,
+//!                         ..Default::default() };
+//! let opts = TrainOptions { checkpoint_dir: Some("ckpt".into()),
+//!                           checkpoint_every_secs: Some(600), resume: true,
+//!                           ..Default::default() };
+//! let out = train(&cfg, &data, &std, &[], &Device::Cpu, &opts, &mut |p| {
+//!     let _ = (p.step, p.total_steps, p.loss); // progress bar
+//! })?;
+//! out.model.save(std::path::Path::new("model.safetensors"))?; // + model.json
+//! let model = Sae::load(std::path::Path::new("model.safetensors"), &Device::Cpu)?;
+//! # let _ = model; Ok(()) }
+//! ```
 
 pub mod activation;
 pub mod checkpoint;
@@ -12,6 +35,7 @@ pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod schedule;
+mod sparse;
 pub mod train;
 
 pub use config::{Arch, TrainConfig};

@@ -66,6 +66,12 @@ impl Adam {
         let step_size = lr / bc1;
         let bc2_sqrt = bc2.sqrt();
         for (i, (p, g)) in params.iter_mut().zip(grads).enumerate() {
+            if let Some((np, nm, nv)) = self.fused_cpu(p, g, i, lr, step_size, bc2_sqrt)? {
+                **p = np;
+                self.m[i] = nm;
+                self.v[i] = nv;
+                continue;
+            }
             if self.weight_decay != 0.0 {
                 **p = p.affine(1.0 - lr * self.weight_decay, 0.0)?;
             }
@@ -80,6 +86,73 @@ impl Adam {
             self.v[i] = v;
         }
         Ok(())
+    }
+}
+
+impl Adam {
+    /// The same update as the tensor-op path in one pass over host memory (CPU tensors only);
+    /// None when the tensors are not f32 on the CPU.
+    fn fused_cpu(
+        &self,
+        p: &Tensor,
+        g: &Tensor,
+        i: usize,
+        lr: f64,
+        step_size: f64,
+        bc2_sqrt: f64,
+    ) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+        use candle_core::{DType, Storage};
+        use rayon::prelude::*;
+        let all = [p, g, &self.m[i], &self.v[i]];
+        if all
+            .iter()
+            .any(|t| !t.device().is_cpu() || t.dtype() != DType::F32)
+        {
+            return Ok(None);
+        }
+        let host = |t: &Tensor| -> Result<Vec<f32>> {
+            let t = t.contiguous()?;
+            let (st, layout) = t.storage_and_layout();
+            match (&*st, layout.contiguous_offsets()) {
+                (Storage::Cpu(c), Some((a, b))) => Ok(c.as_slice::<f32>()?[a..b].to_vec()),
+                _ => Err(super::SaeError::Data(
+                    "expected a contiguous CPU tensor".into(),
+                )),
+            }
+        };
+        let (mut pv, gv, mut mv, mut vv) =
+            (host(p)?, host(g)?, host(&self.m[i])?, host(&self.v[i])?);
+        let decay = (1.0 - lr * self.weight_decay) as f32;
+        let (c1, b2, c2) = (
+            (1.0 - self.beta1) as f32,
+            self.beta2 as f32,
+            (1.0 - self.beta2) as f32,
+        );
+        let (inv_bc2, eps, ss) = ((1.0 / bc2_sqrt) as f32, self.eps as f32, step_size as f32);
+        let wd = self.weight_decay != 0.0;
+        pv.par_chunks_mut(4096)
+            .zip(mv.par_chunks_mut(4096))
+            .zip(vv.par_chunks_mut(4096))
+            .zip(gv.par_chunks(4096))
+            .for_each(|(((pc, mc), vc), gc)| {
+                for j in 0..pc.len() {
+                    if wd {
+                        pc[j] *= decay;
+                    }
+                    let g = gc[j];
+                    mc[j] += (g - mc[j]) * c1;
+                    vc[j] = vc[j] * b2 + g * g * c2;
+                    let denom = vc[j].sqrt() * inv_bc2 + eps;
+                    pc[j] -= (mc[j] / denom) * ss;
+                }
+            });
+        let shape = p.shape().clone();
+        let dev = p.device();
+        Ok(Some((
+            Tensor::from_vec(pv, shape.clone(), dev)?,
+            Tensor::from_vec(mv, shape.clone(), dev)?,
+            Tensor::from_vec(vv, shape, dev)?,
+        )))
     }
 }
 

@@ -1,0 +1,557 @@
+//! CPU fast path of the training step for TopK and Matryoshka SAEs.
+//!
+//! With a top-k code only k of n latents are non-zero per row, so everything after the encoder
+//! matrix product is a sparse-dense product: the reconstruction touches k decoder rows, the
+//! gradient of the code is needed only at the kept entries, and the decoder/encoder gradients
+//! are sums over the kept entries of each latent. For Matryoshka all levels share one ranking of
+//! the positive pre-activations, so each row's entries are split into nested bands and the L
+//! reconstructions are built incrementally (level l+1 = level l + the next band); the code
+//! gradient of an entry in band l is `C_l · W_dec[j]` with `C_l = Σ_{i ≥ l} w_i ∂ℓ_i/∂X̂_i`.
+//!
+//! Only the encoder product remains dense (candle matmul). The result equals
+//! `Sae::loss_and_grads` up to floating-point summation order (tested below).
+
+use candle_core::{Storage, Tensor};
+use rayon::prelude::*;
+
+use super::config::{Arch, TopkVariant};
+use super::loss;
+use super::model::{Grads, LossParts, Sae};
+use super::{Result, SaeError};
+
+/// Outputs of the fast step besides losses and gradients.
+pub(crate) struct FastExtras {
+    /// Per-latent number of non-zero activations in the last level.
+    pub counts: Vec<u32>,
+    /// Mean number of non-zero activations per row in the first level.
+    pub active: f64,
+}
+
+/// Whether the fast path handles this model on its device.
+pub(crate) fn applicable(model: &Sae) -> bool {
+    model.device().is_cpu()
+        && model.config.soft_cap <= 0.0
+        && match model.config.arch {
+            Arch::Topk => true,
+            Arch::Msae => model.config.topk_variant == TopkVariant::Relu,
+            _ => false,
+        }
+}
+
+/// Run `f` on the contiguous f32 host data of a CPU tensor.
+fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (st, layout) = t.storage_and_layout();
+    match &*st {
+        Storage::Cpu(c) => {
+            let s = c.as_slice::<f32>()?;
+            let (a, b) = layout
+                .contiguous_offsets()
+                .ok_or_else(|| SaeError::Data("non-contiguous tensor".into()))?;
+            Ok(f(&s[a..b]))
+        }
+        _ => Err(SaeError::Data("fast path needs CPU tensors".into())),
+    }
+}
+
+/// Sparse code in row-major (CSR) form; within a row, entries are grouped by level.
+struct Csr {
+    /// Row offsets into the entry arrays, length B+1.
+    offsets: Vec<usize>,
+    /// Per row, the end (absolute entry index) of each level band, length B·L.
+    band_end: Vec<usize>,
+    idx: Vec<u32>,
+    val: Vec<f32>,
+    der: Vec<f32>,
+}
+
+/// One row's entries (latent, value, derivative) and the length of each level band.
+type RowEntries = (Vec<(u32, f32, f32)>, Vec<usize>);
+
+/// Per-row selection: entries (latent, value, derivative) grouped by level band.
+fn select_rows(p: &[f32], b: usize, n: usize, model: &Sae) -> Csr {
+    let cfg = &model.config;
+    let variant = cfg.topk_variant;
+    let levels: Vec<usize> = if cfg.arch == Arch::Msae {
+        model.levels.clone()
+    } else {
+        vec![cfg.k()]
+    };
+    let nl = levels.len();
+    // (entries, band lengths) per row.
+    let rows: Vec<RowEntries> = (0..b)
+        .into_par_iter()
+        .map_init(
+            || vec![0u32; n],
+            |buf, r| {
+                let row = &p[r * n..(r + 1) * n];
+                let mut bands = vec![0usize; nl];
+                let mut out = Vec::new();
+                if cfg.arch == Arch::Msae {
+                    // Positive entries; negative ones have zero code and zero derivative.
+                    let mut pos: Vec<u32> =
+                        (0..n as u32).filter(|&j| row[j as usize] > 0.0).collect();
+                    let cmp = |a: &u32, c: &u32| {
+                        row[*c as usize].total_cmp(&row[*a as usize]).then(a.cmp(c))
+                    };
+                    // Nested selection: top k_{L−2} within all, then k_{L−3} within that, …
+                    let mut prefix = pos.len();
+                    let mut ends = vec![0usize; nl];
+                    ends[nl - 1] = pos.len();
+                    for l in (0..nl - 1).rev() {
+                        let kk = levels[l].min(prefix);
+                        if kk > 0 && kk < prefix {
+                            pos[..prefix].select_nth_unstable_by(kk - 1, cmp);
+                        }
+                        prefix = kk;
+                        ends[l] = kk;
+                    }
+                    let mut start = 0;
+                    for l in 0..nl {
+                        bands[l] = ends[l] - start;
+                        start = ends[l];
+                    }
+                    out.extend(pos.iter().map(|&j| (j, row[j as usize], 1.0f32)));
+                } else {
+                    let k = levels[0].min(n);
+                    let by_abs = matches!(variant, TopkVariant::Abs | TopkVariant::Absrelu);
+                    super::activation::select_row(row, k, by_abs, buf);
+                    for &j in &buf[..k] {
+                        let v = row[j as usize];
+                        let (z, d) = match variant {
+                            TopkVariant::Plain => (v, 1.0),
+                            TopkVariant::Relu => {
+                                if v > 0.0 {
+                                    (v, 1.0)
+                                } else {
+                                    continue;
+                                }
+                            }
+                            TopkVariant::Abs | TopkVariant::Absrelu => {
+                                let s = if v > 0.0 {
+                                    1.0
+                                } else if v < 0.0 {
+                                    -1.0
+                                } else {
+                                    0.0
+                                };
+                                (v.abs(), s)
+                            }
+                        };
+                        out.push((j, z, d));
+                    }
+                    bands[0] = out.len();
+                }
+                (out, bands)
+            },
+        )
+        .collect();
+    let total: usize = rows.iter().map(|r| r.0.len()).sum();
+    let mut csr = Csr {
+        offsets: Vec::with_capacity(b + 1),
+        band_end: Vec::with_capacity(b * nl),
+        idx: Vec::with_capacity(total),
+        val: Vec::with_capacity(total),
+        der: Vec::with_capacity(total),
+    };
+    csr.offsets.push(0);
+    for (entries, bands) in rows {
+        let mut end = csr.idx.len();
+        for len in bands {
+            end += len;
+            csr.band_end.push(end);
+        }
+        for (j, v, d) in entries {
+            csr.idx.push(j);
+            csr.val.push(v);
+            csr.der.push(d);
+        }
+        csr.offsets.push(csr.idx.len());
+    }
+    csr
+}
+
+/// Rows per block of the cache-blocked sparse products.
+const BLOCK: usize = 32;
+
+/// Entries of rows `r0..r1` bucketed by latent (rows ascending within a latent): returns the
+/// bucket offsets (length n+1) and the entry indices.
+fn block_columns(csr: &Csr, r0: usize, r1: usize, n: usize) -> (Vec<usize>, Vec<u32>) {
+    let (e0, e1) = (csr.offsets[r0], csr.offsets[r1]);
+    let mut col_start = vec![0usize; n + 1];
+    for &j in &csr.idx[e0..e1] {
+        col_start[j as usize + 1] += 1;
+    }
+    for j in 0..n {
+        col_start[j + 1] += col_start[j];
+    }
+    let mut cursor = col_start[..n].to_vec();
+    let mut by_col = vec![0u32; e1 - e0];
+    for e in e0..e1 {
+        let j = csr.idx[e] as usize;
+        by_col[cursor[j]] = e as u32;
+        cursor[j] += 1;
+    }
+    (col_start, by_col)
+}
+
+#[inline]
+fn axpy(out: &mut [f32], a: f32, x: &[f32]) {
+    for (o, v) in out.iter_mut().zip(x) {
+        *o += a * v;
+    }
+}
+
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight partial sums so that the loop vectorises.
+    let mut acc = [0f32; 8];
+    let chunks = a.len() / 8;
+    for c in 0..chunks {
+        for l in 0..8 {
+            acc[l] += a[c * 8 + l] * b[c * 8 + l];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for i in chunks * 8..a.len() {
+        s += a[i] * b[i];
+    }
+    s
+}
+
+/// Loss and gradients of a TopK / Matryoshka model on a standardised batch `x`.
+pub(crate) fn loss_and_grads(
+    model: &Sae,
+    x: &Tensor,
+    nmse_reference: Option<&Tensor>,
+) -> Result<(LossParts, Grads, FastExtras)> {
+    loss_and_grads_with(model, x, nmse_reference, None)
+}
+
+/// As [`loss_and_grads`]; `dense_dp` forces (or forbids) the dense encoder-gradient product
+/// instead of choosing it by the density of the code.
+fn loss_and_grads_with(
+    model: &Sae,
+    x: &Tensor,
+    nmse_reference: Option<&Tensor>,
+    dense_dp: Option<bool>,
+) -> Result<(LossParts, Grads, FastExtras)> {
+    let (b, d) = x.dims2()?;
+    let n = model.n;
+    let dev = model.device().clone();
+    let xc = x.broadcast_sub(&model.pre_bias)?;
+    let p = xc
+        .matmul(&model.encoder)?
+        .broadcast_add(&model.latent_bias)?;
+    let csr = with_slice(&p, |p| select_rows(p, b, n, model))?;
+    drop(p);
+    let nl = model.level_weights.len();
+    let w_dec = model
+        .decoder
+        .to_dtype(candle_core::DType::F32)?
+        .contiguous()?;
+    let pre_bias = model.pre_bias.to_vec1::<f32>()?;
+
+    // Row and level of every entry.
+    let nnz = csr.idx.len();
+    let mut row_of = vec![0u32; nnz];
+    let mut lev_of = vec![0u8; nnz];
+    for r in 0..b {
+        let mut e = csr.offsets[r];
+        for l in 0..nl {
+            let end = csr.band_end[r * nl + l];
+            while e < end {
+                row_of[e] = r as u32;
+                lev_of[e] = l as u8;
+                e += 1;
+            }
+        }
+    }
+    // Reconstructions of every level. Rows are processed in blocks (one per task); inside a
+    // block the entries are visited latent by latent, so each decoder row is read once per
+    // block, and the contribution of each band is accumulated separately: buffer [B, L, d].
+    // Level l is then b_pre + the prefix sum of bands 0..=l.
+    let mut recon = vec![0f32; b * nl * d];
+    with_slice(&w_dec, |w| {
+        recon
+            .par_chunks_mut(BLOCK * nl * d)
+            .enumerate()
+            .for_each(|(bi, out)| {
+                let r0 = bi * BLOCK;
+                let r1 = (r0 + BLOCK).min(b);
+                let (col_start, by_col) = block_columns(&csr, r0, r1, n);
+                for j in 0..n {
+                    let wj = &w[j * d..(j + 1) * d];
+                    for &e in &by_col[col_start[j]..col_start[j + 1]] {
+                        let e = e as usize;
+                        let (r, l) = (row_of[e] as usize - r0, lev_of[e] as usize);
+                        axpy(
+                            &mut out[(r * nl + l) * d..(r * nl + l + 1) * d],
+                            csr.val[e],
+                            wj,
+                        );
+                    }
+                }
+                for row in out.chunks_mut(nl * d) {
+                    for (o, bp) in row[..d].iter_mut().zip(&pre_bias) {
+                        *o += bp;
+                    }
+                    for l in 1..nl {
+                        let (prev, cur) = row.split_at_mut(l * d);
+                        for (o, p) in cur[..d].iter_mut().zip(&prev[(l - 1) * d..]) {
+                            *o += p;
+                        }
+                    }
+                }
+            });
+    })?;
+    let recon = Tensor::from_vec(recon, (b, nl, d), &dev)?
+        .transpose(0, 1)?
+        .contiguous()?;
+
+    // Losses and C_l = Σ_{i ≥ l} w_i ∂ℓ_i/∂X̂_i (suffix sums).
+    let mut rec_total: Option<Tensor> = None;
+    let mut grads_l = Vec::with_capacity(nl);
+    for l in 0..nl {
+        let w = model.level_weights[l];
+        let lg = loss::reconstruction(model.config.loss, &recon.get(l)?, x, nmse_reference, true)?;
+        let v = (lg.value * w)?;
+        rec_total = Some(match rec_total {
+            Some(t) => (t + v)?,
+            None => v,
+        });
+        let g = lg
+            .grad
+            .ok_or_else(|| SaeError::Config("missing gradient".into()))?;
+        grads_l.push(if w == 1.0 { g } else { (g * w)? });
+    }
+    let mut suffix = vec![grads_l[nl - 1].clone()];
+    for l in (0..nl - 1).rev() {
+        let s = (&grads_l[l]
+            + suffix
+                .last()
+                .ok_or_else(|| SaeError::Config("no level".into()))?)?;
+        suffix.push(s);
+    }
+    suffix.reverse();
+    let c = Tensor::stack(&suffix, 0)?.contiguous()?;
+    let g_pre_dec = suffix[0].sum(0)?;
+
+    // Code gradient at every entry: dP_e = der_e · C_{lev(e)}[row] · W_dec[j], with the same
+    // block / latent-major traversal as the reconstruction.
+    let dp: Vec<f32> = with_slice(&c, |c| {
+        with_slice(&w_dec, |w| {
+            let starts: Vec<usize> = (0..b).step_by(BLOCK).collect();
+            let per_block: Vec<Vec<f32>> = starts
+                .par_iter()
+                .map(|&r0| {
+                    let r1 = (r0 + BLOCK).min(b);
+                    let e0 = csr.offsets[r0];
+                    let mut out = vec![0f32; csr.offsets[r1] - e0];
+                    let (col_start, by_col) = block_columns(&csr, r0, r1, n);
+                    for j in 0..n {
+                        let wj = &w[j * d..(j + 1) * d];
+                        for &e in &by_col[col_start[j]..col_start[j + 1]] {
+                            let e = e as usize;
+                            let (r, l) = (row_of[e] as usize, lev_of[e] as usize);
+                            out[e - e0] =
+                                csr.der[e] * dot(&c[(l * b + r) * d..(l * b + r + 1) * d], wj);
+                        }
+                    }
+                    out
+                })
+                .collect();
+            per_block.concat()
+        })
+    })??;
+
+    let mut counts = vec![0u32; n];
+    for (&j, &v) in csr.idx.iter().zip(&csr.val) {
+        if v != 0.0 {
+            counts[j as usize] += 1;
+        }
+    }
+    let active = (0..b)
+        .map(|r| {
+            (csr.offsets[r]..csr.band_end[r * nl])
+                .filter(|&e| csr.val[e] != 0.0)
+                .count()
+        })
+        .sum::<usize>() as f64
+        / b as f64;
+
+    // Decoder gradient rows, transposed encoder gradient rows and latent-bias gradient:
+    // per-latent sums over entries. Rows are processed in blocks so that the rows of C and
+    // x − b_pre a block touches stay in cache; within a block the entries are bucketed by
+    // latent (rows ascending), and latents are split across threads. The summation order
+    // depends only on the data, never on the thread count.
+    // When the code is dense enough, the encoder-side sums are one dense matrix product
+    // (x − b_pre)ᵀ·dP, far more cache-friendly than per-entry row updates.
+    let dense_dp = dense_dp.unwrap_or(nnz * 16 > b * n);
+    let mut g_dec = vec![0f32; n * d];
+    let mut g_enc_t = vec![0f32; if dense_dp { 0 } else { n * d }];
+    let mut g_lat = vec![0f32; n];
+    with_slice(&c, |c| {
+        with_slice(&xc, |xc| {
+            for r0 in (0..b).step_by(BLOCK) {
+                let r1 = (r0 + BLOCK).min(b);
+                let (col_start, by_col) = block_columns(&csr, r0, r1, n);
+                let update = |j: usize, gd: &mut [f32], ge: Option<&mut [f32]>, gl: &mut f32| {
+                    let mut ge = ge;
+                    for &e in &by_col[col_start[j]..col_start[j + 1]] {
+                        let e = e as usize;
+                        let r = row_of[e] as usize;
+                        let l = lev_of[e] as usize;
+                        axpy(gd, csr.val[e], &c[(l * b + r) * d..(l * b + r + 1) * d]);
+                        if let Some(ge) = ge.as_deref_mut() {
+                            axpy(ge, dp[e], &xc[r * d..(r + 1) * d]);
+                            *gl += dp[e];
+                        }
+                    }
+                };
+                if dense_dp {
+                    g_dec
+                        .par_chunks_mut(d)
+                        .with_min_len(16)
+                        .enumerate()
+                        .for_each(|(j, gd)| update(j, gd, None, &mut 0.0));
+                } else {
+                    g_dec
+                        .par_chunks_mut(d)
+                        .zip(g_enc_t.par_chunks_mut(d))
+                        .zip(g_lat.par_iter_mut())
+                        .with_min_len(16)
+                        .enumerate()
+                        .for_each(|(j, ((gd, ge), gl))| update(j, gd, Some(ge), gl));
+                }
+            }
+        })
+    })??;
+    let (g_enc, g_lat) = if dense_dp {
+        let mut dense = vec![0f32; b * n];
+        for r in 0..b {
+            for e in csr.offsets[r]..csr.offsets[r + 1] {
+                dense[r * n + csr.idx[e] as usize] = dp[e];
+            }
+        }
+        let dense = Tensor::from_vec(dense, (b, n), &dev)?;
+        (xc.t()?.matmul(&dense)?, dense.sum(0)?)
+    } else {
+        (
+            Tensor::from_vec(g_enc_t, (n, d), &dev)?.t()?.contiguous()?,
+            Tensor::from_vec(g_lat, n, &dev)?,
+        )
+    };
+    let g_dec = Tensor::from_vec(g_dec, (n, d), &dev)?;
+    let g_pre = (g_pre_dec - model.encoder.matmul(&g_lat.unsqueeze(1)?)?.squeeze(1)?)?;
+    let rec = rec_total.ok_or_else(|| SaeError::Config("no level".into()))?;
+    let zero = Tensor::zeros((), candle_core::DType::F32, &dev)?;
+    Ok((
+        LossParts {
+            total: rec.clone(),
+            rec,
+            sparsity: zero,
+        },
+        Grads(vec![g_pre, g_enc, g_lat, g_dec]),
+        FastExtras { counts, active },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sae::config::{MsaeWeighting, RecLoss, TrainConfig};
+    use candle_core::Device;
+
+    fn close(a: &Tensor, b: &Tensor, what: &str) {
+        let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-5 + 1e-4 * y.abs(),
+                "{what}[{i}]: {x} vs {y}"
+            );
+        }
+    }
+
+    #[test]
+    fn fast_path_matches_reference_backward() {
+        let cases = [
+            (
+                Arch::Topk,
+                TopkVariant::Relu,
+                MsaeWeighting::Uw,
+                RecLoss::Nmse,
+            ),
+            (
+                Arch::Topk,
+                TopkVariant::Plain,
+                MsaeWeighting::Uw,
+                RecLoss::Mse,
+            ),
+            (
+                Arch::Topk,
+                TopkVariant::Abs,
+                MsaeWeighting::Uw,
+                RecLoss::Cosine,
+            ),
+            (
+                Arch::Msae,
+                TopkVariant::Relu,
+                MsaeWeighting::Uw,
+                RecLoss::Nmse,
+            ),
+            (
+                Arch::Msae,
+                TopkVariant::Relu,
+                MsaeWeighting::Rw,
+                RecLoss::Mse,
+            ),
+        ];
+        for (arch, variant, weighting, lossk) in cases {
+            let cfg = TrainConfig {
+                arch,
+                topk_variant: variant,
+                msae_weighting: weighting,
+                loss: lossk,
+                n_latents: Some(24),
+                k: Some(5),
+                nesting_start: 3,
+                ..Default::default()
+            };
+            let mut m = Sae::new(&cfg, 6, &Device::Cpu).unwrap();
+            m.scale_to_unit_norm().unwrap();
+            m.pre_bias = Tensor::new(&[0.1f32, -0.2, 0.05, 0.0, 0.3, 0.1], &Device::Cpu).unwrap();
+            let lat: Vec<f32> = (0..24).map(|i| ((i * 5 % 7) as f32 - 3.0) * 0.05).collect();
+            m.latent_bias = Tensor::from_vec(lat, 24, &Device::Cpu).unwrap();
+            let xs: Vec<f32> = (0..60).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.3).collect();
+            let x = Tensor::from_vec(xs, (10, 6), &Device::Cpu).unwrap();
+            assert!(applicable(&m));
+            let fwd = m.forward_train(&x).unwrap();
+            let (lp, g) = m.loss_and_grads(&fwd, None).unwrap();
+            for dense_dp in [false, true] {
+                let (fp, fg, extra) = loss_and_grads_with(&m, &x, None, Some(dense_dp)).unwrap();
+                let what = format!("{arch:?} {variant:?} {weighting:?} {lossk:?} {dense_dp}");
+                close(&fp.total, &lp.total, &what);
+                for (i, (a, b)) in fg.0.iter().zip(&g.0).enumerate() {
+                    close(a, b, &format!("{what} grad {i}"));
+                }
+                let mut stats = crate::sae::model::ActivationStats {
+                    counts: vec![0; 24],
+                    ..Default::default()
+                };
+                stats.update(&fwd.levels.last().unwrap().z).unwrap();
+                assert_eq!(
+                    stats.counts,
+                    extra.counts.iter().map(|&c| c as u64).collect::<Vec<_>>()
+                );
+                let act = loss::mean_active(&fwd.levels[0].z)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!((extra.active - act as f64).abs() < 1e-6);
+            }
+        }
+    }
+}
