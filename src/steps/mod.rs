@@ -5,10 +5,17 @@
 //! outputs are written into a scratch folder the runner hands over and then moves into the store.
 
 pub mod context;
+pub mod extract;
 pub mod import;
+pub mod recovery;
+pub mod sae_common;
+pub mod sae_eval;
+pub mod score_topk;
+pub mod snapshots;
 pub mod spec;
 pub mod stats;
 pub mod synth;
+pub mod train;
 
 pub use context::{InputArtifact, Metrics, StepContext};
 pub use spec::{OutputSpec, ParamSpec};
@@ -28,7 +35,15 @@ pub trait Step: Sync {
     fn run(&self, ctx: &mut StepContext) -> anyhow::Result<Metrics>;
 }
 
-static REGISTRY: &[&dyn Step] = &[&synth::Synth, &import::Import, &stats::Stats];
+static REGISTRY: &[&dyn Step] = &[
+    &synth::Synth,
+    &import::Import,
+    &stats::Stats,
+    &train::Train,
+    &extract::Extract,
+    &score_topk::ScoreTopk,
+    &recovery::Recovery,
+];
 
 /// Every step kind msae knows.
 pub fn registry() -> &'static [&'static dyn Step] {

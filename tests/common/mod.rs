@@ -97,3 +97,33 @@ pub fn shared_data(name: &str) -> Option<PathBuf> {
         None
     }
 }
+
+/// The store file of one output of an instance's last successful run.
+pub fn output_file(env: &Env, experiment: &str, instance: &str, output: &str) -> PathBuf {
+    let store = msae::store::Store::open(&env.cache(), "test reader", true).unwrap();
+    let record = store
+        .index
+        .latest(experiment, instance)
+        .unwrap()
+        .unwrap_or_else(|| panic!("no record for {instance}"));
+    let hash = &record.outputs[output].hash;
+    store.objects.path(hash)
+}
+
+/// `msae table --format json --kind KIND` as rows.
+pub fn table_rows(env: &Env, exp: &Path, kind: &str) -> Vec<serde_json::Value> {
+    let out = env.msae(&[
+        "table",
+        exp.to_str().unwrap(),
+        "--format",
+        "json",
+        "--kind",
+        kind,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}

@@ -1,0 +1,128 @@
+"""PyTorch implementation of msae's SAE training step, for the side-by-side throughput benchmark.
+
+Same recipe as msae (and the paper's reference code): pre-bias, encoder, activation, decoder,
+nmse loss, backward, decoder rows renormalised with the encoder/bias rescaled, radial decoder
+gradient removed, global grad-norm clip 1.0, Adam. Prints one JSON line per architecture:
+{"arch": ..., "samples_per_s": ...}. Run by `cargo bench --bench train_throughput`; not used in CI.
+
+usage: python3 torch_sae.py THREADS D N BATCH STEPS ARCH...
+"""
+import json
+import sys
+import time
+
+import torch
+
+
+def topk_relu(p, k):
+    vals, idx = p.topk(k, dim=-1)
+    return torch.zeros_like(p).scatter_(-1, idx, vals.relu())
+
+
+def batch_topk_relu(p, k):
+    flat = p.flatten()
+    vals, idx = flat.topk(k * p.shape[0])
+    return torch.zeros_like(flat).scatter_(0, idx, vals.relu()).view_as(p)
+
+
+class JumpReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, p, log_theta, eps):
+        theta = log_theta.exp()
+        r = p.relu()
+        ctx.save_for_backward(r, theta)
+        ctx.eps = eps
+        return r * (r > theta)
+
+    @staticmethod
+    def backward(ctx, g):
+        r, theta = ctx.saved_tensors
+        eps = ctx.eps
+        rect = ((r - theta).abs() < eps / 2).to(g.dtype)
+        g_in = g * (r > theta)
+        g_theta = (-(theta / eps) * rect * g).sum(0) * theta  # chain factor of log θ
+        return g_in, g_theta, None
+
+
+def nmse(x_hat, x):
+    return (((x_hat - x) ** 2).mean(-1) / (x**2).mean(-1)).mean()
+
+
+def nesting(n, start=64):
+    levels = [start]
+    while levels[-1] * 2 <= n:
+        levels.append(levels[-1] * 2)
+    if levels[-1] != n:
+        levels.append(n)
+    return levels
+
+
+def run(arch, d, n, batch, steps):
+    torch.manual_seed(0)
+    w = torch.empty(n, d)
+    torch.nn.init.kaiming_uniform_(w, nonlinearity="relu")
+    w = w * (0.1 / w.norm(dim=1, keepdim=True))
+    pre_bias = torch.zeros(d, requires_grad=True)
+    enc = w.t().clone().requires_grad_(True)
+    lat_bias = torch.zeros(n, requires_grad=True)
+    dec = w.clone().requires_grad_(True)
+    log_theta = torch.full((n,), -6.907755, requires_grad=True)
+    params = [pre_bias, enc, lat_bias, dec] + ([log_theta] if arch == "jumprelu" else [])
+    opt = torch.optim.Adam(params, lr=5e-4, betas=(0.9, 0.999), eps=6.25e-10)
+    x_all = torch.randn(batch * 2, d)
+    levels = nesting(n)
+    weights = [1.0] * len(levels)
+
+    def step(x):
+        opt.zero_grad(set_to_none=True)
+        p = (x - pre_bias) @ enc + lat_bias
+        if arch == "msae":
+            # As the reference code does it: one top-k and one full decode per nesting level.
+            loss = 0.0
+            for k, wt in zip(levels, weights):
+                z = p.relu() if k >= n else topk_relu(p, k)
+                loss = loss + wt * nmse(z @ dec + pre_bias, x)
+            loss = loss / sum(weights)
+        else:
+            if arch == "topk":
+                z = topk_relu(p, 64)
+            elif arch == "batchtopk":
+                z = batch_topk_relu(p, 32)
+            elif arch == "relu":
+                z = p.relu()
+            else:
+                z = JumpReLU.apply(p, log_theta, 0.001)
+            x_hat = z @ dec + pre_bias
+            loss = nmse(x_hat, x)
+            if arch == "relu":
+                loss = loss + 0.003 * (z.abs().sum(-1) / x.norm(dim=-1)).mean()
+            elif arch == "jumprelu":
+                loss = loss + 0.001 * (z > 0).float().sum(-1).mean()
+        loss.backward()
+        with torch.no_grad():
+            r = dec.norm(dim=1) + torch.finfo(torch.float32).eps
+            dec.div_(r[:, None])
+            enc.mul_(r[None, :])
+            lat_bias.mul_(r)
+            g = dec.grad
+            g.sub_((g * dec).sum(1, keepdim=True) * dec)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+
+    step(x_all[:batch])  # warm-up
+    start = time.perf_counter()
+    for i in range(steps):
+        off = (i % 2) * batch
+        step(x_all[off : off + batch])
+    return steps * batch / (time.perf_counter() - start)
+
+
+def main():
+    threads, d, n, batch, steps = (int(a) for a in sys.argv[1:6])
+    torch.set_num_threads(threads)
+    for arch in sys.argv[6:]:
+        print(json.dumps({"arch": arch, "samples_per_s": run(arch, d, n, batch, steps)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+//! SAE steps end to end through the binary: training recovers planted features, resumes
+//! bit-identically after `kill -9`, and the scoring/extraction outputs have the reference shapes.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{table_rows, with_status, Env};
+
+const PLANTED: &str = r#"
+[experiment]
+name = "planted"
+
+[steps.data]
+kind = "synth"
+dim = 64
+n_features = [32, 48]
+train = 4096
+test = 512
+active = 3.0
+zipf = 0.0
+
+[steps.sae]
+kind = "train"
+data = "data.train"
+n_latents = 64
+epochs = 6
+batch_size = 64
+lr = 0.01
+schedule = "constant"
+
+[[steps.sae.variant]]
+arch = "topk"
+k = 3
+
+[[steps.sae.variant]]
+arch = "msae"
+nesting_start = 4
+
+[steps.recovery]
+kind = "recovery"
+sae = "sae"
+truth = "data.dictionary"
+match = ["n_features"]
+
+[steps.score]
+kind = "score_topk"
+sae = "sae[arch=topk]"
+data = "data.test"
+match = ["n_features"]
+ks = [1, 3, 8, 64]
+
+[steps.codes]
+kind = "extract"
+sae = "sae[arch=msae,n_features=32]"
+data = "data[n_features=32].test"
+batch_size = 100
+"#;
+
+#[test]
+fn topk_and_matryoshka_recover_a_planted_dictionary() {
+    let env = Env::new();
+    let exp = env.write("planted.toml", PLANTED);
+    let summary = env.run_json(&exp);
+    assert_eq!(summary["failed"], 0, "{summary}");
+    let rows = table_rows(&env, &exp, "recovery");
+    // `match` pairs each SAE with the dictionary of its own data: 4 pairs, not 8.
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for r in &rows {
+        let cos = r["mean_max_cos"].as_f64().unwrap();
+        assert!(cos >= 0.9, "{}: mean max cosine {cos}", r["instance"]);
+    }
+    assert!(rows
+        .iter()
+        .any(|r| r["instance"] == "recovery[arch=msae,n_features=48,nesting_start=4]"));
+
+    // score_topk: the reference's JSON layout, metrics per k that behave as they must.
+    let scores: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(common::output_file(
+            &env,
+            "planted",
+            "score[arch=topk,k=3,n_features=32]",
+            "scores",
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    for k in ["1", "3", "8", "64"] {
+        let e = &scores[k];
+        for key in ["fvu", "mae", "cs", "l0", "cknnas"] {
+            assert_eq!(
+                e[key].as_array().map(|a| a.len()),
+                Some(2),
+                "{k}.{key}: {e}"
+            );
+        }
+        assert!(e["number_of_dead_neurons"].is_u64());
+        let zero_fraction = e["l0"][0].as_f64().unwrap();
+        let kk: f64 = k.parse().unwrap();
+        assert!(
+            zero_fraction >= 1.0 - kk / 64.0 - 1e-9,
+            "{k}: {zero_fraction}"
+        );
+    }
+    let fvu = |k: &str| scores[k]["fvu"][0].as_f64().unwrap();
+    assert!(fvu("1") > fvu("3"), "{scores}");
+    assert!(
+        fvu("3") < 0.1,
+        "k = the training k reconstructs well: {scores}"
+    );
+
+    // extract: outputs in input order, so FVU recomputed from the files equals the reported one.
+    let codes =
+        msae::data::Matrix::open(&common::output_file(&env, "planted", "codes", "codes")).unwrap();
+    let recon =
+        msae::data::Matrix::open(&common::output_file(&env, "planted", "codes", "recon")).unwrap();
+    let test = msae::data::Matrix::open(&common::output_file(
+        &env,
+        "planted",
+        "data[n_features=32]",
+        "test",
+    ))
+    .unwrap();
+    assert_eq!((codes.rows(), codes.cols()), (512, 64));
+    assert_eq!((recon.rows(), recon.cols()), (512, 64));
+    let x = msae::metrics::MatRef::new(test.data(), 512, 64).unwrap();
+    let xh = msae::metrics::MatRef::new(recon.data(), 512, 64).unwrap();
+    let fvu_files: f64 = msae::metrics::fvu_per_sample(x, xh)
+        .unwrap()
+        .iter()
+        .sum::<f64>()
+        / 512.0;
+    let reported = table_rows(&env, &exp, "extract")[0]["fvu"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (fvu_files - reported).abs() < 1e-9,
+        "{fvu_files} vs {reported}"
+    );
+}
+
+const RESUME: &str = r#"
+[experiment]
+name = "resume"
+
+[steps.data]
+kind = "synth"
+dim = 32
+n_features = 64
+train = 6000
+test = 100
+
+[steps.sae]
+kind = "train"
+data = "data.train"
+arch = "msae"
+n_latents = 128
+nesting_start = 8
+epochs = 4
+batch_size = 100
+checkpoint_steps = 7
+
+[steps.score]
+kind = "score_topk"
+sae = "sae"
+data = "data.test"
+"#;
+
+#[test]
+fn training_killed_mid_run_resumes_to_bit_identical_weights() {
+    // Uninterrupted reference run.
+    let clean = Env::new();
+    let exp = clean.write("r.toml", RESUME);
+    let reference = clean.run_json(&exp);
+
+    // Interrupted run: kill -9 once training has written a checkpoint.
+    let env = Env::new();
+    let exp = env.write("r.toml", RESUME);
+    let mut child = env
+        .command()
+        .args(["run", exp.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let start = Instant::now();
+    let partial = env.cache().join("partial");
+    let killed = loop {
+        let has_checkpoint = std::fs::read_dir(&partial)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.path().join("checkpoint.safetensors").exists())
+            })
+            .unwrap_or(false);
+        if has_checkpoint {
+            child.kill().unwrap();
+            break true;
+        }
+        if child.try_wait().unwrap().is_some() || start.elapsed() > Duration::from_secs(120) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    child.wait().unwrap();
+    let lines = reader.join().unwrap();
+    assert!(
+        killed,
+        "training finished before a checkpoint was seen: {lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("ran     sae")),
+        "the kill came too late: {lines:?}"
+    );
+
+    let resumed = env.run_json(&exp);
+    assert_eq!(with_status(&resumed, "cached"), vec!["data"], "{resumed}");
+    // Same key for the score step means the same model bytes went into it.
+    let key = |s: &serde_json::Value, name: &str| {
+        s["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .unwrap()["key"]
+            .clone()
+    };
+    assert_eq!(
+        key(&resumed, "score"),
+        key(&reference, "score"),
+        "resumed weights differ from an uninterrupted run"
+    );
+    let a = std::fs::read(common::output_file(&env, "resume", "sae", "model")).unwrap();
+    let b = std::fs::read(common::output_file(&clean, "resume", "sae", "model")).unwrap();
+    assert!(a == b, "model files differ");
+    assert!(env.msae(&["cache", "verify"]).status.success());
+}
