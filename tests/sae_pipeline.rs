@@ -243,3 +243,60 @@ fn training_killed_mid_run_resumes_to_bit_identical_weights() {
     assert!(a == b, "model files differ");
     assert!(env.msae(&["cache", "verify"]).status.success());
 }
+
+#[test]
+fn adding_a_validation_set_never_retrains_and_reports_every_epoch() {
+    let base = r#"
+[steps.data]
+kind = "synth"
+dim = 16
+n_features = 32
+train = 1024
+test = 256
+
+[steps.sae]
+kind = "train"
+data = "data.train"
+arch = "topk"
+k = 4
+n_latents = 32
+epochs = 3
+batch_size = 128
+"#;
+    let env = Env::new();
+    let exp = env.write("v.toml", base);
+    assert_eq!(env.run_json(&exp)["run"], 2);
+    let with_val = format!("{base}\n[steps.val]\nkind = \"validate\"\nsae = \"sae.snapshots\"\ndata = \"data.test\"\nbatch_size = 100\n");
+    env.write("v.toml", &with_val);
+    let summary = env.run_json(&exp);
+    assert_eq!(with_status(&summary, "ran"), vec!["val"], "{summary}");
+    let epochs: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(common::output_file(&env, "v", "val", "epochs")).unwrap(),
+    )
+    .unwrap();
+    let epochs = epochs.as_array().unwrap();
+    assert_eq!(epochs.len(), 3);
+    // 256 rows in batches of 100: three batches, the last partial one counted as one.
+    assert_eq!(epochs[0]["batches"], 3);
+    let fvu = |e: usize| epochs[e]["fvu_sparse"].as_f64().unwrap();
+    assert!(
+        fvu(2) < fvu(0),
+        "validation FVU should fall while training: {epochs:?}"
+    );
+    // The last epoch's snapshot is the final model: its validation equals a fresh evaluation.
+    let zero = epochs[2]["zero_fraction_sparse"].as_f64().unwrap();
+    assert!(
+        (zero - (1.0 - 4.0 / 32.0)).abs() < 1e-9,
+        "top-4 of 32 latents: {zero}"
+    );
+
+    // Validating a model output instead of snapshots is a clear error.
+    env.write("v.toml", &with_val.replace("sae.snapshots", "sae.model"));
+    let out = env.msae(&["run", exp.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        common::text(&out).contains("must be a train step's snapshots output"),
+        "{}",
+        common::text(&out)
+    );
+}

@@ -45,6 +45,8 @@ pub fn build(plan: &Plan, records: &[Option<Record>]) -> Vec<Table> {
                 metrics.extend(r.metrics.keys().cloned());
             }
         }
+        let mut metrics: Vec<String> = metrics.into_iter().collect();
+        metrics.sort_by(|a, b| natural_cmp(a, b));
         let mut columns = vec!["instance".to_string()];
         columns.extend(coords.iter().cloned());
         columns.extend(metrics.iter().cloned());
@@ -75,6 +77,32 @@ pub fn build(plan: &Plan, records: &[Option<Record>]) -> Vec<Table> {
         });
     }
     tables
+}
+
+/// Orders `fvu@16` before `fvu@128`: runs of digits compare as numbers.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    fn chunks(s: &str) -> Vec<(bool, String)> {
+        let mut out: Vec<(bool, String)> = Vec::new();
+        for c in s.chars() {
+            let digit = c.is_ascii_digit();
+            match out.last_mut() {
+                Some((d, text)) if *d == digit => text.push(c),
+                _ => out.push((digit, c.to_string())),
+            }
+        }
+        out
+    }
+    let (ca, cb) = (chunks(a), chunks(b));
+    for (x, y) in ca.iter().zip(&cb) {
+        let ord = match (x.0 && y.0, x.1.parse::<u128>(), y.1.parse::<u128>()) {
+            (true, Ok(p), Ok(q)) => p.cmp(&q),
+            _ => x.1.cmp(&y.1),
+        };
+        if ord != std::cmp::Ordering::Equal {
+            return ord;
+        }
+    }
+    ca.len().cmp(&cb.len())
 }
 
 fn cell(v: &serde_json::Value) -> String {
@@ -194,6 +222,13 @@ mod tests {
         assert_eq!(format_float(0.123456), "0.1235");
         assert_eq!(format_float(12.5), "12.50");
         assert_eq!(format_float(1.5e-7), "1.500e-7");
+    }
+
+    #[test]
+    fn metric_columns_sort_numbers_by_value() {
+        let mut v = vec!["fvu@128", "cos@16", "fvu@16", "fvu@1024", "dead"];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(v, ["cos@16", "dead", "fvu@16", "fvu@128", "fvu@1024"]);
     }
 
     #[test]

@@ -609,7 +609,12 @@ impl Sae {
             path: path.into(),
             source: e,
         })?;
-        let (meta, tensors) = read_safetensors(&bytes, path)?;
+        Self::load_bytes(&bytes, path, device)
+    }
+
+    /// Load a model from the bytes of a file written by [`Sae::save`]; `path` names it in errors.
+    pub fn load_bytes(bytes: &[u8], path: &Path, device: &Device) -> Result<Self> {
+        let (meta, tensors) = read_safetensors(bytes, path)?;
         let meta: ModelMeta = meta
             .get("msae")
             .ok_or_else(|| fmt_err(path, "missing msae metadata"))

@@ -16,6 +16,7 @@ pub mod spec;
 pub mod stats;
 pub mod synth;
 pub mod train;
+pub mod validate;
 
 pub use context::{InputArtifact, Metrics, StepContext};
 pub use spec::{OutputSpec, ParamSpec};
@@ -43,6 +44,7 @@ static REGISTRY: &[&dyn Step] = &[
     &extract::Extract,
     &score_topk::ScoreTopk,
     &recovery::Recovery,
+    &validate::Validate,
 ];
 
 /// Every step kind msae knows.
