@@ -235,3 +235,21 @@ fn relative_paths_resolve_against_the_experiment_folder() {
     let out = env.msae(&["run", exp.to_str().unwrap()]);
     assert!(out.status.success(), "{}", common::text(&out));
 }
+
+#[test]
+fn the_readme_toml_example_is_a_valid_experiment() {
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    let section = readme
+        .find("## Experiment files")
+        .expect("TOML reference section");
+    let start = readme[section..].find("```toml").unwrap() + section + "```toml".len();
+    let end = readme[start..].find("```").unwrap() + start;
+    let env = Env::new();
+    let exp = env.write("readme.toml", &readme[start..end]);
+    let out = env.msae(&["graph", exp.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", common::text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains("recovery[arch=msae,expansion=8,n_features=512,weighting=rw]"));
+}
