@@ -4,17 +4,17 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 
 use crate::data::npy::Matrix;
+use crate::data::reader::RowReader;
 use crate::metrics::stats::{dataset_stats, ScaleRule, StatsOptions, STATS_CHUNK_ROWS};
-use crate::metrics::MatRef;
 use crate::sae::train::RowSource;
 use crate::sae::Standardization;
 use crate::steps::StepContext;
 
-/// A memory-mapped matrix as a source of training rows: batches are gathered row by row from
-/// the map, so only the batch itself is ever copied into memory.
-pub struct MatrixRows<'a>(pub &'a Matrix);
+/// A matrix file as a source of training rows: each batch is gathered with positioned reads,
+/// so only the batch itself is ever held in memory (see [`RowReader`]).
+pub struct MatrixRows(pub RowReader);
 
-impl RowSource for MatrixRows<'_> {
+impl RowSource for MatrixRows {
     fn n_rows(&self) -> usize {
         self.0.rows()
     }
@@ -24,19 +24,30 @@ impl RowSource for MatrixRows<'_> {
     }
 
     fn gather(&self, rows: &[usize], out: &mut [f32]) -> crate::sae::Result<()> {
-        let d = self.0.cols();
-        if out.len() != rows.len() * d {
-            return Err(crate::sae::SaeError::Data(
-                "gather buffer has the wrong size".into(),
-            ));
-        }
-        for (o, &r) in out.chunks_mut(d).zip(rows) {
-            if r >= self.0.rows() {
-                return Err(crate::sae::SaeError::Data(format!("row {r} out of range")));
-            }
-            o.copy_from_slice(self.0.row(r));
-        }
-        Ok(())
+        self.0
+            .gather(rows, out)
+            .map_err(|e| crate::sae::SaeError::Data(format!("{e:#}")))
+    }
+}
+
+/// Statistics read the file in chunks through the same positioned reads.
+struct StatsRows(RowReader);
+
+impl crate::metrics::stats::RowSource for StatsRows {
+    fn rows(&self) -> usize {
+        self.0.rows()
+    }
+
+    fn dim(&self) -> usize {
+        self.0.cols()
+    }
+
+    fn read(
+        &mut self,
+        start: usize,
+        end: usize,
+    ) -> std::result::Result<&[f32], Box<dyn std::error::Error + Send + Sync>> {
+        self.0.chunk(start, end).map_err(|e| e.into())
     }
 }
 
@@ -72,7 +83,7 @@ pub fn stats_options(ctx: &StepContext) -> Result<StatsOptions> {
 
 /// μ and s of a matrix as the model's standardisation.
 pub fn standardization_of(m: &Matrix, opts: &StatsOptions) -> Result<(Standardization, f64)> {
-    let mut src = MatRef::new(m.data(), m.rows(), m.cols())?;
+    let mut src = StatsRows(RowReader::new(m)?);
     let stats = dataset_stats(&mut src, opts)?;
     Ok((
         Standardization {

@@ -50,6 +50,10 @@ static PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "seed", ty: ParamType::Int, default: Default::ExperimentSeed, gridable: true, min: Some(0.0), doc: "initialisation and shuffling seed (defaults to the experiment's seed)", ..ParamSpec::BASE },
     ParamSpec { name: "check_dead", ty: ParamType::Int, default: Default::Int(1000), min: Some(1.0), doc: "window in steps of the dead-latent count", ..ParamSpec::BASE },
     ParamSpec { name: "batchtopk_inference", ty: ParamType::Choice(&["threshold", "batch"]), default: Default::Str("threshold"), doc: "BatchTopK outside training: a global threshold estimated in training, or the reference's batch-level top-k", ..ParamSpec::BASE },
+    ParamSpec { name: "dead_threshold", ty: ParamType::Float, default: Default::Float(3.1622776601683795e-6), min: Some(0.0), doc: "activation frequency below which a latent counts as dead (reference 10^-5.5)", ..ParamSpec::BASE },
+    ParamSpec { name: "batchtopk_threshold_momentum", ty: ParamType::Float, default: Default::Float(0.99), min: Some(0.0), max: Some(1.0), doc: "EMA momentum of the BatchTopK inference threshold", ..ParamSpec::BASE },
+    ParamSpec { name: "jumprelu_theta0", ty: ParamType::Float, default: Default::Float(0.001), min: Some(0.0), doc: "JumpReLU initial threshold", ..ParamSpec::BASE },
+    ParamSpec { name: "jumprelu_bandwidth", ty: ParamType::Float, default: Default::Float(0.001), min: Some(0.0), doc: "JumpReLU kernel bandwidth ε of the straight-through estimator", ..ParamSpec::BASE },
     ParamSpec { name: "log_every", ty: ParamType::Int, default: Default::Int(100), min: Some(1.0), doc: "training steps per loss record in the log", ..ParamSpec::BASE },
     ParamSpec { name: "mean_center", ty: ParamType::Bool, default: Default::Bool(true), doc: "subtract the training mean", ..ParamSpec::BASE },
     ParamSpec { name: "target_norm", ty: ParamType::Float, default: Default::Absent, min: Some(0.0), doc: "target norm of the scale (default √d; 0 disables scaling)", ..ParamSpec::BASE },
@@ -143,7 +147,7 @@ impl Step for Train {
         config.validate(m.cols()).map_err(|e| anyhow!("{e}"))?;
         let (standardization, target_norm) = standardization_of(&m, &stats_options(ctx)?)?;
         let dev = device(ctx.device)?;
-        let source = MatrixRows(&m);
+        let source = MatrixRows(crate::data::reader::RowReader::new(&m)?);
         let steps_per_epoch = m.rows().div_ceil(config.batch_size) as u64;
         let total = steps_per_epoch * config.epochs as u64;
         std::fs::create_dir_all(&ctx.partial_dir)?;
@@ -232,4 +236,53 @@ impl Step for Train {
 pub fn load_model(path: &Path, dev: &candle_core::Device) -> Result<crate::sae::Sae> {
     crate::sae::Sae::load(path, dev)
         .map_err(|e| anyhow!("cannot load the SAE {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sae::config::{Arch, MsaeWeighting, Schedule};
+
+    #[test]
+    fn toml_parameters_map_onto_the_training_configuration() {
+        let mut p = BTreeMap::new();
+        p.insert("data".to_string(), Value::Str("x".into()));
+        p.insert("arch".to_string(), Value::Str("msae".into()));
+        p.insert("expansion".to_string(), Value::Float(4.0));
+        p.insert("weighting".to_string(), Value::Str("rw".into()));
+        p.insert(
+            "schedule".to_string(),
+            Value::Str("linear_decay_fixed".into()),
+        );
+        p.insert("l1".to_string(), Value::Float(0.01));
+        p.insert("scale_rule".to_string(), Value::Str("corrected".into()));
+        p.insert("checkpoint_steps".to_string(), Value::Int(3));
+        let c = config_from_params(&p).unwrap();
+        assert_eq!(c.arch, Arch::Msae);
+        assert_eq!(c.expansion_factor, 4.0);
+        assert_eq!(c.msae_weighting, MsaeWeighting::Rw);
+        assert_eq!(c.schedule, Schedule::LinearDecayFixed);
+        assert_eq!(c.sparsity_weight, Some(0.01));
+        // Everything the TOML does not set keeps the reference default.
+        assert_eq!(c.batch_size, 4096);
+        assert_eq!(c.eps, 6.25e-10);
+    }
+
+    #[test]
+    fn every_keyed_train_parameter_is_a_training_knob() {
+        // A TOML parameter that the trainer does not know would be silently ignored; the
+        // configuration rejects unknown fields, so building one with every parameter set proves
+        // each name maps onto a field.
+        let mut p = BTreeMap::new();
+        for spec in PARAMS {
+            if let Some(v) = spec.default_value(42) {
+                p.insert(spec.name.to_string(), v);
+            }
+        }
+        p.insert("k".to_string(), Value::Int(8));
+        p.insert("lr".to_string(), Value::Float(1e-3));
+        p.insert("l1".to_string(), Value::Float(1e-3));
+        p.insert("n_latents".to_string(), Value::Int(16));
+        config_from_params(&p).unwrap();
+    }
 }
