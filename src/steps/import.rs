@@ -11,6 +11,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use crate::data::npy::{Layout, Matrix, NpyWriter};
+use crate::data::reader::RowReader;
 use crate::steps::spec::{Default, OutputSpec, ParamSpec, ParamType, Role};
 use crate::steps::{Metrics, Step, StepContext};
 
@@ -122,9 +123,11 @@ impl Step for Import {
         let mut bad = 0usize;
         let mut first_bad: Option<(usize, usize, f32)> = None;
         let mut norm_sum = 0f64;
+        // Positioned reads rather than the map: the resident set stays at one block.
+        let mut reader = RowReader::new(&m)?;
         for start in (0..m.rows()).step_by(BLOCK_ROWS) {
             let end = (start + BLOCK_ROWS).min(m.rows());
-            let block = m.rows_slice(start, end);
+            let block = reader.chunk(start, end)?;
             for (i, row) in block.chunks(m.cols()).enumerate() {
                 let mut sq = 0f64;
                 for (j, &x) in row.iter().enumerate() {

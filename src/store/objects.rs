@@ -13,19 +13,22 @@ pub struct Objects {
     root: PathBuf,
 }
 
-/// BLAKE3 of a file's content, streamed (memory-mapped for large files).
+/// BLAKE3 of a file's content, read in blocks (hashed in parallel within each block). Plain reads
+/// rather than a memory map keep the resident set small for multi-gigabyte files.
 pub fn hash_file(path: &Path) -> Result<(String, u64)> {
     let mut hasher = blake3::Hasher::new();
-    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let size = file.metadata()?.len();
-    if size > 1 << 20 {
-        hasher
-            .update_mmap_rayon(path)
+    let mut file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut buf = vec![0u8; 8 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file
+            .read(&mut buf)
             .with_context(|| format!("cannot read {}", path.display()))?;
-    } else {
-        let mut buf = Vec::new();
-        (&file).read_to_end(&mut buf)?;
-        hasher.update(&buf);
+        if n == 0 {
+            break;
+        }
+        hasher.update_rayon(&buf[..n]);
+        size += n as u64;
     }
     Ok((hasher.finalize().to_hex().to_string(), size))
 }
