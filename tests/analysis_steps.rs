@@ -379,9 +379,9 @@ labels = "EVAL_LABELS"
 kind = "train"
 data = "train"
 arch = "topk"
-k = 32
-n_latents = 768
-epochs = 2
+k = 16
+n_latents = 384
+epochs = 1
 batch_size = 1024
 lr = 0.001
 
@@ -392,7 +392,7 @@ train = "train"
 train_labels = "train.labels"
 eval = "eval"
 eval_labels = "eval.labels"
-max_epochs = 20
+max_epochs = 8
 "#;
 
 #[test]
