@@ -4,9 +4,12 @@
 //! output files plus metrics. It never sees the store: inputs arrive as paths of immutable files,
 //! outputs are written into a scratch folder the runner hands over and then moves into the store.
 
+pub mod align;
 pub mod context;
 pub mod extract;
 pub mod import;
+pub mod linear_probe;
+pub mod name;
 pub mod recovery;
 pub mod sae_common;
 pub mod sae_eval;
@@ -45,6 +48,9 @@ static REGISTRY: &[&dyn Step] = &[
     &score_topk::ScoreTopk,
     &recovery::Recovery,
     &validate::Validate,
+    &name::Name,
+    &align::Align,
+    &linear_probe::LinearProbe,
 ];
 
 /// Every step kind msae knows.

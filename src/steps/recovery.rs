@@ -49,7 +49,8 @@ static OUTPUTS: &[OutputSpec] = &[OutputSpec {
     doc: "per true feature: best latent, its cosine, assigned latent and cosine (JSON)",
 }];
 
-fn normalized_rows(data: &[f32], cols: usize) -> Vec<f32> {
+/// Rows scaled to unit L2 norm (the norm floored at 1e-12, so a zero row stays zero).
+pub fn normalized_rows(data: &[f32], cols: usize) -> Vec<f32> {
     let mut out = data.to_vec();
     for row in out.chunks_mut(cols) {
         let norm = row
