@@ -1,12 +1,16 @@
 //! CPU fast path of the training step for TopK, BatchTopK and Matryoshka SAEs.
 //!
-//! With a top-k code only k of n latents are non-zero per row (k·B per batch for BatchTopK), so everything after the encoder
-//! matrix product is a sparse-dense product: the reconstruction touches k decoder rows, the
-//! gradient of the code is needed only at the kept entries, and the decoder/encoder gradients
-//! are sums over the kept entries of each latent. For Matryoshka all levels share one ranking of
-//! the positive pre-activations, so each row's entries are split into nested bands and the L
-//! reconstructions are built incrementally (level l+1 = level l + the next band); the code
-//! gradient of an entry in band l is `C_l · W_dec[j]` with `C_l = Σ_{i ≥ l} w_i ∂ℓ_i/∂X̂_i`.
+//! With a top-k code only k of n latents are non-zero per row (k·B per batch for BatchTopK),
+//! so everything after the encoder matrix product is a sparse-dense product: the
+//! reconstruction touches k decoder rows, the gradient of the code is needed only at the kept
+//! entries, and the decoder/encoder gradients are sums over the kept entries of each latent.
+//! For Matryoshka all levels share one ranking of the positive pre-activations, so each row's
+//! entries are split into nested bands and the L reconstructions are built incrementally
+//! (level l+1 = level l + the next band); the code gradient of an entry in band l is
+//! `C_l · W_dec[j]` with `C_l = Σ_{i ≥ l} w_i ∂ℓ_i/∂X̂_i`.
+//!
+//! BatchTopK selects the k·B largest entries of the whole batch exactly (same order and ties
+//! as the dense path) and then shares the TopK code path.
 //!
 //! Only the encoder product remains dense (candle matmul). The result equals
 //! `Sae::loss_and_grads` up to floating-point summation order (tested below).
