@@ -38,18 +38,18 @@ pub fn relu(p: &Tensor) -> Result<Coded> {
 }
 
 /// Whether the variant ranks by absolute value.
-fn ranks_by_abs(v: TopkVariant) -> bool {
+pub(crate) fn ranks_by_abs(v: TopkVariant) -> bool {
     matches!(v, TopkVariant::Abs | TopkVariant::Absrelu)
 }
 
 /// Total order used for selection: larger key first, then lower index.
 #[inline]
-fn desc_then_index(ka: f32, a: u32, kb: f32, b: u32) -> std::cmp::Ordering {
+pub(crate) fn desc_then_index(ka: f32, a: u32, kb: f32, b: u32) -> std::cmp::Ordering {
     kb.total_cmp(&ka).then(a.cmp(&b))
 }
 
 #[inline]
-fn key(x: f32, by_abs: bool) -> f32 {
+pub(crate) fn key(x: f32, by_abs: bool) -> f32 {
     if by_abs {
         x.abs()
     } else {

@@ -527,14 +527,20 @@ impl Sae {
 
     /// Update the BatchTopK threshold estimate with a training code.
     pub fn update_batchtopk_threshold(&mut self, z: &Tensor) -> Result<()> {
-        if let Some(m) = activation::min_positive(z)? {
+        self.record_batchtopk_min(activation::min_positive(z)?);
+        Ok(())
+    }
+
+    /// Update the BatchTopK threshold estimate with the smallest positive value of a training
+    /// code (none: no positive value, no update).
+    pub(crate) fn record_batchtopk_min(&mut self, min_positive: Option<f32>) {
+        if let Some(m) = min_positive {
             let mom = self.config.batchtopk_threshold_momentum;
             self.batchtopk_threshold = Some(match self.batchtopk_threshold {
                 Some(t) => mom * t + (1.0 - mom) * m as f64,
                 None => m as f64,
             });
         }
-        Ok(())
     }
 
     /// Rescale decoder rows to unit norm, compensating in the encoder columns, the latent bias

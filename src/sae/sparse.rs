@@ -1,12 +1,16 @@
-//! CPU fast path of the training step for TopK and Matryoshka SAEs.
+//! CPU fast path of the training step for TopK, BatchTopK and Matryoshka SAEs.
 //!
-//! With a top-k code only k of n latents are non-zero per row, so everything after the encoder
-//! matrix product is a sparse-dense product: the reconstruction touches k decoder rows, the
-//! gradient of the code is needed only at the kept entries, and the decoder/encoder gradients
-//! are sums over the kept entries of each latent. For Matryoshka all levels share one ranking of
-//! the positive pre-activations, so each row's entries are split into nested bands and the L
-//! reconstructions are built incrementally (level l+1 = level l + the next band); the code
-//! gradient of an entry in band l is `C_l · W_dec[j]` with `C_l = Σ_{i ≥ l} w_i ∂ℓ_i/∂X̂_i`.
+//! With a top-k code only k of n latents are non-zero per row (k·B per batch for BatchTopK),
+//! so everything after the encoder matrix product is a sparse-dense product: the
+//! reconstruction touches k decoder rows, the gradient of the code is needed only at the kept
+//! entries, and the decoder/encoder gradients are sums over the kept entries of each latent.
+//! For Matryoshka all levels share one ranking of the positive pre-activations, so each row's
+//! entries are split into nested bands and the L reconstructions are built incrementally
+//! (level l+1 = level l + the next band); the code gradient of an entry in band l is
+//! `C_l · W_dec[j]` with `C_l = Σ_{i ≥ l} w_i ∂ℓ_i/∂X̂_i`.
+//!
+//! BatchTopK selects the k·B largest entries of the whole batch exactly (same order and ties
+//! as the dense path) and then shares the TopK code path.
 //!
 //! Only the encoder product remains dense (candle matmul). The result equals
 //! `Sae::loss_and_grads` up to floating-point summation order (tested below).
@@ -25,6 +29,8 @@ pub(crate) struct FastExtras {
     pub counts: Vec<u32>,
     /// Mean number of non-zero activations per row in the first level.
     pub active: f64,
+    /// BatchTopK: smallest positive code value (feeds the threshold estimate); otherwise None.
+    pub min_positive: Option<f32>,
 }
 
 /// Whether the fast path handles this model on its device.
@@ -32,7 +38,7 @@ pub(crate) fn applicable(model: &Sae) -> bool {
     model.device().is_cpu()
         && model.config.soft_cap <= 0.0
         && match model.config.arch {
-            Arch::Topk => true,
+            Arch::Topk | Arch::Batchtopk => true,
             Arch::Msae => model.config.topk_variant == TopkVariant::Relu,
             _ => false,
         }
@@ -171,6 +177,89 @@ fn select_rows(p: &[f32], b: usize, n: usize, model: &Sae) -> Csr {
     csr
 }
 
+/// Flat indices (ascending) of the `total` largest keys of `p` under the order of
+/// [`activation::global_topk_mask`](super::activation::global_topk_mask): larger key first,
+/// then lower index. A threshold taken from a strided sample keeps the exact selection to a small
+/// candidate set; when the sample underestimates the count, every entry is a candidate.
+fn global_select(p: &[f32], total: usize, by_abs: bool) -> Vec<u32> {
+    use super::activation::{desc_then_index, key};
+    let len = p.len();
+    let total = total.min(len);
+    // Prime stride, so that the sample cycles through the columns of any row width.
+    const STRIDE: usize = 61;
+    let sample: Vec<f32> = p.iter().step_by(STRIDE).map(|&v| key(v, by_abs)).collect();
+    let want = (total / STRIDE) * 5 / 4 + 64;
+    let threshold = if total < len && want < sample.len() {
+        let mut s = sample;
+        s.select_nth_unstable_by(want - 1, |a, b| b.total_cmp(a));
+        Some(s[want - 1])
+    } else {
+        None
+    };
+    let collect = |t: f32| -> Vec<u32> {
+        p.par_chunks(4096)
+            .enumerate()
+            .flat_map_iter(|(c, chunk)| {
+                chunk
+                    .iter()
+                    .enumerate()
+                    .filter(move |(_, &v)| key(v, by_abs).total_cmp(&t).is_ge())
+                    .map(move |(i, _)| (c * 4096 + i) as u32)
+            })
+            .collect()
+    };
+    let mut cand = match threshold.map(collect) {
+        Some(c) if c.len() >= total => c,
+        _ => (0..len as u32).collect(),
+    };
+    if total < cand.len() && total > 0 {
+        cand.select_nth_unstable_by(total - 1, |&a, &b| {
+            desc_then_index(key(p[a as usize], by_abs), a, key(p[b as usize], by_abs), b)
+        });
+    }
+    cand.truncate(total);
+    cand.sort_unstable();
+    cand
+}
+
+/// BatchTopK selection: the k·B largest entries of the batch, with the batch code of
+/// [`activation::batch_topk`](super::activation::batch_topk) (signed values for the abs
+/// variants, ReLU for the ReLU variants).
+fn select_batch(p: &[f32], b: usize, n: usize, model: &Sae) -> Csr {
+    let variant = model.config.topk_variant;
+    let by_abs = super::activation::ranks_by_abs(variant);
+    let chosen = global_select(p, (model.config.k() * b).min(b * n), by_abs);
+    let relu = matches!(variant, TopkVariant::Relu | TopkVariant::Absrelu);
+    let mut csr = Csr {
+        offsets: Vec::with_capacity(b + 1),
+        band_end: Vec::with_capacity(b),
+        idx: Vec::with_capacity(chosen.len()),
+        val: Vec::with_capacity(chosen.len()),
+        der: Vec::with_capacity(chosen.len()),
+    };
+    csr.offsets.push(0);
+    let mut it = chosen.iter().peekable();
+    for r in 0..b {
+        while let Some(&&f) = it.peek() {
+            let f = f as usize;
+            if f >= (r + 1) * n {
+                break;
+            }
+            it.next();
+            let v = p[f];
+            if relu && v <= 0.0 {
+                continue;
+            }
+            csr.idx.push((f - r * n) as u32);
+            csr.val.push(v);
+            csr.der.push(1.0);
+        }
+        csr.offsets.push(csr.idx.len());
+        csr.band_end.push(csr.idx.len());
+    }
+    csr
+}
+
 /// Rows per block of the cache-blocked sparse products.
 const BLOCK: usize = 32;
 
@@ -243,7 +332,13 @@ fn loss_and_grads_with(
     let p = xc
         .matmul(&model.encoder)?
         .broadcast_add(&model.latent_bias)?;
-    let csr = with_slice(&p, |p| select_rows(p, b, n, model))?;
+    let csr = with_slice(&p, |p| {
+        if model.config.arch == Arch::Batchtopk {
+            select_batch(p, b, n, model)
+        } else {
+            select_rows(p, b, n, model)
+        }
+    })?;
     drop(p);
     let nl = model.level_weights.len();
     let w_dec = model
@@ -379,6 +474,15 @@ fn loss_and_grads_with(
         })
         .sum::<usize>() as f64
         / b as f64;
+    let min_positive = if model.config.arch == Arch::Batchtopk {
+        csr.val
+            .iter()
+            .copied()
+            .filter(|&v| v > 0.0)
+            .min_by(f32::total_cmp)
+    } else {
+        None
+    };
 
     // Decoder gradient rows, transposed encoder gradient rows and latent-bias gradient:
     // per-latent sums over entries. Rows are processed in blocks so that the rows of C and
@@ -453,7 +557,11 @@ fn loss_and_grads_with(
             sparsity: zero,
         },
         Grads(vec![g_pre, g_enc, g_lat, g_dec]),
-        FastExtras { counts, active },
+        FastExtras {
+            counts,
+            active,
+            min_positive,
+        },
     ))
 }
 
@@ -508,6 +616,30 @@ mod tests {
                 MsaeWeighting::Rw,
                 RecLoss::Mse,
             ),
+            (
+                Arch::Batchtopk,
+                TopkVariant::Relu,
+                MsaeWeighting::Uw,
+                RecLoss::Nmse,
+            ),
+            (
+                Arch::Batchtopk,
+                TopkVariant::Plain,
+                MsaeWeighting::Uw,
+                RecLoss::Mse,
+            ),
+            (
+                Arch::Batchtopk,
+                TopkVariant::Abs,
+                MsaeWeighting::Uw,
+                RecLoss::Nmse,
+            ),
+            (
+                Arch::Batchtopk,
+                TopkVariant::Absrelu,
+                MsaeWeighting::Uw,
+                RecLoss::Cosine,
+            ),
         ];
         for (arch, variant, weighting, lossk) in cases {
             let cfg = TrainConfig {
@@ -551,6 +683,40 @@ mod tests {
                     .to_scalar::<f32>()
                     .unwrap();
                 assert!((extra.active - act as f64).abs() < 1e-6);
+                if arch == Arch::Batchtopk {
+                    assert_eq!(
+                        extra.min_positive,
+                        crate::sae::activation::min_positive(&fwd.levels[0].z).unwrap()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn global_selection_matches_full_sort() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for (len, total) in [
+            (100_000usize, 3_000usize),
+            (50_000, 49_000),
+            (200, 50),
+            (61, 0),
+        ] {
+            // Few distinct values, so that ties are decided by the index.
+            let p: Vec<f32> = (0..len)
+                .map(|_| (rng.random_range(-50i32..50) as f32) * 0.1)
+                .collect();
+            for by_abs in [false, true] {
+                let mut want = vec![0u32; len];
+                crate::sae::activation::select_row(&p, total, by_abs, &mut want);
+                let mut want = want[..total.min(len)].to_vec();
+                want.sort_unstable();
+                assert_eq!(
+                    global_select(&p, total, by_abs),
+                    want,
+                    "{len} {total} {by_abs}"
+                );
             }
         }
     }

@@ -317,6 +317,9 @@ fn train_step(
             *c += *e as u64;
         }
         model.stats.num_updates += x.dim(0)? as u64;
+        if model.config.arch == Arch::Batchtopk {
+            model.record_batchtopk_min(extra.min_positive);
+        }
         model.scale_to_unit_norm()?;
         grads.0[3] = model.project_decoder_grad(&grads.0[3])?;
         clip_grad_norm(&mut grads.0, model.config.clip_grad)?;
