@@ -5,14 +5,10 @@
 use anyhow::{anyhow, Result};
 use serde_json::json;
 
-use crate::data::npy::{Matrix, NpyWriter};
+use crate::data::npy::NpyWriter;
 use crate::experiment::value::Value;
-use crate::steps::sae_common::device;
-use crate::steps::sae_eval::{
-    standardization_for, standardized_batch, stats_source, unstandardize, PairMetrics,
-};
+use crate::steps::sae_eval::{standardized_batch, unstandardize, Evaluation, PairMetrics};
 use crate::steps::spec::{Default, OutputSpec, ParamSpec, ParamType, Role};
-use crate::steps::train::load_model;
 use crate::steps::{Metrics, Step, StepContext};
 
 pub struct Extract;
@@ -116,21 +112,12 @@ impl Step for Extract {
     }
 
     fn run(&self, ctx: &mut StepContext) -> Result<Metrics> {
-        let dev = device(ctx.device)?;
-        let sae = load_model(&ctx.input("sae")?.path, &dev)?;
-        let m = Matrix::open(&ctx.input("data")?.path)?;
-        if m.cols() != sae.d {
-            anyhow::bail!(
-                "the data has {} columns but the SAE expects {}",
-                m.cols(),
-                sae.d
-            );
-        }
-        let std = standardization_for(
-            &sae,
-            &m,
-            stats_source(ctx.str("statistics")?, ctx.str("scale_rule")?),
-        )?;
+        let Evaluation {
+            device: dev,
+            sae,
+            data: m,
+            std,
+        } = Evaluation::open(ctx)?;
         let batch = ctx.usize("batch_size")?;
         let with_cknna = ctx
             .params

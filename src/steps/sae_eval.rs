@@ -154,3 +154,36 @@ impl PairMetrics {
         }
     }
 }
+
+/// What an evaluation step starts from: the SAE from input `sae`, the matrix from input `data`
+/// (checked to have the SAE's width) and the standardisation chosen by the `statistics` and
+/// `scale_rule` parameters.
+pub struct Evaluation {
+    pub device: Device,
+    pub sae: Sae,
+    pub data: Matrix,
+    pub std: Standardization,
+}
+
+impl Evaluation {
+    pub fn open(ctx: &crate::steps::StepContext) -> Result<Evaluation> {
+        let device = crate::steps::sae_common::device(ctx.device)?;
+        let sae = crate::steps::train::load_model(&ctx.input("sae")?.path, &device)?;
+        let data = Matrix::open(&ctx.input("data")?.path)?;
+        if data.cols() != sae.d {
+            anyhow::bail!(
+                "the data has {} columns but the SAE expects {}",
+                data.cols(),
+                sae.d
+            );
+        }
+        let source = stats_source(ctx.str("statistics")?, ctx.str("scale_rule")?);
+        let std = standardization_for(&sae, &data, source)?;
+        Ok(Evaluation {
+            device,
+            sae,
+            data,
+            std,
+        })
+    }
+}
