@@ -52,13 +52,6 @@ impl Plan {
     pub fn find(&self, name: &str) -> Option<&Instance> {
         self.instances.iter().find(|i| i.name == name)
     }
-
-    /// Instance indices downstream of `index` (not including it).
-    pub fn consumers(&self, index: usize) -> impl Iterator<Item = &Instance> {
-        self.instances
-            .iter()
-            .filter(move |i| i.inputs.values().any(|inp| inp.instance == index))
-    }
 }
 
 /// Orders the steps so that every step comes after the steps it reads; a cycle is an error

@@ -59,7 +59,6 @@ pub fn combine(dir: &Path, epochs: usize, out: &Path) -> Result<()> {
 pub struct Snapshots {
     map: Mmap,
     ranges: Vec<(usize, usize)>,
-    data_start: usize,
 }
 
 impl Snapshots {
@@ -70,8 +69,6 @@ impl Snapshots {
         let tensors = safetensors::SafeTensors::deserialize(&map)
             .with_context(|| format!("{} is not a snapshot pack", path.display()))?;
         let n = tensors.len();
-        let (header_len, _) = safetensors::SafeTensors::read_metadata(&map)?;
-        let data_start = 8 + header_len;
         let mut ranges = Vec::with_capacity(n);
         for e in 0..n {
             let t = tensors
@@ -83,11 +80,7 @@ impl Snapshots {
         if ranges.is_empty() {
             bail!("{} holds no snapshot", path.display());
         }
-        Ok(Snapshots {
-            map,
-            ranges,
-            data_start,
-        })
+        Ok(Snapshots { map, ranges })
     }
 
     pub fn epochs(&self) -> usize {
@@ -97,7 +90,6 @@ impl Snapshots {
     /// The model file bytes of one epoch.
     pub fn epoch(&self, e: usize) -> &[u8] {
         let (a, b) = self.ranges[e];
-        debug_assert!(a >= self.data_start);
         &self.map[a..b]
     }
 }
