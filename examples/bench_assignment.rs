@@ -1,20 +1,27 @@
-//! Benchmark of the dense assignment solver against SciPy.
+//! Benchmark of dictionary alignment against SciPy.
 //!
 //! ```text
-//! cargo run --release --example bench_assignment -- [SIZES...] [--dim 768] [--no-scipy]
+//! MSAE_SCIPY_PYTHON=python3 cargo run --release --example bench_assignment -- \
+//!     [SIZES...] [--dim 768] [--no-scipy]
 //! ```
 //!
 //! For each size `n` two sets of `n` random unit vectors in `dim` dimensions
 //! are drawn; a share of the second set are noisy copies of a permutation of
-//! the first, so the matching is non-trivial. The cost matrix is the cosine
-//! similarity `C = U1 · U2ᵀ` (`n × n`, `f32`). The example times
-//! `msae::assignment::solve_max` on it and, when Python with SciPy is
-//! available, `scipy.optimize.linear_sum_assignment(C, maximize=True)` on the
-//! very same matrix (passed through a temporary `.npy` file), then prints a
-//! Markdown table with wall-clock and CPU seconds of both (CPU seconds are
-//! the fairer comparison on a busy machine; msae's come from `/proc` with
-//! 10 ms resolution). Without SciPy only the msae columns are filled.
-//! `RUST_LOG=msae=debug` adds the solver's phase timings.
+//! the first, so the matching is non-trivial. Two comparisons, side by side:
+//!
+//! * the whole computation of the `align` step
+//!   (`msae::analysis::alignment::align`: cosine matrix `C = U1 · U2ᵀ` plus the
+//!   optimal matching) against NumPy's `U1 @ U2.T` plus
+//!   `scipy.optimize.linear_sum_assignment(C, maximize=True)` on the same
+//!   vector sets;
+//! * the solver alone (`msae::assignment::solve_max`) against
+//!   `linear_sum_assignment` on the very same matrix, with wall-clock and CPU
+//!   seconds (CPU seconds are the fairer comparison on a busy machine; msae's
+//!   come from `/proc` with 10 ms resolution).
+//!
+//! Data travels to Python through temporary `.npy` files; the interpreter is
+//! `MSAE_SCIPY_PYTHON` (default `python3`). Without SciPy only the msae
+//! columns are filled. `RUST_LOG=msae=debug` adds the solver's phase timings.
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -51,21 +58,30 @@ const SCIPY_SCRIPT: &str = r#"
 import sys, time
 import numpy as np
 from scipy.optimize import linear_sum_assignment
-C = np.load(sys.argv[1])
-t, cpu = time.perf_counter(), time.process_time()
+U1, U2 = np.load(sys.argv[1]), np.load(sys.argv[2])
+t0 = time.perf_counter()
+C = U1 @ U2.T
+t1, cpu = time.perf_counter(), time.process_time()
 r, c = linear_sum_assignment(C, maximize=True)
-t, cpu = time.perf_counter() - t, time.process_time() - cpu
-print(t, cpu, repr(float(C[r, c].astype(np.float64).sum())))
+t2, cpu = time.perf_counter(), time.process_time() - cpu
+print(t2 - t1, cpu, repr(float(C[r, c].astype(np.float64).sum())), t2 - t0)
 "#;
+
+fn python() -> String {
+    std::env::var("MSAE_SCIPY_PYTHON").unwrap_or_else(|_| "python3".into())
+}
 
 struct Scipy {
     wall: f64,
     cpu: f64,
     total: f64,
+    /// NumPy cosine matrix plus the solver.
+    with_cosines: f64,
 }
 
 struct Row {
     n: usize,
+    align_s: f64,
     build_s: f64,
     msae_s: f64,
     msae_cpu: Option<f64>,
@@ -83,8 +99,8 @@ fn main() -> Result<()> {
     let scipy = !args.no_scipy && scipy_available();
     if !args.no_scipy && !scipy {
         eprintln!(
-            "SciPy not found for python3; install it with `pip install scipy numpy` \
-             to get the comparison column. Timing msae only."
+            "SciPy not found (interpreter: MSAE_SCIPY_PYTHON or python3); install it with \
+             `pip install scipy numpy` to get the comparison columns. Timing msae only."
         );
     }
     eprintln!("rayon threads: {}", rayon::current_num_threads());
@@ -98,15 +114,22 @@ fn main() -> Result<()> {
         eprintln!("n = {n}: building the {n} x {n} cosine-similarity matrix ...");
         let mut rng = ChaCha8Rng::seed_from_u64(args.seed ^ n as u64);
         let (u1, u2) = latent_sets(&mut rng, n, args.dim, args.copied);
+        let npys = [1, 2].map(|i| dir.path().join(format!("u{i}_{n}.npy")));
+        if scipy {
+            write_npy(&npys[0], &u1, n, args.dim)?;
+            write_npy(&npys[1], &u2, n, args.dim)?;
+        }
+
+        eprintln!("n = {n}: msae align (cosines + matching, as the step computes them) ...");
+        let t = Instant::now();
+        let aligned = msae::analysis::alignment::align(&u1, &u2, args.dim, 512)?;
+        let align_s = t.elapsed().as_secs_f64();
+        drop(aligned);
+
         let t = Instant::now();
         let c = similarity(&u1, &u2, n, args.dim);
         let build_s = t.elapsed().as_secs_f64();
         drop((u1, u2));
-
-        let npy = dir.path().join(format!("cost_{n}.npy"));
-        if scipy {
-            write_npy(&npy, &c, n, n)?;
-        }
 
         eprintln!("n = {n}: msae solve_max ...");
         let (t, cpu) = (Instant::now(), cpu_seconds());
@@ -122,18 +145,21 @@ fn main() -> Result<()> {
 
         let scipy_result = if scipy {
             eprintln!("n = {n}: scipy linear_sum_assignment ...");
-            let r = run_scipy(&npy)?;
+            let r = run_scipy(&npys[0], &npys[1])?;
             eprintln!(
-                "n = {n}: scipy {:.3} s wall, {:.3} s CPU, total {:.6}",
-                r.wall, r.cpu, r.total
+                "n = {n}: scipy {:.3} s wall, {:.3} s CPU, total {:.6}; with NumPy cosines {:.3} s",
+                r.wall, r.cpu, r.total, r.with_cosines
             );
-            std::fs::remove_file(&npy).ok();
+            npys.iter().for_each(|p| {
+                std::fs::remove_file(p).ok();
+            });
             Some(r)
         } else {
             None
         };
         rows.push(Row {
             n,
+            align_s,
             build_s,
             msae_s,
             msae_cpu,
@@ -143,6 +169,23 @@ fn main() -> Result<()> {
     }
 
     let secs = |x: Option<f64>| x.map_or("–".to_string(), |x| format!("{x:.3}"));
+    println!();
+    println!("Whole alignment (cosine matrix + optimal matching):");
+    println!();
+    println!("| n | msae align (s) | NumPy cosines + SciPy (s) | SciPy / msae |");
+    println!("|---:|---:|---:|---:|");
+    for r in &rows {
+        let (theirs, ratio) = match &r.scipy {
+            Some(s) => (
+                format!("{:.3}", s.with_cosines),
+                format!("{:.2}", s.with_cosines / r.align_s),
+            ),
+            None => ("–".into(), "–".into()),
+        };
+        println!("| {} | {:.3} | {theirs} | {ratio} |", r.n, r.align_s);
+    }
+    println!();
+    println!("Solver alone, on the same matrix:");
     println!();
     println!(
         "| n | build C (s) | msae wall (s) | msae CPU (s) | SciPy wall (s) | SciPy CPU (s) \
@@ -292,7 +335,7 @@ fn cpu_seconds() -> Option<f64> {
 }
 
 fn scipy_available() -> bool {
-    Command::new("python3")
+    Command::new(python())
         .args(["-c", "import numpy, scipy.optimize"])
         .output()
         .map(|o| o.status.success())
@@ -300,13 +343,14 @@ fn scipy_available() -> bool {
 }
 
 /// Runs SciPy on the saved matrix.
-fn run_scipy(npy: &Path) -> Result<Scipy> {
-    let out = Command::new("python3")
+fn run_scipy(u1: &Path, u2: &Path) -> Result<Scipy> {
+    let out = Command::new(python())
         .arg("-c")
         .arg(SCIPY_SCRIPT)
-        .arg(npy)
+        .arg(u1)
+        .arg(u2)
         .output()
-        .context("running python3")?;
+        .context("running Python")?;
     if !out.status.success() {
         bail!(
             "SciPy run failed: {}",
@@ -316,8 +360,13 @@ fn run_scipy(npy: &Path) -> Result<Scipy> {
     let text = String::from_utf8_lossy(&out.stdout);
     let mut it = text.split_whitespace();
     let mut num = || it.next().and_then(|s| s.parse::<f64>().ok());
-    match (num(), num(), num()) {
-        (Some(wall), Some(cpu), Some(total)) => Ok(Scipy { wall, cpu, total }),
+    match (num(), num(), num(), num()) {
+        (Some(wall), Some(cpu), Some(total), Some(with_cosines)) => Ok(Scipy {
+            wall,
+            cpu,
+            total,
+            with_cosines,
+        }),
         _ => bail!("unexpected SciPy output: {text}"),
     }
 }

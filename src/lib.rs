@@ -14,6 +14,7 @@ pub mod cli;
 pub mod data;
 pub mod diagnostic;
 pub mod experiment;
+pub mod interop;
 pub mod metrics;
 pub mod report;
 pub mod runner;

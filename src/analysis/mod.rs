@@ -1,7 +1,9 @@
 //! Downstream analyses of a trained dictionary: concept naming against a
-//! vocabulary ([`naming`], reference §8.3) and semantic preservation measured
-//! with a linear probe ([`probe`], reference §8.5).
+//! vocabulary ([`naming`], reference §8.3), alignment of two dictionaries
+//! ([`alignment`], §8.4) and semantic preservation measured with a linear probe
+//! ([`probe`], reference §8.5).
 
+pub mod alignment;
 pub mod naming;
 pub mod probe;
 

@@ -81,6 +81,37 @@ pub enum Command {
     Cache(CacheCommand),
     /// List the step kinds with their parameters and outputs.
     Kinds,
+    /// Copy an output of a finished instance out of the store, or write a model in the SAELens
+    /// layout (`cfg.json` + `sae_weights.safetensors`).
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    pub experiment: PathBuf,
+    /// The instance, as `msae plan` names it (e.g. `sae[arch=topk]`).
+    pub instance: String,
+    /// Destination folder (created if needed).
+    #[arg(long)]
+    pub to: PathBuf,
+    /// Which output of the instance (default: its step's first output).
+    #[arg(long)]
+    pub output: Option<String>,
+    /// `raw` copies the stored file; `saelens` converts an SAE model.
+    #[arg(long, value_enum, default_value = "raw")]
+    pub format: ExportFormat,
+    /// SAELens metadata: the model the SAE's inputs come from.
+    #[arg(long)]
+    pub model_name: Option<String>,
+    /// SAELens metadata: the hook (layer) the SAE's inputs come from.
+    #[arg(long)]
+    pub hook_name: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+pub enum ExportFormat {
+    Raw,
+    Saelens,
 }
 
 #[derive(Args)]

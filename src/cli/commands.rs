@@ -50,16 +50,17 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Cache(CacheCommand::Du) => du(g),
         Command::Cache(CacheCommand::Verify) => verify(g),
         Command::Kinds => kinds(),
+        Command::Export(args) => super::export::export(g, args),
     }
 }
 
-fn load(path: &Path) -> Result<(Experiment, Plan)> {
+pub(super) fn load(path: &Path) -> Result<(Experiment, Plan)> {
     let exp = experiment::load(path)?;
     let plan = experiment::expand(&exp)?;
     Ok((exp, plan))
 }
 
-fn open(g: &super::args::Global, command: &str) -> Result<Store> {
+pub(super) fn open(g: &super::args::Global, command: &str) -> Result<Store> {
     Store::open(&g.cache, command, g.wait)
 }
 

@@ -683,7 +683,7 @@ impl Sae {
     }
 }
 
-const MODEL_FORMAT: &str = "msae-sae-v1";
+pub(crate) const MODEL_FORMAT: &str = "msae-sae-v1";
 
 /// Model metadata stored in the safetensors header and the JSON side file.
 #[derive(Serialize, Deserialize, Clone, Debug)]

@@ -5,16 +5,14 @@
 //! cosine matrix `[n_a, n_b]` (NaN → 0); the optimal one-to-one matching maximising the total
 //! cosine pairs `min(n_a, n_b)` latents, and the mean cosine over the pairs is the score.
 
-use anyhow::{anyhow, bail, Result};
-use rayon::prelude::*;
-
-use crate::assignment::solve_max;
+use crate::analysis::alignment::align;
 use crate::sae::Sae;
-use crate::steps::recovery::{cosines, normalized_rows};
+use crate::steps::recovery::normalized_rows;
 use crate::steps::sae_common::device;
 use crate::steps::spec::{Default, OutputSpec, ParamSpec, ParamType, Role};
 use crate::steps::train::load_model;
 use crate::steps::{Metrics, Step, StepContext};
+use anyhow::{anyhow, bail, Result};
 
 pub struct Align;
 
@@ -144,21 +142,11 @@ impl Step for Align {
         let which = ctx.str("directions")?;
         let (ua, ub) = (directions(&a, which)?, directions(&b, which)?);
         let (na, nb, d) = (a.n, b.n, a.d);
-        let block = ctx.usize("block_rows")?.max(1);
-        let mut c = vec![0f32; na * nb];
-        c.par_chunks_mut(block * nb)
-            .zip(ua.par_chunks(block * d))
-            .for_each(|(out, rows)| {
-                out.copy_from_slice(&cosines(rows, &ub, d));
-                out.iter_mut().filter(|v| v.is_nan()).for_each(|v| *v = 0.0);
-            });
-        let assignment = solve_max(&c, na, nb).map_err(|e| anyhow!("{e}"))?;
-        let pairs = assignment.pairs();
-        let matched: Vec<f32> = pairs.iter().map(|&(i, j)| c[i * nb + j]).collect();
-        let mean = matched.iter().map(|&v| v as f64).sum::<f64>() / matched.len().max(1) as f64;
+        let aligned = align(&ua, &ub, d, ctx.usize("block_rows")?).map_err(|e| anyhow!("{e}"))?;
+        let (pairs, matched) = (&aligned.pairs, &aligned.matched);
         let json: Vec<serde_json::Value> = pairs
             .iter()
-            .zip(&matched)
+            .zip(matched.iter())
             .map(|(&(i, j), &cos)| serde_json::json!({"a": i, "b": j, "cos": cos}))
             .collect();
         std::fs::write(
@@ -177,12 +165,12 @@ impl Step for Align {
             ctx.output_path("histogram"),
             serde_json::to_vec_pretty(&serde_json::json!({
                 "edges": edges,
-                "counts": histogram(&matched),
+                "counts": histogram(matched),
             }))?,
         )?;
         let mut metrics = Metrics::new();
-        metrics.insert("mean_matched_cos".into(), mean.into());
-        metrics.insert("median_matched_cos".into(), median(&matched).into());
+        metrics.insert("mean_matched_cos".into(), aligned.mean().into());
+        metrics.insert("median_matched_cos".into(), median(matched).into());
         metrics.insert("n_pairs".into(), pairs.len().into());
         Ok(metrics)
     }

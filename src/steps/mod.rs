@@ -8,6 +8,7 @@ pub mod align;
 pub mod context;
 pub mod extract;
 pub mod import;
+pub mod import_sae;
 pub mod linear_probe;
 pub mod name;
 pub mod recovery;
@@ -42,6 +43,7 @@ pub trait Step: Sync {
 static REGISTRY: &[&dyn Step] = &[
     &synth::Synth,
     &import::Import,
+    &import_sae::ImportSae,
     &stats::Stats,
     &train::Train,
     &extract::Extract,

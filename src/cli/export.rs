@@ -1,0 +1,81 @@
+//! `msae export`: results out of the store, either as stored or as a SAELens folder.
+
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::args::{ExportArgs, ExportFormat, Global};
+use super::commands::{load, open};
+use crate::diagnostic::nearest;
+use crate::interop::saelens;
+use crate::runner::plan::{plan, PlanStatus};
+
+pub fn export(g: &Global, args: &ExportArgs) -> Result<ExitCode> {
+    let (exp, p) = load(&args.experiment)?;
+    let name = args.instance.as_str();
+    let Some(inst) = p.find(name) else {
+        let names: Vec<&str> = p.instances.iter().map(|i| i.name.as_str()).collect();
+        let hint = match nearest(name, names.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => format!("its instances are: {}", names.join(", ")),
+        };
+        bail!(
+            "experiment `{}` has no instance `{name}`\n  = help: {hint}",
+            exp.name
+        );
+    };
+    let output = match &args.output {
+        Some(o) => o.clone(),
+        None => inst.kind.outputs()[0].name.to_string(),
+    };
+    let store = open(g, "msae export")?;
+    let entry = plan(&exp, &p, &store)?
+        .into_iter()
+        .find(|e| e.name == name)
+        .expect("instance of the plan");
+    let (PlanStatus::Cached, Some(key)) = (&entry.status, &entry.key) else {
+        bail!(
+            "`{name}` has no up-to-date result ({:?}); run `msae run {}` first",
+            entry.status,
+            args.experiment.display()
+        );
+    };
+    let record = store
+        .index
+        .record(key)?
+        .ok_or_else(|| anyhow!("the record of `{name}` disappeared from the store"))?;
+    let artifact = record.outputs.get(&output).ok_or_else(|| {
+        let have: Vec<&str> = record.outputs.keys().map(String::as_str).collect();
+        anyhow!(
+            "`{name}` has no output `{output}` (it has: {})",
+            have.join(", ")
+        )
+    })?;
+    let source = store.objects.path(&artifact.hash);
+    std::fs::create_dir_all(&args.to)
+        .with_context(|| format!("cannot create {}", args.to.display()))?;
+    match args.format {
+        ExportFormat::Raw => {
+            let dest = args.to.join(&output);
+            std::fs::copy(&source, &dest)
+                .with_context(|| format!("cannot copy to {}", dest.display()))?;
+            println!("wrote {}", dest.display());
+        }
+        ExportFormat::Saelens => {
+            let sae = crate::sae::Sae::load(&source, &candle_core::Device::Cpu)
+                .map_err(|e| anyhow!("output `{output}` of `{name}` is not an SAE model: {e}"))?;
+            let provenance = saelens::Provenance {
+                model_name: args.model_name.clone(),
+                hook_name: args.hook_name.clone(),
+                dataset_path: None,
+            };
+            saelens::export(&sae, &args.to, &provenance)?;
+            println!(
+                "wrote {} and {}",
+                args.to.join("cfg.json").display(),
+                args.to.join("sae_weights.safetensors").display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
