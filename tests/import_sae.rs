@@ -60,6 +60,7 @@ name = "interop"
 [steps.data]
 kind = "import"
 path = "{data}"
+labels = "{labels}"
 
 [steps.topk]
 kind = "import_sae"
@@ -83,8 +84,28 @@ kind = "score_topk"
 sae = ["topk", "relu", "msae"]
 data = "data"
 ks = [2, 8]
+
+[steps.same]
+kind = "align"
+a = "topk"
+b = "topk"
+
+[steps.names]
+kind = "name"
+sae = "msae"
+vocab = "data"
+
+[steps.probe]
+kind = "linear_probe"
+sae = "relu"
+train = "data"
+train_labels = "data.labels"
+eval = "data"
+eval_labels = "data.labels"
+ks = [2]
 "#,
         data = fixture("toy_eval_40_8.npy").display(),
+        labels = fixture("toy_eval_labels.txt").display(),
         topk = fixture(TOPK).display(),
         relu = fixture(RELU).display(),
         msae = fixture(MSAE).display(),
@@ -147,6 +168,17 @@ fn imported_reference_checkpoints_score_as_an_independent_computation_says() {
             1e-5,
         );
     }
+
+    // Imported models feed every downstream step: a model aligned with itself matches every
+    // latent with cosine 1, and naming and probing run on them.
+    let same = &table_rows(&env, &exp, "align")[0];
+    assert!(
+        (same["mean_matched_cos"].as_f64().unwrap() - 1.0).abs() < 1e-5,
+        "{same}"
+    );
+    assert_eq!(same["n_pairs"], N);
+    assert_eq!(table_rows(&env, &exp, "name").len(), 1);
+    assert_eq!(table_rows(&env, &exp, "linear_probe").len(), 1);
 
     // score_topk: mean per-sample FVU and cosine at k = 2 and 8.
     let scores = table_rows(&env, &exp, "score_topk");

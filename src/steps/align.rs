@@ -108,25 +108,7 @@ fn median(values: &[f32]) -> f64 {
 }
 
 impl Step for Align {
-    fn kind(&self) -> &'static str {
-        "align"
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn about(&self) -> &'static str {
-        "optimal one-to-one matching of two SAEs' latents by direction cosine (dictionary alignment)"
-    }
-
-    fn params(&self) -> &'static [ParamSpec] {
-        PARAMS
-    }
-
-    fn outputs(&self) -> &'static [OutputSpec] {
-        OUTPUTS
-    }
+    step_info!(kind: "align", version: 1, about: "optimal one-to-one matching of two SAEs' latents by direction cosine (dictionary alignment)");
 
     fn run(&self, ctx: &mut StepContext) -> Result<Metrics> {
         let dev = device(ctx.device)?;

@@ -91,25 +91,7 @@ static OUTPUTS: &[OutputSpec] = &[
 ];
 
 impl Step for Extract {
-    fn kind(&self) -> &'static str {
-        "extract"
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn about(&self) -> &'static str {
-        "dense and sparse codes and reconstructions of a matrix, in input order, with their metrics"
-    }
-
-    fn params(&self) -> &'static [ParamSpec] {
-        PARAMS
-    }
-
-    fn outputs(&self) -> &'static [OutputSpec] {
-        OUTPUTS
-    }
+    step_info!(kind: "extract", version: 1, about: "dense and sparse codes and reconstructions of a matrix, in input order, with their metrics");
 
     fn run(&self, ctx: &mut StepContext) -> Result<Metrics> {
         let Evaluation {

@@ -78,25 +78,7 @@ fn copy_lines(ctx: &StepContext, param: &str, rows: usize) -> Result<Option<usiz
 }
 
 impl Step for Import {
-    fn kind(&self) -> &'static str {
-        "import"
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn about(&self) -> &'static str {
-        "register an existing embedding matrix (.npy or headerless), with optional texts and labels"
-    }
-
-    fn params(&self) -> &'static [ParamSpec] {
-        PARAMS
-    }
-
-    fn outputs(&self) -> &'static [OutputSpec] {
-        OUTPUTS
-    }
+    step_info!(kind: "import", version: 1, about: "register an existing embedding matrix (.npy or headerless), with optional texts and labels");
 
     fn run(&self, ctx: &mut StepContext) -> Result<Metrics> {
         let path = ctx

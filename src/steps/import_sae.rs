@@ -56,25 +56,7 @@ static OUTPUTS: &[OutputSpec] = &[OutputSpec {
 }];
 
 impl Step for ImportSae {
-    fn kind(&self) -> &'static str {
-        "import_sae"
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn about(&self) -> &'static str {
-        "import a reference .pth SAE checkpoint from a local path or a Hugging Face repository"
-    }
-
-    fn params(&self) -> &'static [ParamSpec] {
-        PARAMS
-    }
-
-    fn outputs(&self) -> &'static [OutputSpec] {
-        OUTPUTS
-    }
+    step_info!(kind: "import_sae", version: 1, about: "import a reference .pth SAE checkpoint from a local path or a Hugging Face repository");
 
     fn run(&self, ctx: &mut StepContext) -> Result<Metrics> {
         let repo = ctx.params.get("repo").and_then(|v| v.as_str());

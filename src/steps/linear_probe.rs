@@ -108,25 +108,7 @@ fn pres_json(train: &PreservationReport, eval: &PreservationReport) -> serde_jso
 }
 
 impl Step for LinearProbe {
-    fn kind(&self) -> &'static str {
-        "linear_probe"
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn about(&self) -> &'static str {
-        "semantic preservation: a linear probe's KL and agreement between embeddings and their SAE reconstructions"
-    }
-
-    fn params(&self) -> &'static [ParamSpec] {
-        PARAMS
-    }
-
-    fn outputs(&self) -> &'static [OutputSpec] {
-        OUTPUTS
-    }
+    step_info!(kind: "linear_probe", version: 1, about: "semantic preservation: a linear probe's KL and agreement between embeddings and their SAE reconstructions");
 
     fn run(&self, ctx: &mut StepContext) -> Result<Metrics> {
         let dev = device(ctx.device)?;

@@ -4,6 +4,32 @@
 //! output files plus metrics. It never sees the store: inputs arrive as paths of immutable files,
 //! outputs are written into a scratch folder the runner hands over and then moves into the store.
 
+/// The declarations every step kind makes (`kind`, `version`, `about`, and its module's `PARAMS`
+/// and `OUTPUTS`), written once; used inside `impl Step for …`.
+macro_rules! step_info {
+    (kind: $kind:literal, version: $version:literal, about: $about:literal) => {
+        fn kind(&self) -> &'static str {
+            $kind
+        }
+
+        fn version(&self) -> u32 {
+            $version
+        }
+
+        fn about(&self) -> &'static str {
+            $about
+        }
+
+        fn params(&self) -> &'static [$crate::steps::spec::ParamSpec] {
+            PARAMS
+        }
+
+        fn outputs(&self) -> &'static [$crate::steps::spec::OutputSpec] {
+            OUTPUTS
+        }
+    };
+}
+
 pub mod align;
 pub mod context;
 pub mod extract;

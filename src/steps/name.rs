@@ -61,25 +61,7 @@ fn flag(ctx: &StepContext, name: &str) -> bool {
 }
 
 impl Step for Name {
-    fn kind(&self) -> &'static str {
-        "name"
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn about(&self) -> &'static str {
-        "name every latent by its most similar vocabulary entry; similarity matrix and most frequent latents"
-    }
-
-    fn params(&self) -> &'static [ParamSpec] {
-        PARAMS
-    }
-
-    fn outputs(&self) -> &'static [OutputSpec] {
-        OUTPUTS
-    }
+    step_info!(kind: "name", version: 1, about: "name every latent by its most similar vocabulary entry; similarity matrix and most frequent latents");
 
     fn run(&self, ctx: &mut StepContext) -> Result<Metrics> {
         let dev = device(ctx.device)?;

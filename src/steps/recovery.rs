@@ -91,25 +91,7 @@ pub fn cosines(a: &[f32], b: &[f32], d: usize) -> Vec<f32> {
 }
 
 impl Step for Recovery {
-    fn kind(&self) -> &'static str {
-        "recovery"
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn about(&self) -> &'static str {
-        "how well an SAE's decoder recovers a known dictionary (mean max cosine, optimal matching)"
-    }
-
-    fn params(&self) -> &'static [ParamSpec] {
-        PARAMS
-    }
-
-    fn outputs(&self) -> &'static [OutputSpec] {
-        OUTPUTS
-    }
+    step_info!(kind: "recovery", version: 1, about: "how well an SAE's decoder recovers a known dictionary (mean max cosine, optimal matching)");
 
     fn run(&self, ctx: &mut StepContext) -> Result<Metrics> {
         let dev = device(ctx.device)?;

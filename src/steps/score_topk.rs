@@ -30,25 +30,7 @@ static OUTPUTS: &[OutputSpec] = &[OutputSpec {
 }];
 
 impl Step for ScoreTopk {
-    fn kind(&self) -> &'static str {
-        "score_topk"
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn about(&self) -> &'static str {
-        "FVU, cosine, sparsity and dead latents when keeping the top k of the dense code, for growing k"
-    }
-
-    fn params(&self) -> &'static [ParamSpec] {
-        PARAMS
-    }
-
-    fn outputs(&self) -> &'static [OutputSpec] {
-        OUTPUTS
-    }
+    step_info!(kind: "score_topk", version: 1, about: "FVU, cosine, sparsity and dead latents when keeping the top k of the dense code, for growing k");
 
     fn run(&self, ctx: &mut StepContext) -> Result<Metrics> {
         let Evaluation {

@@ -28,25 +28,7 @@ static OUTPUTS: &[OutputSpec] = &[OutputSpec {
 }];
 
 impl Step for Stats {
-    fn kind(&self) -> &'static str {
-        "stats"
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn about(&self) -> &'static str {
-        "standardisation statistics (mean and scale) of a matrix"
-    }
-
-    fn params(&self) -> &'static [ParamSpec] {
-        PARAMS
-    }
-
-    fn outputs(&self) -> &'static [OutputSpec] {
-        OUTPUTS
-    }
+    step_info!(kind: "stats", version: 1, about: "standardisation statistics (mean and scale) of a matrix");
 
     fn run(&self, ctx: &mut StepContext) -> Result<Metrics> {
         let input = ctx.input("data")?;

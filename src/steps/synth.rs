@@ -252,25 +252,7 @@ fn write_codes(path: &Path, split: &Split, n_features: usize) -> Result<()> {
 }
 
 impl Step for Synth {
-    fn kind(&self) -> &'static str {
-        "synth"
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn about(&self) -> &'static str {
-        "synthetic embeddings with a planted sparse dictionary (known ground truth)"
-    }
-
-    fn params(&self) -> &'static [ParamSpec] {
-        PARAMS
-    }
-
-    fn outputs(&self) -> &'static [OutputSpec] {
-        OUTPUTS
-    }
+    step_info!(kind: "synth", version: 1, about: "synthetic embeddings with a planted sparse dictionary (known ground truth)");
 
     fn run(&self, ctx: &mut StepContext) -> Result<Metrics> {
         let dim = ctx.usize("dim")?;

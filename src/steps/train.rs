@@ -120,25 +120,7 @@ pub fn config_from_params(params: &BTreeMap<String, Value>) -> Result<TrainConfi
 }
 
 impl Step for Train {
-    fn kind(&self) -> &'static str {
-        "train"
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn about(&self) -> &'static str {
-        "train an SAE (relu, topk, batchtopk, jumprelu, msae) with the reference recipe"
-    }
-
-    fn params(&self) -> &'static [ParamSpec] {
-        PARAMS
-    }
-
-    fn outputs(&self) -> &'static [OutputSpec] {
-        OUTPUTS
-    }
+    step_info!(kind: "train", version: 1, about: "train an SAE (relu, topk, batchtopk, jumprelu, msae) with the reference recipe");
 
     fn run(&self, ctx: &mut StepContext) -> Result<Metrics> {
         let config = config_from_params(ctx.params)?;

@@ -166,25 +166,7 @@ fn validate_epoch(
 }
 
 impl Step for Validate {
-    fn kind(&self) -> &'static str {
-        "validate"
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn about(&self) -> &'static str {
-        "per-epoch validation metrics of a training run on any matrix (from its epoch snapshots)"
-    }
-
-    fn params(&self) -> &'static [ParamSpec] {
-        PARAMS
-    }
-
-    fn outputs(&self) -> &'static [OutputSpec] {
-        OUTPUTS
-    }
+    step_info!(kind: "validate", version: 1, about: "per-epoch validation metrics of a training run on any matrix (from its epoch snapshots)");
 
     fn run(&self, ctx: &mut StepContext) -> Result<Metrics> {
         let dev = device(ctx.device)?;
