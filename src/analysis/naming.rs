@@ -1009,39 +1009,4 @@ mod tests {
         assert!(acc[0] > 0.9, "{acc:?}");
         assert!(acc[1] < acc[0]);
     }
-
-    /// Throughput: `cargo test --release --lib naming_throughput -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn naming_throughput() {
-        let (n, d, nv) = (6144, 768, 8192);
-        let w = random(n, d, 6);
-        let v = random(nv, d, 7);
-        let mu = vec![0.0f32; d];
-        let dict = Dictionary {
-            decoder: mat(&w, n, d),
-            b_pre: None,
-            mean: &mu,
-            scale: 1.0,
-        };
-        let opts = NamingOptions::default();
-        let namer = Namer::new(&dict, mat(&v, nv, d), &opts).unwrap();
-        let mut block = vec![0.0f32; 4096 * n];
-        let t = std::time::Instant::now();
-        namer.similarity_block(&v[..4096 * d], &mut block).unwrap();
-        println!(
-            "similarity products only: {:.0} rows/s",
-            4096.0 / t.elapsed().as_secs_f64()
-        );
-        let t = std::time::Instant::now();
-        let names = name_latents(&dict, mat(&v, nv, d), &opts, None).unwrap();
-        let secs = t.elapsed().as_secs_f64();
-        assert_eq!(names.len(), n);
-        println!(
-            "naming n={n} d={d}: {nv} vocabulary rows in {secs:.2} s = {:.0} rows/s ({:.1} GFLOP/s, {} threads)",
-            nv as f64 / secs,
-            2.0 * (nv * n * d) as f64 / secs / 1e9,
-            rayon::current_num_threads()
-        );
-    }
 }
