@@ -278,6 +278,8 @@ batch_size = 128
     assert_eq!(epochs.len(), 3);
     // 256 rows in batches of 100: three batches, the last partial one counted as one.
     assert_eq!(epochs[0]["batches"], 3);
+    // Only Matryoshka models have nesting levels.
+    assert!(epochs[0].get("levels").is_none(), "{}", epochs[0]);
     let fvu = |e: usize| epochs[e]["fvu_sparse"].as_f64().unwrap();
     assert!(
         fvu(2) < fvu(0),
@@ -299,4 +301,191 @@ batch_size = 128
         "{}",
         common::text(&out)
     );
+}
+
+const LEVELS: &str = r#"
+[experiment]
+name = "levels"
+
+[steps.data]
+kind = "synth"
+dim = 16
+n_features = 32
+train = 1024
+test = 250
+
+[steps.sae]
+kind = "train"
+data = "data.train"
+arch = "msae"
+n_latents = 48
+nesting_start = 4
+epochs = 2
+batch_size = 128
+
+[steps.val]
+kind = "validate"
+sae = "sae.snapshots"
+data = "data.test"
+batch_size = 100
+"#;
+
+/// Per-level batch means computed by hand in f64 from the model's weights: standardise with the
+/// matrix's own statistics (mean-centred, reference scale √d / mean‖x − μ‖²), compute
+/// `P = (x − b_pre)·W_enc + b_lat`, keep each row's k largest entries of P that are positive,
+/// decode. Returns, per level, the unweighted means over batches of FVU, cosine, zero fraction
+/// and active latents.
+fn levels_by_hand(sae: &msae::sae::Sae, x: &[f32], rows: usize, batch: usize) -> Vec<[f64; 4]> {
+    let (d, n) = (sae.d, sae.n);
+    let vec1 = |t: &candle_core::Tensor| -> Vec<f64> {
+        t.flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect()
+    };
+    let (b_pre, w_enc, b_lat, w_dec) = (
+        vec1(&sae.pre_bias),
+        vec1(&sae.encoder),
+        vec1(&sae.latent_bias),
+        vec1(&sae.decoder),
+    );
+    let mu: Vec<f64> = (0..d)
+        .map(|j| (0..rows).map(|i| x[i * d + j] as f64).sum::<f64>() / rows as f64)
+        .collect();
+    let mean_sq_norm = (0..rows)
+        .map(|i| {
+            (0..d)
+                .map(|j| (x[i * d + j] as f64 - mu[j]).powi(2))
+                .sum::<f64>()
+        })
+        .sum::<f64>()
+        / rows as f64;
+    let s = (d as f64).sqrt() / mean_sq_norm;
+    let mut per_batch: Vec<Vec<[f64; 4]>> = vec![Vec::new(); sae.levels.len()];
+    for start in (0..rows).step_by(batch) {
+        let end = (start + batch).min(rows);
+        let mut sums = vec![[0.0f64; 4]; sae.levels.len()];
+        for i in start..end {
+            let xs: Vec<f64> = (0..d).map(|j| (x[i * d + j] as f64 - mu[j]) * s).collect();
+            let p: Vec<f64> = (0..n)
+                .map(|l| {
+                    b_lat[l]
+                        + (0..d)
+                            .map(|j| (xs[j] - b_pre[j]) * w_enc[j * n + l])
+                            .sum::<f64>()
+                })
+                .collect();
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+            for (li, &k) in sae.levels.iter().enumerate() {
+                let mut z = vec![0.0f64; n];
+                for &l in &order[..k] {
+                    z[l] = p[l].max(0.0);
+                }
+                let r: Vec<f64> = (0..d)
+                    .map(|j| b_pre[j] + (0..n).map(|l| z[l] * w_dec[l * d + j]).sum::<f64>())
+                    .collect();
+                let centred_ss = |v: &[f64]| {
+                    let m = v.iter().sum::<f64>() / d as f64;
+                    v.iter().map(|a| (a - m).powi(2)).sum::<f64>()
+                };
+                let err: Vec<f64> = xs.iter().zip(&r).map(|(a, b)| a - b).collect();
+                let fvu = centred_ss(&err) / centred_ss(&xs);
+                let dot: f64 = xs.iter().zip(&r).map(|(a, b)| a * b).sum();
+                let norm = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>().sqrt();
+                let cos = dot / (norm(&xs) * norm(&r));
+                let active = z.iter().filter(|&&v| v != 0.0).count() as f64;
+                for (acc, v) in sums[li]
+                    .iter_mut()
+                    .zip([fvu, cos, 1.0 - active / n as f64, active])
+                {
+                    *acc += v;
+                }
+            }
+        }
+        for (li, sum) in sums.into_iter().enumerate() {
+            per_batch[li].push(sum.map(|v| v / (end - start) as f64));
+        }
+    }
+    per_batch
+        .into_iter()
+        .map(|b| {
+            let mut m = [0.0; 4];
+            for v in &b {
+                for (a, x) in m.iter_mut().zip(v) {
+                    *a += x / b.len() as f64;
+                }
+            }
+            m
+        })
+        .collect()
+}
+
+#[test]
+fn matryoshka_validation_reports_every_nesting_level() {
+    let env = Env::new();
+    let exp = env.write("l.toml", LEVELS);
+    env.run_json(&exp);
+    let epochs: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(common::output_file(&env, "levels", "val", "epochs")).unwrap(),
+    )
+    .unwrap();
+    let last = &epochs.as_array().unwrap()[1];
+    let levels = last["levels"].as_array().unwrap();
+    let ks: Vec<u64> = levels.iter().map(|l| l["k"].as_u64().unwrap()).collect();
+    // Doubling from 4 while ≤ 48, then n = 48 appended (§4.8).
+    assert_eq!(ks, vec![4, 8, 16, 32, 48]);
+
+    // The last epoch's snapshot is the final model.
+    let sae = msae::sae::Sae::load(
+        &common::output_file(&env, "levels", "sae", "model"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let test =
+        msae::data::Matrix::open(&common::output_file(&env, "levels", "data", "test")).unwrap();
+    let expected = levels_by_hand(&sae, test.data(), 250, 100);
+    for (level, want) in levels.iter().zip(&expected) {
+        let got = ["fvu", "cos", "zero_fraction", "active"].map(|m| level[m].as_f64().unwrap());
+        for (g, w) in got.iter().zip(want) {
+            assert!(
+                (g - w).abs() < 1e-5 * w.abs().max(1.0),
+                "k = {}: reported {got:?}, by hand {want:?}",
+                level["k"]
+            );
+        }
+        assert!(got[3] <= level["k"].as_f64().unwrap());
+    }
+
+    // The first level is the sparse output, the last (k = n) the dense one.
+    let (first, dense) = (&levels[0], &levels[levels.len() - 1]);
+    for (level, suffix) in [(first, "sparse"), (dense, "dense")] {
+        for m in ["fvu", "cos", "l2", "zero_fraction"] {
+            let (a, b) = (
+                level[m].as_f64().unwrap(),
+                last[format!("{m}_{suffix}")].as_f64().unwrap(),
+            );
+            assert!(
+                (a - b).abs() < 1e-12,
+                "{m} of level {}: {a} vs {b}",
+                level["k"]
+            );
+        }
+    }
+
+    // The table shows the last epoch's levels.
+    let rows = table_rows(&env, &exp, "validate");
+    for level in levels {
+        for m in ["fvu", "cos", "active"] {
+            assert_eq!(
+                rows[0][format!("level_{m}@{}", level["k"])].as_f64(),
+                level[m].as_f64(),
+                "{}",
+                rows[0]
+            );
+        }
+    }
 }

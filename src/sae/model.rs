@@ -390,6 +390,22 @@ impl Sae {
         })
     }
 
+    /// Matryoshka levels in evaluation (§4.8): for every nesting level k_i, in ascending order,
+    /// `(k_i, Z_i, X̂_i)` with `Z_i = cap(TopK_{k_i}(P))` and `X̂_i = Z_i·W_dec + b_pre`. Lazy, so
+    /// that only one level's [B, n] code is alive at a time; empty for other architectures.
+    pub fn level_outputs(
+        &self,
+        x: &Tensor,
+    ) -> Result<impl Iterator<Item = Result<(usize, Tensor, Tensor)>> + '_> {
+        let (_, p) = self.pre_activation(x)?;
+        let v = self.config.topk_variant;
+        Ok(self.levels.iter().map(move |&k| {
+            let (z, _, _) = self.cap(activation::topk(&p, k, v)?)?;
+            let recon = self.decode(&z)?;
+            Ok((k, z, recon))
+        }))
+    }
+
     /// Dense code restricted to its k largest entries per row (reference `encode(x, k)`), then
     /// capped.
     pub fn dense_code_topk(&self, x: &Tensor, k: Option<usize>) -> Result<Tensor> {

@@ -5,7 +5,8 @@
 //! Each validation matrix is standardised with its own statistics (reference §3.3: training-time
 //! validation sets use their own μ and s). Per epoch: the reference's unweighted means over
 //! batches of the dense loss, FVU, cosine, L2 distance and zero fraction, for the sparse and the
-//! dense outputs, and the decoder orthogonality.
+//! dense outputs, and the decoder orthogonality. For Matryoshka models the same means for every
+//! nesting level (§4.8), plus the level's active latents per sample.
 
 use anyhow::{anyhow, Result};
 use serde::Serialize;
@@ -13,8 +14,8 @@ use serde::Serialize;
 use crate::data::npy::Matrix;
 use crate::experiment::value::Value;
 use crate::metrics::{
-    cknna, cosine_per_sample, decoder_orthogonality, fvu_per_sample, l2_distance_per_sample,
-    sparsity_fraction_per_sample, MatRef, CKNNA_TOPK,
+    cknna, cosine_per_sample, decoder_orthogonality, fvu_per_sample, l0_count_per_sample,
+    l2_distance_per_sample, sparsity_fraction_per_sample, MatRef, CKNNA_TOPK,
 };
 use crate::sae::Sae;
 use crate::steps::sae_common::{device, standardization_of, stats_options};
@@ -101,6 +102,22 @@ pub struct EpochMetrics {
     pub cknna_dense: Option<f64>,
     pub orthogonality: f64,
     pub batches: usize,
+    /// Matryoshka only: one entry per nesting level, smallest k first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub levels: Vec<LevelMetrics>,
+}
+
+/// Validation metrics of one Matryoshka nesting level: code `Z = cap(TopK_k(P))`, reconstruction
+/// `Z·W_dec + b_pre`. The first level is the sparse output, the last (k = n) the dense one.
+#[derive(Debug, Default, Serialize)]
+pub struct LevelMetrics {
+    pub k: usize,
+    pub fvu: f64,
+    pub cos: f64,
+    pub l2: f64,
+    pub zero_fraction: f64,
+    /// Non-zero latents per sample (a count, at most k).
+    pub active: f64,
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -118,6 +135,12 @@ fn validate_epoch(
 ) -> Result<EpochMetrics> {
     let dev = sae.device().clone();
     let mut acc: [Vec<f64>; 10] = std::array::from_fn(|_| Vec::new());
+    // Per level: batch means of FVU, cosine, L2 distance, zero fraction, active latents.
+    let mut level_acc: Vec<[Vec<f64>; 5]> = sae
+        .levels
+        .iter()
+        .map(|_| std::array::from_fn(|_| Vec::new()))
+        .collect();
     for start in (0..m.rows()).step_by(batch) {
         let end = (start + batch).min(m.rows());
         let rows = end - start;
@@ -145,6 +168,22 @@ fn validate_epoch(
                 acc[8 + slot].push(cknna(rm, xm, CKNNA_TOPK.min(rows - 1))?);
             }
         }
+        for (level, out) in level_acc
+            .iter_mut()
+            .zip(sae.level_outputs(&x).map_err(|e| anyhow!("{e}"))?)
+        {
+            let (_, code, recon) = out.map_err(|e| anyhow!("{e}"))?;
+            let r: Vec<f32> = recon.flatten_all()?.to_vec1()?;
+            let z: Vec<f32> = code.flatten_all()?.to_vec1()?;
+            let rm = MatRef::new(&r, rows, sae.d)?;
+            let zm = MatRef::new(&z, rows, sae.n)?;
+            level[0].push(mean(&fvu_per_sample(xm, rm)?));
+            level[1].push(mean(&cosine_per_sample(xm, rm, 0.0)?));
+            level[2].push(mean(&l2_distance_per_sample(xm, rm)?));
+            level[3].push(mean(&sparsity_fraction_per_sample(zm)));
+            let active: Vec<f64> = l0_count_per_sample(zm).iter().map(|&c| c as f64).collect();
+            level[4].push(mean(&active));
+        }
     }
     let dec: Vec<f32> = sae.decoder.flatten_all()?.to_vec1()?;
     let opt = |v: &Vec<f64>| (!v.is_empty()).then(|| mean(v));
@@ -162,11 +201,24 @@ fn validate_epoch(
         cknna_dense: opt(&acc[9]),
         orthogonality: decoder_orthogonality(MatRef::new(&dec, sae.n, sae.d)?)?,
         batches: acc[0].len(),
+        levels: sae
+            .levels
+            .iter()
+            .zip(&level_acc)
+            .map(|(&k, a)| LevelMetrics {
+                k,
+                fvu: mean(&a[0]),
+                cos: mean(&a[1]),
+                l2: mean(&a[2]),
+                zero_fraction: mean(&a[3]),
+                active: mean(&a[4]),
+            })
+            .collect(),
     })
 }
 
 impl Step for Validate {
-    step_info!(kind: "validate", version: 1, about: "per-epoch validation metrics of a training run on any matrix (from its epoch snapshots)");
+    step_info!(kind: "validate", version: 2, about: "per-epoch validation metrics of a training run on any matrix (from its epoch snapshots)");
 
     fn run(&self, ctx: &mut StepContext) -> Result<Metrics> {
         let dev = device(ctx.device)?;
@@ -216,6 +268,11 @@ impl Step for Validate {
             last.zero_fraction_sparse.into(),
         );
         metrics.insert("orthogonality".into(), last.orthogonality.into());
+        for l in &last.levels {
+            metrics.insert(format!("level_fvu@{}", l.k), l.fvu.into());
+            metrics.insert(format!("level_cos@{}", l.k), l.cos.into());
+            metrics.insert(format!("level_active@{}", l.k), l.active.into());
+        }
         Ok(metrics)
     }
 }
