@@ -2,10 +2,12 @@
 
 Same recipe as msae (and the paper's reference code): pre-bias, encoder, activation, decoder,
 nmse loss, backward, decoder rows renormalised with the encoder/bias rescaled, radial decoder
-gradient removed, global grad-norm clip 1.0, Adam. Prints one JSON line per architecture:
-{"arch": ..., "samples_per_s": ...}. Run by `cargo bench --bench train_throughput`; not used in CI.
+gradient removed, global grad-norm clip 1.0, Adam. Builds the model, takes one warm-up step and
+prints {"ready": true}; then, for every line S read from stdin, takes S timed steps and prints
+{"arch": ..., "samples_per_s": ...}. Run by `cargo bench --bench train_throughput`, which
+alternates it with msae; not used in CI.
 
-usage: python3 torch_sae.py THREADS D N BATCH STEPS ARCH...
+usage: python3 torch_sae.py THREADS D N BATCH ARCH
 """
 import json
 import sys
@@ -57,7 +59,8 @@ def nesting(n, start=64):
     return levels
 
 
-def run(arch, d, n, batch, steps):
+def model(arch, d, n, batch):
+    """The timing function of a freshly built and warmed-up model: steps -> samples/s."""
     torch.manual_seed(0)
     w = torch.empty(n, d)
     torch.nn.init.kaiming_uniform_(w, nonlinearity="relu")
@@ -110,18 +113,29 @@ def run(arch, d, n, batch, steps):
         opt.step()
 
     step(x_all[:batch])  # warm-up
-    start = time.perf_counter()
-    for i in range(steps):
-        off = (i % 2) * batch
-        step(x_all[off : off + batch])
-    return steps * batch / (time.perf_counter() - start)
+    done = 0
+
+    def timed(steps):
+        nonlocal done
+        start = time.perf_counter()
+        for _ in range(steps):
+            off = (done % 2) * batch
+            step(x_all[off : off + batch])
+            done += 1
+        return steps * batch / (time.perf_counter() - start)
+
+    return timed
 
 
 def main():
-    threads, d, n, batch, steps = (int(a) for a in sys.argv[1:6])
+    threads, d, n, batch = (int(a) for a in sys.argv[1:5])
+    arch = sys.argv[5]
     torch.set_num_threads(threads)
-    for arch in sys.argv[6:]:
-        print(json.dumps({"arch": arch, "samples_per_s": run(arch, d, n, batch, steps)}), flush=True)
+    timed = model(arch, d, n, batch)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        steps = int(line)
+        print(json.dumps({"arch": arch, "samples_per_s": timed(steps)}), flush=True)
 
 
 if __name__ == "__main__":

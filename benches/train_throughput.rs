@@ -1,15 +1,17 @@
 //! Training throughput of msae next to a PyTorch implementation of the same recipe.
 //!
-//! `cargo bench --bench train_throughput -- [--threads N] [--steps S] [--archs topk,msae,...]
-//! [--d D] [--n N] [--batch B]`
+//! `cargo bench --bench train_throughput -- [--threads N] [--steps S] [--rounds R]
+//! [--archs topk,msae,...] [--d D] [--n N] [--batch B]`
 //!
-//! For every architecture msae trains on an in-memory matrix of standard-normal rows (one
-//! warm-up step, then `steps` timed steps through the progress callback); then
-//! `benches/torch_sae.py` runs the same recipe with the same thread count. The Python
-//! interpreter is `$MSAE_TORCH_PYTHON` (default `python3`); without PyTorch only the msae
-//! column is printed.
+//! For every architecture msae trains on an in-memory matrix of standard-normal rows and
+//! `benches/torch_sae.py` (started once per architecture, same thread count) holds the same
+//! recipe in PyTorch. After one warm-up step each, the two alternate: S timed msae steps, then
+//! S timed PyTorch steps, R rounds, so that both see the same machine load; the table reports
+//! the median samples/s of the rounds. The Python interpreter is `$MSAE_TORCH_PYTHON` (default
+//! `python3`); without PyTorch only the msae column is printed.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use candle_core::Device;
@@ -21,6 +23,7 @@ use rand_distr::{Distribution, StandardNormal};
 struct Args {
     threads: usize,
     steps: usize,
+    rounds: usize,
     archs: Vec<String>,
     d: usize,
     n: usize,
@@ -30,7 +33,8 @@ struct Args {
 fn parse_args() -> Args {
     let mut a = Args {
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        steps: 5,
+        steps: 3,
+        rounds: 3,
         archs: ["relu", "topk", "batchtopk", "jumprelu", "msae"]
             .map(String::from)
             .to_vec(),
@@ -45,6 +49,7 @@ fn parse_args() -> Args {
         match flag.as_str() {
             "--threads" => a.threads = num(value()),
             "--steps" => a.steps = num(value()),
+            "--rounds" => a.rounds = num(value()),
             "--archs" => a.archs = value().split(',').map(|s| s.trim().to_string()).collect(),
             "--d" => a.d = num(value()),
             "--n" => a.n = num(value()),
@@ -57,45 +62,69 @@ fn parse_args() -> Args {
     a
 }
 
-/// Samples per second of msae training for `arch` (mean over the timed steps).
-fn msae_throughput(arch: Arch, a: &Args, data: &MatrixSource) -> anyhow::Result<f64> {
-    let rows = data.data().len() / a.d;
-    let steps_per_epoch = rows.div_ceil(a.batch);
-    let cfg = TrainConfig {
-        arch,
-        n_latents: Some(a.n),
-        batch_size: a.batch,
-        epochs: (a.steps + 1).div_ceil(steps_per_epoch),
-        ..Default::default()
-    };
-    // Progress is reported after every step: the first report closes the warm-up step.
-    let mut started: Option<Instant> = None;
-    let mut timed = 0usize;
-    let mut elapsed = 0.0;
-    train(
-        &cfg,
-        data,
-        &Standardization::identity(a.d),
-        &[],
-        &Device::Cpu,
-        &TrainOptions {
-            stop_after_steps: Some(a.steps as u64 + 1),
-            ..Default::default()
-        },
-        &mut |_| match started {
-            None => started = Some(Instant::now()),
-            Some(t) => {
-                timed += 1;
-                elapsed = t.elapsed().as_secs_f64();
-            }
-        },
-    )?;
-    anyhow::ensure!(timed > 0, "no timed step ran");
-    Ok((timed * a.batch) as f64 / elapsed)
+/// A running `benches/torch_sae.py` for one architecture.
+struct Torch {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
 }
 
-/// PyTorch samples/s per architecture, or the reason there are none.
-fn torch_throughput(a: &Args) -> Result<Vec<(String, f64)>, String> {
+impl Torch {
+    /// Starts the script and waits until its model is built and warmed up.
+    fn start(python: &str, arch: &str, a: &Args) -> Result<Torch, String> {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_sae.py");
+        let mut child = Command::new(python)
+            .arg(script)
+            .args([a.threads, a.d, a.n, a.batch].iter().map(|v| v.to_string()))
+            .arg(arch)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run {script}: {e}"))?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        let mut t = Torch {
+            child,
+            stdin,
+            stdout,
+        };
+        t.reply("ready")?;
+        Ok(t)
+    }
+
+    /// Samples/s of `steps` timed PyTorch steps.
+    fn run(&mut self, steps: usize) -> Result<f64, String> {
+        writeln!(self.stdin, "{steps}").map_err(|e| format!("torch_sae.py: {e}"))?;
+        self.stdin
+            .flush()
+            .map_err(|e| format!("torch_sae.py: {e}"))?;
+        self.reply("samples_per_s")?
+            .as_f64()
+            .ok_or_else(|| "torch_sae.py: bad samples_per_s".into())
+    }
+
+    /// Field `key` of the script's next JSON line.
+    fn reply(&mut self, key: &str) -> Result<serde_json::Value, String> {
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .map_err(|e| format!("torch_sae.py: {e}"))?;
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .map_err(|e| format!("torch_sae.py: bad output line {line:?}: {e}"))?;
+        Ok(v[key].clone())
+    }
+}
+
+impl Drop for Torch {
+    fn drop(&mut self) {
+        // The script waits for its next command forever; it has no state worth a clean exit.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Python interpreter with PyTorch, or the reason there is none.
+fn torch_python() -> Result<String, String> {
     let python = std::env::var("MSAE_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
     let probe = Command::new(&python)
         .args(["-c", "import torch"])
@@ -107,33 +136,82 @@ fn torch_throughput(a: &Args) -> Result<Vec<(String, f64)>, String> {
              (or `pip install torch`), or point MSAE_TORCH_PYTHON at an interpreter that has it"
         ));
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_sae.py");
-    let out = Command::new(&python)
-        .arg(script)
-        .args(
-            [a.threads, a.d, a.n, a.batch, a.steps]
-                .iter()
-                .map(|v| v.to_string()),
-        )
-        .args(&a.archs)
-        .output()
-        .map_err(|e| format!("cannot run {script}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{script} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
+    Ok(python)
+}
+
+/// Per-round samples/s of msae and (when `torch` is given) PyTorch for `arch`: one msae
+/// training run whose progress callback, after every `steps` timed steps, hands the machine to
+/// PyTorch for `steps` steps and restarts the msae clock afterwards.
+fn rounds(
+    arch: Arch,
+    a: &Args,
+    data: &MatrixSource,
+    mut torch: Option<&mut Torch>,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let rows = data.data().len() / a.d;
+    let total = a.steps * a.rounds;
+    let cfg = TrainConfig {
+        arch,
+        n_latents: Some(a.n),
+        batch_size: a.batch,
+        epochs: (total + 1).div_ceil(rows.div_ceil(a.batch)),
+        ..Default::default()
+    };
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let mut torch_err = None;
+    // Progress is reported after every step: the first report closes the warm-up step.
+    let mut started: Option<Instant> = None;
+    let mut timed = 0usize;
+    train(
+        &cfg,
+        data,
+        &Standardization::identity(a.d),
+        &[],
+        &Device::Cpu,
+        &TrainOptions {
+            stop_after_steps: Some(total as u64 + 1),
+            ..Default::default()
+        },
+        &mut |_| {
+            if let Some(t) = started {
+                timed += 1;
+                if !timed.is_multiple_of(a.steps) {
+                    return;
+                }
+                ours.push((a.steps * a.batch) as f64 / t.elapsed().as_secs_f64());
+                if let Some(torch) = torch.as_deref_mut() {
+                    match torch.run(a.steps) {
+                        Ok(s) => theirs.push(s),
+                        Err(e) => torch_err = Some(e),
+                    }
+                }
+            }
+            started = Some(Instant::now());
+        },
+    )?;
+    if let Some(e) = torch_err {
+        anyhow::bail!(e);
     }
-    let mut res = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let v: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| format!("bad output line {line:?}: {e}"))?;
-        match (v["arch"].as_str(), v["samples_per_s"].as_f64()) {
-            (Some(arch), Some(s)) => res.push((arch.to_string(), s)),
-            _ => return Err(format!("bad output line {line:?}")),
-        }
+    anyhow::ensure!(ours.len() == a.rounds, "not every round ran");
+    Ok((ours, theirs))
+}
+
+fn median(v: &[f64]) -> Option<f64> {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => None,
+        l if l % 2 == 1 => Some(v[l / 2]),
+        l => Some((v[l / 2 - 1] + v[l / 2]) / 2.0),
     }
-    Ok(res)
+}
+
+/// One-minute load average, where the system reports it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(String::from))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Throughput goal of msae relative to PyTorch.
@@ -158,31 +236,38 @@ fn main() -> anyhow::Result<()> {
         .collect();
     let data = MatrixSource::new(data, a.d)?;
 
-    let mut ours = Vec::new();
+    let load_start = load_average();
+    let python = torch_python();
+    let mut results = Vec::new();
     for name in &a.archs {
         let arch: Arch = serde_json::from_str(&format!("\"{name}\""))
             .map_err(|_| anyhow::anyhow!("unknown architecture {name}"))?;
-        let s = msae_throughput(arch, &a, &data)?;
-        eprintln!("msae {name}: {s:.0} samples/s");
-        ours.push((name.clone(), s));
-    }
-    let torch = torch_throughput(&a);
-    if let Ok(t) = &torch {
-        for (arch, s) in t {
-            eprintln!("pytorch {arch}: {s:.0} samples/s");
+        let mut torch = match &python {
+            Ok(py) => Some(Torch::start(py, name, &a).map_err(anyhow::Error::msg)?),
+            Err(_) => None,
+        };
+        let (ours, theirs) = rounds(arch, &a, &data, torch.as_mut())?;
+        let show = |v: &[f64]| v.iter().map(|s| format!("{s:.0}")).collect::<Vec<_>>();
+        eprintln!("msae {name}: {:?} samples/s", show(&ours));
+        if torch.is_some() {
+            eprintln!("pytorch {name}: {:?} samples/s", show(&theirs));
         }
+        results.push((name.clone(), median(&ours), median(&theirs)));
     }
+    let load_end = load_average();
 
     println!(
-        "\nTraining throughput, d = {}, n = {}, batch {}, {} threads, {} timed steps after one warm-up step\n",
-        a.d, a.n, a.batch, a.threads, a.steps
+        "\nTraining throughput, d = {}, n = {}, batch {}, {} threads, median of {} alternating \
+         rounds of {} timed steps (after one warm-up step); one-minute load average {} at the \
+         start, {} at the end\n",
+        a.d, a.n, a.batch, a.threads, a.rounds, a.steps, load_start, load_end
     );
-    match torch {
-        Ok(t) => {
+    match python {
+        Ok(_) => {
             println!("| arch | msae samples/s | PyTorch samples/s | ratio | goal | met? |");
             println!("|---|---|---|---|---|---|");
-            for (name, s) in &ours {
-                let theirs = t.iter().find(|(n, _)| n == name).map(|p| p.1);
+            for (name, s, theirs) in &results {
+                let s = s.unwrap_or(f64::NAN);
                 let ratio = theirs.map(|p| s / p);
                 let (goal_s, met) = match (goal(name), ratio) {
                     (Some(g), Some(r)) => (format!("{g}×"), if r >= g { "yes" } else { "no" }),
@@ -200,8 +285,8 @@ fn main() -> anyhow::Result<()> {
             println!("PyTorch column skipped: {why}\n");
             println!("| arch | msae samples/s |");
             println!("|---|---|");
-            for (name, s) in &ours {
-                println!("| {name} | {s:.0} |");
+            for (name, s, _) in &results {
+                println!("| {name} | {:.0} |", s.unwrap_or(f64::NAN));
             }
         }
     }

@@ -260,28 +260,135 @@ fn select_batch(p: &[f32], b: usize, n: usize, model: &Sae) -> Csr {
     csr
 }
 
-/// Rows per block of the cache-blocked sparse products.
-const BLOCK: usize = 32;
+/// Density above which a level band is handled by dense matrix products on a B×n matrix that
+/// holds only the band's entries: measured on a 2-core AVX2 machine, the sparse per-entry
+/// products of a band are slower than one dense product once the band holds about a tenth of
+/// the code (Matryoshka's upper bands hold a sixth each).
+const DENSE_BAND: f64 = 0.1;
 
-/// Entries of rows `r0..r1` bucketed by latent (rows ascending within a latent): returns the
-/// bucket offsets (length n+1) and the entry indices.
-fn block_columns(csr: &Csr, r0: usize, r1: usize, n: usize) -> (Vec<usize>, Vec<u32>) {
-    let (e0, e1) = (csr.offsets[r0], csr.offsets[r1]);
-    let mut col_start = vec![0usize; n + 1];
-    for &j in &csr.idx[e0..e1] {
-        col_start[j as usize + 1] += 1;
+/// Choice between sparse and dense products (tests force each path).
+#[derive(Clone, Copy)]
+struct Paths {
+    /// Dense encoder-gradient product (x − b_pre)ᵀ·dP; None: chosen by the density of the code.
+    dense_dp: Option<bool>,
+    /// A band is dense when it holds more than this fraction of the B·n code entries.
+    dense_band: f64,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            dense_dp: None,
+            dense_band: DENSE_BAND,
+        }
     }
-    for j in 0..n {
-        col_start[j + 1] += col_start[j];
+}
+
+impl Csr {
+    /// Entry range of band `l` of row `r`.
+    fn band(&self, r: usize, l: usize, nl: usize) -> std::ops::Range<usize> {
+        let start = if l == 0 {
+            self.offsets[r]
+        } else {
+            self.band_end[r * nl + l - 1]
+        };
+        start..self.band_end[r * nl + l]
     }
-    let mut cursor = col_start[..n].to_vec();
-    let mut by_col = vec![0u32; e1 - e0];
-    for e in e0..e1 {
-        let j = csr.idx[e] as usize;
-        by_col[cursor[j]] = e as u32;
-        cursor[j] += 1;
+}
+
+/// The entries with their row and level, and which levels' bands use dense products.
+struct Entries<'a> {
+    csr: &'a Csr,
+    row_of: Vec<u32>,
+    lev_of: Vec<u8>,
+    dense: Vec<bool>,
+    /// Number of entries in sparse bands.
+    sparse_nnz: usize,
+}
+
+impl<'a> Entries<'a> {
+    fn new(csr: &'a Csr, b: usize, n: usize, nl: usize, dense_band: f64) -> Self {
+        let nnz = csr.idx.len();
+        let mut row_of = vec![0u32; nnz];
+        let mut lev_of = vec![0u8; nnz];
+        let mut band_nnz = vec![0usize; nl];
+        for r in 0..b {
+            for (l, count) in band_nnz.iter_mut().enumerate() {
+                let range = csr.band(r, l, nl);
+                *count += range.len();
+                for e in range {
+                    row_of[e] = r as u32;
+                    lev_of[e] = l as u8;
+                }
+            }
+        }
+        let dense: Vec<bool> = band_nnz
+            .iter()
+            .map(|&c| c > 0 && c as f64 > dense_band * (b * n) as f64)
+            .collect();
+        let sparse_nnz = band_nnz
+            .iter()
+            .zip(&dense)
+            .filter(|(_, &dn)| !dn)
+            .map(|(c, _)| c)
+            .sum();
+        Entries {
+            csr,
+            row_of,
+            lev_of,
+            dense,
+            sparse_nnz,
+        }
     }
-    (col_start, by_col)
+
+    /// Rows per block of the cache-blocked sparse products: enough rows that each decoder row
+    /// is used about eight times per block (a block reads each decoder row it needs once, so
+    /// sparser codes need taller blocks), at least 32.
+    fn block_rows(&self, b: usize, n: usize) -> usize {
+        let per_row = self.sparse_nnz.div_ceil(b.max(1)).max(1);
+        (8 * n).div_ceil(per_row).max(32).min(b.max(1))
+    }
+
+    /// Sparse-band entries of rows `r0..r1` bucketed by latent (rows ascending within a
+    /// latent): returns the bucket offsets (length n+1) and the entry indices.
+    fn block_columns(&self, r0: usize, r1: usize, n: usize) -> (Vec<usize>, Vec<u32>) {
+        let csr = self.csr;
+        let sparse = |e: &usize| !self.dense[self.lev_of[*e] as usize];
+        let (e0, e1) = (csr.offsets[r0], csr.offsets[r1]);
+        let mut col_start = vec![0usize; n + 1];
+        for e in (e0..e1).filter(sparse) {
+            col_start[csr.idx[e] as usize + 1] += 1;
+        }
+        for j in 0..n {
+            col_start[j + 1] += col_start[j];
+        }
+        let mut cursor = col_start[..n].to_vec();
+        let mut by_col = vec![0u32; col_start[n]];
+        for e in (e0..e1).filter(sparse) {
+            let j = csr.idx[e] as usize;
+            by_col[cursor[j]] = e as u32;
+            cursor[j] += 1;
+        }
+        (col_start, by_col)
+    }
+
+    /// Levels whose bands use dense products.
+    fn dense_levels(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.dense.len()).filter(|&l| self.dense[l])
+    }
+
+    /// The code restricted to band `l`, as a dense B×n matrix.
+    fn band_matrix(&self, l: usize, n: usize, dev: &candle_core::Device) -> Result<Tensor> {
+        let csr = self.csr;
+        let (b, nl) = (csr.offsets.len() - 1, self.dense.len());
+        let mut z = vec![0f32; b * n];
+        for r in 0..b {
+            for e in csr.band(r, l, nl) {
+                z[r * n + csr.idx[e] as usize] = csr.val[e];
+            }
+        }
+        Ok(Tensor::from_vec(z, (b, n), dev)?)
+    }
 }
 
 #[inline]
@@ -314,16 +421,15 @@ pub(crate) fn loss_and_grads(
     x: &Tensor,
     nmse_reference: Option<&Tensor>,
 ) -> Result<(LossParts, Grads, FastExtras)> {
-    loss_and_grads_with(model, x, nmse_reference, None)
+    loss_and_grads_with(model, x, nmse_reference, Paths::default())
 }
 
-/// As [`loss_and_grads`]; `dense_dp` forces (or forbids) the dense encoder-gradient product
-/// instead of choosing it by the density of the code.
+/// As [`loss_and_grads`], with the sparse / dense choices of `paths`.
 fn loss_and_grads_with(
     model: &Sae,
     x: &Tensor,
     nmse_reference: Option<&Tensor>,
-    dense_dp: Option<bool>,
+    paths: Paths,
 ) -> Result<(LossParts, Grads, FastExtras)> {
     let (b, d) = x.dims2()?;
     let n = model.n;
@@ -346,63 +452,14 @@ fn loss_and_grads_with(
         .to_dtype(candle_core::DType::F32)?
         .contiguous()?;
     let pre_bias = model.pre_bias.to_vec1::<f32>()?;
+    let ent = Entries::new(&csr, b, n, nl, paths.dense_band);
+    let block = ent.block_rows(b, n);
+    let bands = ent
+        .dense_levels()
+        .map(|l| Ok((l, ent.band_matrix(l, n, &dev)?)))
+        .collect::<Result<Vec<_>>>()?;
 
-    // Row and level of every entry.
-    let nnz = csr.idx.len();
-    let mut row_of = vec![0u32; nnz];
-    let mut lev_of = vec![0u8; nnz];
-    for r in 0..b {
-        let mut e = csr.offsets[r];
-        for l in 0..nl {
-            let end = csr.band_end[r * nl + l];
-            while e < end {
-                row_of[e] = r as u32;
-                lev_of[e] = l as u8;
-                e += 1;
-            }
-        }
-    }
-    // Reconstructions of every level. Rows are processed in blocks (one per task); inside a
-    // block the entries are visited latent by latent, so each decoder row is read once per
-    // block, and the contribution of each band is accumulated separately: buffer [B, L, d].
-    // Level l is then b_pre + the prefix sum of bands 0..=l.
-    let mut recon = vec![0f32; b * nl * d];
-    with_slice(&w_dec, |w| {
-        recon
-            .par_chunks_mut(BLOCK * nl * d)
-            .enumerate()
-            .for_each(|(bi, out)| {
-                let r0 = bi * BLOCK;
-                let r1 = (r0 + BLOCK).min(b);
-                let (col_start, by_col) = block_columns(&csr, r0, r1, n);
-                for j in 0..n {
-                    let wj = &w[j * d..(j + 1) * d];
-                    for &e in &by_col[col_start[j]..col_start[j + 1]] {
-                        let e = e as usize;
-                        let (r, l) = (row_of[e] as usize - r0, lev_of[e] as usize);
-                        axpy(
-                            &mut out[(r * nl + l) * d..(r * nl + l + 1) * d],
-                            csr.val[e],
-                            wj,
-                        );
-                    }
-                }
-                for row in out.chunks_mut(nl * d) {
-                    for (o, bp) in row[..d].iter_mut().zip(&pre_bias) {
-                        *o += bp;
-                    }
-                    for l in 1..nl {
-                        let (prev, cur) = row.split_at_mut(l * d);
-                        for (o, p) in cur[..d].iter_mut().zip(&prev[(l - 1) * d..]) {
-                            *o += p;
-                        }
-                    }
-                }
-            });
-    })?;
-    let recon = Tensor::from_vec(recon, (b, nl, d), &dev)?
-        .transpose(0, 1)?
-        .contiguous()?;
+    let recon = reconstruct(&ent, &w_dec, &pre_bias, &bands, block)?;
 
     // Losses and C_l = Σ_{i ≥ l} w_i ∂ℓ_i/∂X̂_i (suffix sums).
     let mut rec_total: Option<Tensor> = None;
@@ -432,33 +489,7 @@ fn loss_and_grads_with(
     let c = Tensor::stack(&suffix, 0)?.contiguous()?;
     let g_pre_dec = suffix[0].sum(0)?;
 
-    // Code gradient at every entry: dP_e = der_e · C_{lev(e)}[row] · W_dec[j], with the same
-    // block / latent-major traversal as the reconstruction.
-    let dp: Vec<f32> = with_slice(&c, |c| {
-        with_slice(&w_dec, |w| {
-            let starts: Vec<usize> = (0..b).step_by(BLOCK).collect();
-            let per_block: Vec<Vec<f32>> = starts
-                .par_iter()
-                .map(|&r0| {
-                    let r1 = (r0 + BLOCK).min(b);
-                    let e0 = csr.offsets[r0];
-                    let mut out = vec![0f32; csr.offsets[r1] - e0];
-                    let (col_start, by_col) = block_columns(&csr, r0, r1, n);
-                    for j in 0..n {
-                        let wj = &w[j * d..(j + 1) * d];
-                        for &e in &by_col[col_start[j]..col_start[j + 1]] {
-                            let e = e as usize;
-                            let (r, l) = (row_of[e] as usize, lev_of[e] as usize);
-                            out[e - e0] =
-                                csr.der[e] * dot(&c[(l * b + r) * d..(l * b + r + 1) * d], wj);
-                        }
-                    }
-                    out
-                })
-                .collect();
-            per_block.concat()
-        })
-    })??;
+    let dp = code_grad(&ent, &c, &w_dec, block)?;
 
     let mut counts = vec![0u32; n];
     for (&j, &v) in csr.idx.iter().zip(&csr.val) {
@@ -484,28 +515,190 @@ fn loss_and_grads_with(
         None
     };
 
-    // Decoder gradient rows, transposed encoder gradient rows and latent-bias gradient:
-    // per-latent sums over entries. Rows are processed in blocks so that the rows of C and
-    // x − b_pre a block touches stay in cache; within a block the entries are bucketed by
-    // latent (rows ascending), and latents are split across threads. The summation order
-    // depends only on the data, never on the thread count.
     // When the code is dense enough, the encoder-side sums are one dense matrix product
-    // (x − b_pre)ᵀ·dP, far more cache-friendly than per-entry row updates.
-    let dense_dp = dense_dp.unwrap_or(nnz * 16 > b * n);
+    // (x − b_pre)ᵀ·dP, far more cache-friendly than per-entry row updates; dense bands always
+    // take it, since the sparse sums visit only the entries of sparse bands.
+    let dense_dp = !bands.is_empty() || paths.dense_dp.unwrap_or(csr.idx.len() * 16 > b * n);
+    let (g_dec, g_enc_t, g_lat) = param_grads(&ent, &c, &xc, &dp, dense_dp, n, block)?;
+    let mut g_dec = Tensor::from_vec(g_dec, (n, d), &dev)?;
+    for (l, z) in &bands {
+        g_dec = (g_dec + z.t()?.matmul(&c.get(*l)?)?)?;
+    }
+    let (g_enc, g_lat) = if dense_dp {
+        let mut dense = vec![0f32; b * n];
+        for r in 0..b {
+            for e in csr.offsets[r]..csr.offsets[r + 1] {
+                dense[r * n + csr.idx[e] as usize] = dp[e];
+            }
+        }
+        let dense = Tensor::from_vec(dense, (b, n), &dev)?;
+        (xc.t()?.matmul(&dense)?, dense.sum(0)?)
+    } else {
+        (
+            Tensor::from_vec(g_enc_t, (n, d), &dev)?.t()?.contiguous()?,
+            Tensor::from_vec(g_lat, n, &dev)?,
+        )
+    };
+    let g_pre = (g_pre_dec - model.encoder.matmul(&g_lat.unsqueeze(1)?)?.squeeze(1)?)?;
+    let rec = rec_total.ok_or_else(|| SaeError::Config("no level".into()))?;
+    let zero = Tensor::zeros((), candle_core::DType::F32, &dev)?;
+    Ok((
+        LossParts {
+            total: rec.clone(),
+            rec,
+            sparsity: zero,
+        },
+        Grads(vec![g_pre, g_enc, g_lat, g_dec]),
+        FastExtras {
+            counts,
+            active,
+            min_positive,
+        },
+    ))
+}
+
+/// Reconstructions of every level, [L, B, d]. Sparse bands: rows are processed in blocks (one
+/// per task); inside a block the entries are visited latent by latent, so each decoder row is
+/// read once per block, and the contribution of each band is accumulated separately in a
+/// buffer [B, L, d]. Dense bands (`bands`: level and B×n band code) add Z_l·W_dec. Level l is
+/// then b_pre + the prefix sum of bands 0..=l.
+fn reconstruct(
+    ent: &Entries,
+    w_dec: &Tensor,
+    pre_bias: &[f32],
+    bands: &[(usize, Tensor)],
+    block: usize,
+) -> Result<Tensor> {
+    let (b, nl) = (ent.csr.offsets.len() - 1, ent.dense.len());
+    let (n, d) = w_dec.dims2()?;
+    let dense = bands
+        .iter()
+        .map(|(l, z)| Ok((*l, z.matmul(w_dec)?.flatten_all()?.to_vec1::<f32>()?)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut recon = vec![0f32; b * nl * d];
+    with_slice(w_dec, |w| {
+        recon
+            .par_chunks_mut(block * nl * d)
+            .enumerate()
+            .for_each(|(bi, out)| {
+                let r0 = bi * block;
+                let r1 = (r0 + block).min(b);
+                let (col_start, by_col) = ent.block_columns(r0, r1, n);
+                for j in 0..n {
+                    let wj = &w[j * d..(j + 1) * d];
+                    for &e in &by_col[col_start[j]..col_start[j + 1]] {
+                        let e = e as usize;
+                        let (r, l) = (ent.row_of[e] as usize - r0, ent.lev_of[e] as usize);
+                        axpy(
+                            &mut out[(r * nl + l) * d..(r * nl + l + 1) * d],
+                            ent.csr.val[e],
+                            wj,
+                        );
+                    }
+                }
+                for (r, row) in out.chunks_mut(nl * d).enumerate() {
+                    for (l, y) in &dense {
+                        axpy(
+                            &mut row[l * d..(l + 1) * d],
+                            1.0,
+                            &y[(r0 + r) * d..(r0 + r + 1) * d],
+                        );
+                    }
+                    for (o, bp) in row[..d].iter_mut().zip(pre_bias) {
+                        *o += bp;
+                    }
+                    for l in 1..nl {
+                        let (prev, cur) = row.split_at_mut(l * d);
+                        for (o, p) in cur[..d].iter_mut().zip(&prev[(l - 1) * d..]) {
+                            *o += p;
+                        }
+                    }
+                }
+            });
+    })?;
+    Ok(Tensor::from_vec(recon, (b, nl, d), w_dec.device())?
+        .transpose(0, 1)?
+        .contiguous()?)
+}
+
+/// Code gradient at every entry: dP_e = der_e · C_{lev(e)}[row] · W_dec[j], from `c` = C as
+/// [L, B, d]. Sparse bands use the block / latent-major traversal of the reconstruction; dense
+/// bands read the dense product C_l·W_decᵀ.
+fn code_grad(ent: &Entries, c: &Tensor, w_dec: &Tensor, block: usize) -> Result<Vec<f32>> {
+    let csr = ent.csr;
+    let (b, nl) = (csr.offsets.len() - 1, ent.dense.len());
+    let (n, d) = w_dec.dims2()?;
+    let mut dp: Vec<f32> = with_slice(c, |c| {
+        with_slice(w_dec, |w| {
+            let starts: Vec<usize> = (0..b).step_by(block).collect();
+            let per_block: Vec<Vec<f32>> = starts
+                .par_iter()
+                .map(|&r0| {
+                    let r1 = (r0 + block).min(b);
+                    let e0 = csr.offsets[r0];
+                    let mut out = vec![0f32; csr.offsets[r1] - e0];
+                    let (col_start, by_col) = ent.block_columns(r0, r1, n);
+                    for j in 0..n {
+                        let wj = &w[j * d..(j + 1) * d];
+                        for &e in &by_col[col_start[j]..col_start[j + 1]] {
+                            let e = e as usize;
+                            let (r, l) = (ent.row_of[e] as usize, ent.lev_of[e] as usize);
+                            out[e - e0] =
+                                csr.der[e] * dot(&c[(l * b + r) * d..(l * b + r + 1) * d], wj);
+                        }
+                    }
+                    out
+                })
+                .collect();
+            per_block.concat()
+        })
+    })??;
+    let w_t = w_dec.t()?;
+    for l in ent.dense_levels() {
+        let q = c.get(l)?.matmul(&w_t)?;
+        with_slice(&q, |q| {
+            for r in 0..b {
+                for e in csr.band(r, l, nl) {
+                    dp[e] = csr.der[e] * q[r * n + csr.idx[e] as usize];
+                }
+            }
+        })?;
+    }
+    Ok(dp)
+}
+
+/// Decoder-gradient rows, transposed encoder-gradient rows and latent-bias gradient of the
+/// sparse bands: per-latent sums over entries (the encoder parts only when not `dense_dp`, and
+/// then empty). Rows are processed in blocks so that the rows of C and x − b_pre a block
+/// touches stay in cache; within a block the entries are bucketed by latent (rows ascending),
+/// and latents are split across threads. The summation order depends only on the data, never
+/// on the thread count.
+fn param_grads(
+    ent: &Entries,
+    c: &Tensor,
+    xc: &Tensor,
+    dp: &[f32],
+    dense_dp: bool,
+    n: usize,
+    block: usize,
+) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+    let csr = ent.csr;
+    let b = csr.offsets.len() - 1;
+    let (_, _, d) = c.dims3()?;
     let mut g_dec = vec![0f32; n * d];
     let mut g_enc_t = vec![0f32; if dense_dp { 0 } else { n * d }];
-    let mut g_lat = vec![0f32; n];
-    with_slice(&c, |c| {
-        with_slice(&xc, |xc| {
-            for r0 in (0..b).step_by(BLOCK) {
-                let r1 = (r0 + BLOCK).min(b);
-                let (col_start, by_col) = block_columns(&csr, r0, r1, n);
+    let mut g_lat = vec![0f32; if dense_dp { 0 } else { n }];
+    with_slice(c, |c| {
+        with_slice(xc, |xc| {
+            for r0 in (0..b).step_by(block) {
+                let r1 = (r0 + block).min(b);
+                let (col_start, by_col) = ent.block_columns(r0, r1, n);
                 let update = |j: usize, gd: &mut [f32], ge: Option<&mut [f32]>, gl: &mut f32| {
                     let mut ge = ge;
                     for &e in &by_col[col_start[j]..col_start[j + 1]] {
                         let e = e as usize;
-                        let r = row_of[e] as usize;
-                        let l = lev_of[e] as usize;
+                        let r = ent.row_of[e] as usize;
+                        let l = ent.lev_of[e] as usize;
                         axpy(gd, csr.val[e], &c[(l * b + r) * d..(l * b + r + 1) * d]);
                         if let Some(ge) = ge.as_deref_mut() {
                             axpy(ge, dp[e], &xc[r * d..(r + 1) * d]);
@@ -531,38 +724,7 @@ fn loss_and_grads_with(
             }
         })
     })??;
-    let (g_enc, g_lat) = if dense_dp {
-        let mut dense = vec![0f32; b * n];
-        for r in 0..b {
-            for e in csr.offsets[r]..csr.offsets[r + 1] {
-                dense[r * n + csr.idx[e] as usize] = dp[e];
-            }
-        }
-        let dense = Tensor::from_vec(dense, (b, n), &dev)?;
-        (xc.t()?.matmul(&dense)?, dense.sum(0)?)
-    } else {
-        (
-            Tensor::from_vec(g_enc_t, (n, d), &dev)?.t()?.contiguous()?,
-            Tensor::from_vec(g_lat, n, &dev)?,
-        )
-    };
-    let g_dec = Tensor::from_vec(g_dec, (n, d), &dev)?;
-    let g_pre = (g_pre_dec - model.encoder.matmul(&g_lat.unsqueeze(1)?)?.squeeze(1)?)?;
-    let rec = rec_total.ok_or_else(|| SaeError::Config("no level".into()))?;
-    let zero = Tensor::zeros((), candle_core::DType::F32, &dev)?;
-    Ok((
-        LossParts {
-            total: rec.clone(),
-            rec,
-            sparsity: zero,
-        },
-        Grads(vec![g_pre, g_enc, g_lat, g_dec]),
-        FastExtras {
-            counts,
-            active,
-            min_positive,
-        },
-    ))
+    Ok((g_dec, g_enc_t, g_lat))
 }
 
 #[cfg(test)]
@@ -581,6 +743,53 @@ mod tests {
                 "{what}[{i}]: {x} vs {y}"
             );
         }
+    }
+
+    /// A 6 → 24 model with k = 5 (Matryoshka levels 3, 6, 12, 24) and a batch of 10 rows.
+    fn small_case(
+        arch: Arch,
+        variant: TopkVariant,
+        weighting: MsaeWeighting,
+        lossk: RecLoss,
+    ) -> (Sae, Tensor) {
+        let cfg = TrainConfig {
+            arch,
+            topk_variant: variant,
+            msae_weighting: weighting,
+            loss: lossk,
+            n_latents: Some(24),
+            k: Some(5),
+            nesting_start: 3,
+            ..Default::default()
+        };
+        let mut m = Sae::new(&cfg, 6, &Device::Cpu).unwrap();
+        m.scale_to_unit_norm().unwrap();
+        m.pre_bias = Tensor::new(&[0.1f32, -0.2, 0.05, 0.0, 0.3, 0.1], &Device::Cpu).unwrap();
+        let lat: Vec<f32> = (0..24).map(|i| ((i * 5 % 7) as f32 - 3.0) * 0.05).collect();
+        m.latent_bias = Tensor::from_vec(lat, 24, &Device::Cpu).unwrap();
+        let xs: Vec<f32> = (0..60).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.3).collect();
+        (m, Tensor::from_vec(xs, (10, 6), &Device::Cpu).unwrap())
+    }
+
+    #[test]
+    fn matryoshka_bands_split_between_sparse_and_dense() {
+        // The 0.2 threshold of the reference comparison mixes both paths in one step.
+        let (m, x) = small_case(
+            Arch::Msae,
+            TopkVariant::Relu,
+            MsaeWeighting::Uw,
+            RecLoss::Nmse,
+        );
+        let p = x
+            .broadcast_sub(&m.pre_bias)
+            .unwrap()
+            .matmul(&m.encoder)
+            .unwrap()
+            .broadcast_add(&m.latent_bias)
+            .unwrap();
+        let csr = with_slice(&p, |p| select_rows(p, 10, 24, &m)).unwrap();
+        let ent = Entries::new(&csr, 10, 24, m.level_weights.len(), 0.2);
+        assert!(ent.dense.contains(&true) && ent.dense.contains(&false));
     }
 
     #[test]
@@ -642,29 +851,22 @@ mod tests {
             ),
         ];
         for (arch, variant, weighting, lossk) in cases {
-            let cfg = TrainConfig {
-                arch,
-                topk_variant: variant,
-                msae_weighting: weighting,
-                loss: lossk,
-                n_latents: Some(24),
-                k: Some(5),
-                nesting_start: 3,
-                ..Default::default()
-            };
-            let mut m = Sae::new(&cfg, 6, &Device::Cpu).unwrap();
-            m.scale_to_unit_norm().unwrap();
-            m.pre_bias = Tensor::new(&[0.1f32, -0.2, 0.05, 0.0, 0.3, 0.1], &Device::Cpu).unwrap();
-            let lat: Vec<f32> = (0..24).map(|i| ((i * 5 % 7) as f32 - 3.0) * 0.05).collect();
-            m.latent_bias = Tensor::from_vec(lat, 24, &Device::Cpu).unwrap();
-            let xs: Vec<f32> = (0..60).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.3).collect();
-            let x = Tensor::from_vec(xs, (10, 6), &Device::Cpu).unwrap();
+            let (m, x) = small_case(arch, variant, weighting, lossk);
             assert!(applicable(&m));
             let fwd = m.forward_train(&x).unwrap();
             let (lp, g) = m.loss_and_grads(&fwd, None).unwrap();
-            for dense_dp in [false, true] {
-                let (fp, fg, extra) = loss_and_grads_with(&m, &x, None, Some(dense_dp)).unwrap();
-                let what = format!("{arch:?} {variant:?} {weighting:?} {lossk:?} {dense_dp}");
+            // Bands all sparse, all dense, and (Matryoshka) the upper ones dense.
+            for (dense_dp, dense_band) in [false, true]
+                .into_iter()
+                .flat_map(|dp| [(dp, 2.0), (dp, 0.0), (dp, 0.2)])
+            {
+                let paths = Paths {
+                    dense_dp: Some(dense_dp),
+                    dense_band,
+                };
+                let (fp, fg, extra) = loss_and_grads_with(&m, &x, None, paths).unwrap();
+                let what =
+                    format!("{arch:?} {variant:?} {weighting:?} {lossk:?} {dense_dp} {dense_band}");
                 close(&fp.total, &lp.total, &what);
                 for (i, (a, b)) in fg.0.iter().zip(&g.0).enumerate() {
                     close(a, b, &format!("{what} grad {i}"));
