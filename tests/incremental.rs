@@ -159,11 +159,23 @@ fn outputs_are_byte_identical_across_stores_and_thread_counts() {
 }
 
 #[test]
-fn the_quickstart_experiment_is_valid() {
+fn every_shipped_experiment_is_valid() {
     let env = Env::new();
-    let exp = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/quickstart.toml");
-    let out = env.msae(&["graph", exp.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", common::text(&out));
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = env.msae(&["graph", path.to_str().unwrap()]);
+            assert!(out.status.success(), "{}: {}", path.display(), common::text(&out));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "only {checked} experiment files found");
+    // The checkpoint-import example needs nothing outside the checkout: run it.
+    let summary = env.run_json(&dir.join("reference_checkpoints.toml"));
+    assert_eq!(summary["failed"], 0, "{summary}");
+    assert_eq!(summary["run"], 10, "{summary}");
 }
 
 #[test]
