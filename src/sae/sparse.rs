@@ -12,8 +12,16 @@
 //! BatchTopK selects the k·B largest entries of the whole batch exactly (same order and ties
 //! as the dense path) and then shares the TopK code path.
 //!
-//! Only the encoder product remains dense (candle matmul). The result equals
-//! `Sae::loss_and_grads` up to floating-point summation order (tested below).
+//! A Matryoshka code is far from sparse in its upper bands (the last level keeps every positive
+//! pre-activation, about half of the latents), and there per-entry products are slower than
+//! dense ones: a band holding more than [`DENSE_BAND`] of the B·n entries is written into a
+//! B×n matrix and takes dense matrix products for its reconstruction (Z_l·W_dec), code gradient
+//! (C_l·W_decᵀ) and decoder gradient (Z_lᵀ·C_l). The sparse products process rows in blocks
+//! tall enough that each decoder row is reused within a block.
+//!
+//! The encoder product is dense (candle matmul), and so is the encoder gradient once the code
+//! is dense enough. The result equals `Sae::loss_and_grads` up to floating-point summation
+//! order (tested below).
 
 use candle_core::{Storage, Tensor};
 use rayon::prelude::*;
@@ -400,18 +408,23 @@ fn axpy(out: &mut [f32], a: f32, x: &[f32]) {
 
 #[inline]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight partial sums so that the loop vectorises.
-    let mut acc = [0f32; 8];
-    let chunks = a.len() / 8;
-    for c in 0..chunks {
-        for l in 0..8 {
-            acc[l] += a[c * 8 + l] * b[c * 8 + l];
+    // 32 partial sums: the loop vectorises into eight independent accumulator registers, so
+    // that the additions do not wait on one another.
+    const W: usize = 32;
+    let mut acc = [0f32; W];
+    let (ca, cb) = (a.chunks_exact(W), b.chunks_exact(W));
+    let mut s: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for ((s, x), y) in acc.iter_mut().zip(x).zip(y) {
+            *s += x * y;
         }
     }
-    let mut s: f32 = acc.iter().sum();
-    for i in chunks * 8..a.len() {
-        s += a[i] * b[i];
-    }
+    s += acc.iter().sum::<f32>();
     s
 }
 
