@@ -167,7 +167,12 @@ fn every_shipped_experiment_is_valid() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let out = env.msae(&["graph", path.to_str().unwrap()]);
-            assert!(out.status.success(), "{}: {}", path.display(), common::text(&out));
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                common::text(&out)
+            );
             checked += 1;
         }
     }
