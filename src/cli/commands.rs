@@ -165,19 +165,29 @@ fn plan_cmd(g: &super::args::Global, path: &Path, json: bool) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// The instance `name` of the plan, or an error that suggests the nearest name.
+pub(super) fn find_instance<'p>(
+    exp: &Experiment,
+    p: &'p Plan,
+    name: &str,
+) -> Result<&'p crate::experiment::Instance> {
+    if let Some(inst) = p.find(name) {
+        return Ok(inst);
+    }
+    let names: Vec<&str> = p.instances.iter().map(|i| i.name.as_str()).collect();
+    let hint = match nearest(name, names.iter().copied()) {
+        Some(s) => format!("did you mean `{s}`?"),
+        None => format!("its instances are: {}", names.join(", ")),
+    };
+    bail!(
+        "experiment `{}` has no instance `{name}`\n  = help: {hint}",
+        exp.name
+    )
+}
+
 fn why(g: &super::args::Global, path: &Path, name: &str) -> Result<ExitCode> {
     let (exp, p) = load(path)?;
-    if p.find(name).is_none() {
-        let names: Vec<&str> = p.instances.iter().map(|i| i.name.as_str()).collect();
-        let hint = match nearest(name, names.iter().copied()) {
-            Some(s) => format!("did you mean `{s}`?"),
-            None => format!("its instances are: {}", names.join(", ")),
-        };
-        bail!(
-            "experiment `{}` has no instance `{name}`\n  = help: {hint}",
-            exp.name
-        );
-    }
+    find_instance(&exp, &p, name)?;
     let store = open(g, "msae why")?;
     let entries = plan(&exp, &p, &store)?;
     // Follow "waits for" links upstream until an instance whose own state explains it.

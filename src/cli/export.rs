@@ -5,25 +5,14 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::args::{ExportArgs, ExportFormat, Global};
-use super::commands::{load, open};
-use crate::diagnostic::nearest;
+use super::commands::{find_instance, load, open};
 use crate::interop::saelens;
 use crate::runner::plan::{plan, PlanStatus};
 
 pub fn export(g: &Global, args: &ExportArgs) -> Result<ExitCode> {
     let (exp, p) = load(&args.experiment)?;
     let name = args.instance.as_str();
-    let Some(inst) = p.find(name) else {
-        let names: Vec<&str> = p.instances.iter().map(|i| i.name.as_str()).collect();
-        let hint = match nearest(name, names.iter().copied()) {
-            Some(s) => format!("did you mean `{s}`?"),
-            None => format!("its instances are: {}", names.join(", ")),
-        };
-        bail!(
-            "experiment `{}` has no instance `{name}`\n  = help: {hint}",
-            exp.name
-        );
-    };
+    let inst = find_instance(&exp, &p, name)?;
     let output = match &args.output {
         Some(o) => o.clone(),
         None => inst.kind.outputs()[0].name.to_string(),
