@@ -236,14 +236,17 @@ file = "saes/{TOPK}"
             local = fixture(TOPK).display()
         ),
     );
-    let out = env
-        .command()
-        .args(["run", exp.to_str().unwrap()])
-        .env("HF_HOME", &home)
-        .env_remove("HF_HUB_CACHE")
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap();
+    // Runs an experiment against the fake cache, with the network forbidden.
+    let run_offline = |exp: &Path| {
+        env.command()
+            .args(["run", exp.to_str().unwrap()])
+            .env("HF_HOME", &home)
+            .env_remove("HF_HUB_CACHE")
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap()
+    };
+    let out = run_offline(&exp);
     assert!(out.status.success(), "{}", text(&out));
     let rows = table_rows(&env, &exp, "import_sae");
     let hub = rows.iter().find(|r| r["instance"] == "hub").unwrap();
@@ -266,14 +269,7 @@ repo = "org/toy-saes"
 file = "saes/absent.pth"
 "#,
     );
-    let out = env
-        .command()
-        .args(["run", missing.to_str().unwrap()])
-        .env("HF_HOME", &home)
-        .env_remove("HF_HUB_CACHE")
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap();
+    let out = run_offline(&missing);
     assert_eq!(out.status.code(), Some(1));
     let msg = text(&out);
     assert!(
@@ -291,6 +287,8 @@ fn misnamed_or_damaged_checkpoints_are_refused_clearly() {
     std::fs::write(&garbage, b"not a zip archive at all").unwrap();
     let wrong_size = env.path("64_8_TopKReLU_4_False_False_0.0_x.pth");
     std::fs::copy(fixture(TOPK), &wrong_size).unwrap();
+    let tied = env.path("32_8_TopKReLU_4_True_False_0.0_x.pth");
+    std::fs::copy(fixture(TOPK), &tied).unwrap();
     for (path, needle) in [
         (&renamed, "does not follow the reference checkpoint naming"),
         (&garbage, "is not a PyTorch zip checkpoint"),

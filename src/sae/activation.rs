@@ -269,13 +269,8 @@ pub fn min_positive(z: &Tensor) -> Result<Option<f32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sae::test_support::rows as t;
     use candle_core::Device;
-
-    fn t(rows: &[&[f32]]) -> Tensor {
-        let n = rows[0].len();
-        let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
-        Tensor::from_vec(flat, (rows.len(), n), &Device::Cpu).unwrap()
-    }
 
     fn v2(t: &Tensor) -> Vec<Vec<f32>> {
         t.to_vec2::<f32>().unwrap()

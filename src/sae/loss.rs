@@ -112,13 +112,8 @@ pub fn normalised_weights(w: &[f64]) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sae::test_support::rows as t;
     use candle_core::Device;
-
-    fn t(rows: &[&[f32]]) -> Tensor {
-        let n = rows[0].len();
-        let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
-        Tensor::from_vec(flat, (rows.len(), n), &Device::Cpu).unwrap()
-    }
 
     fn s(t: &Tensor) -> f64 {
         t.to_scalar::<f32>().unwrap() as f64

@@ -38,6 +38,18 @@ pub mod schedule;
 mod sparse;
 pub mod train;
 
+#[cfg(test)]
+pub(crate) mod test_support {
+    use candle_core::{Device, Tensor};
+
+    /// A CPU matrix from literal rows.
+    pub(crate) fn rows(rows: &[&[f32]]) -> Tensor {
+        let n = rows[0].len();
+        let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+        Tensor::from_vec(flat, (rows.len(), n), &Device::Cpu).unwrap()
+    }
+}
+
 pub use config::{Arch, TrainConfig};
 pub use model::Sae;
 pub use train::{train, RowSource, Standardization, TrainOptions, TrainOutcome, ValidationSet};
