@@ -304,6 +304,12 @@ impl Csr {
     }
 }
 
+/// Row blocks of `rows` rows; per block, `Entries::block_columns` of its rows.
+struct Blocks {
+    rows: usize,
+    buckets: Vec<(Vec<usize>, Vec<u32>)>,
+}
+
 /// The entries with their row and level, and which levels' bands use dense products.
 struct Entries<'a> {
     csr: &'a Csr,
@@ -378,6 +384,20 @@ impl<'a> Entries<'a> {
             cursor[j] += 1;
         }
         (col_start, by_col)
+    }
+
+    /// The bucketed entries of every row block, built once per step for the three sparse
+    /// products that traverse them.
+    fn blocks(&self, block: usize, n: usize) -> Blocks {
+        let b = self.csr.offsets.len() - 1;
+        let starts: Vec<usize> = (0..b).step_by(block).collect();
+        Blocks {
+            rows: block,
+            buckets: starts
+                .par_iter()
+                .map(|&r0| self.block_columns(r0, (r0 + block).min(b), n))
+                .collect(),
+        }
     }
 
     /// Levels whose bands use dense products.
@@ -466,13 +486,13 @@ fn loss_and_grads_with(
         .contiguous()?;
     let pre_bias = model.pre_bias.to_vec1::<f32>()?;
     let ent = Entries::new(&csr, b, n, nl, paths.dense_band);
-    let block = ent.block_rows(b, n);
+    let blocks = ent.blocks(ent.block_rows(b, n), n);
     let bands = ent
         .dense_levels()
         .map(|l| Ok((l, ent.band_matrix(l, n, &dev)?)))
         .collect::<Result<Vec<_>>>()?;
 
-    let recon = reconstruct(&ent, &w_dec, &pre_bias, &bands, block)?;
+    let recon = reconstruct(&ent, &w_dec, &pre_bias, &bands, &blocks)?;
 
     // Losses and C_l = Σ_{i ≥ l} w_i ∂ℓ_i/∂X̂_i (suffix sums).
     let mut rec_total: Option<Tensor> = None;
@@ -502,7 +522,7 @@ fn loss_and_grads_with(
     let c = Tensor::stack(&suffix, 0)?.contiguous()?;
     let g_pre_dec = suffix[0].sum(0)?;
 
-    let dp = code_grad(&ent, &c, &w_dec, block)?;
+    let dp = code_grad(&ent, &c, &w_dec, &blocks)?;
 
     let mut counts = vec![0u32; n];
     for (&j, &v) in csr.idx.iter().zip(&csr.val) {
@@ -532,7 +552,7 @@ fn loss_and_grads_with(
     // (x − b_pre)ᵀ·dP, far more cache-friendly than per-entry row updates; dense bands always
     // take it, since the sparse sums visit only the entries of sparse bands.
     let dense_dp = !bands.is_empty() || paths.dense_dp.unwrap_or(csr.idx.len() * 16 > b * n);
-    let (g_dec, g_enc_t, g_lat) = param_grads(&ent, &c, &xc, &dp, dense_dp, n, block)?;
+    let (g_dec, g_enc_t, g_lat) = param_grads(&ent, &c, &xc, &dp, dense_dp, n, &blocks)?;
     let mut g_dec = Tensor::from_vec(g_dec, (n, d), &dev)?;
     for (l, z) in &bands {
         g_dec = (g_dec + z.t()?.matmul(&c.get(*l)?)?)?;
@@ -580,8 +600,9 @@ fn reconstruct(
     w_dec: &Tensor,
     pre_bias: &[f32],
     bands: &[(usize, Tensor)],
-    block: usize,
+    blocks: &Blocks,
 ) -> Result<Tensor> {
+    let block = blocks.rows;
     let (b, nl) = (ent.csr.offsets.len() - 1, ent.dense.len());
     let (n, d) = w_dec.dims2()?;
     let dense = bands
@@ -595,8 +616,7 @@ fn reconstruct(
             .enumerate()
             .for_each(|(bi, out)| {
                 let r0 = bi * block;
-                let r1 = (r0 + block).min(b);
-                let (col_start, by_col) = ent.block_columns(r0, r1, n);
+                let (col_start, by_col) = &blocks.buckets[bi];
                 for j in 0..n {
                     let wj = &w[j * d..(j + 1) * d];
                     for &e in &by_col[col_start[j]..col_start[j + 1]] {
@@ -637,7 +657,8 @@ fn reconstruct(
 /// Code gradient at every entry: dP_e = der_e · C_{lev(e)}[row] · W_dec[j], from `c` = C as
 /// [L, B, d]. Sparse bands use the block / latent-major traversal of the reconstruction; dense
 /// bands read the dense product C_l·W_decᵀ.
-fn code_grad(ent: &Entries, c: &Tensor, w_dec: &Tensor, block: usize) -> Result<Vec<f32>> {
+fn code_grad(ent: &Entries, c: &Tensor, w_dec: &Tensor, blocks: &Blocks) -> Result<Vec<f32>> {
+    let block = blocks.rows;
     let csr = ent.csr;
     let (b, nl) = (csr.offsets.len() - 1, ent.dense.len());
     let (n, d) = w_dec.dims2()?;
@@ -650,7 +671,7 @@ fn code_grad(ent: &Entries, c: &Tensor, w_dec: &Tensor, block: usize) -> Result<
                     let r1 = (r0 + block).min(b);
                     let e0 = csr.offsets[r0];
                     let mut out = vec![0f32; csr.offsets[r1] - e0];
-                    let (col_start, by_col) = ent.block_columns(r0, r1, n);
+                    let (col_start, by_col) = &blocks.buckets[r0 / block];
                     for j in 0..n {
                         let wj = &w[j * d..(j + 1) * d];
                         for &e in &by_col[col_start[j]..col_start[j + 1]] {
@@ -693,7 +714,7 @@ fn param_grads(
     dp: &[f32],
     dense_dp: bool,
     n: usize,
-    block: usize,
+    blocks: &Blocks,
 ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
     let csr = ent.csr;
     let b = csr.offsets.len() - 1;
@@ -703,9 +724,7 @@ fn param_grads(
     let mut g_lat = vec![0f32; if dense_dp { 0 } else { n }];
     with_slice(c, |c| {
         with_slice(xc, |xc| {
-            for r0 in (0..b).step_by(block) {
-                let r1 = (r0 + block).min(b);
-                let (col_start, by_col) = ent.block_columns(r0, r1, n);
+            for (col_start, by_col) in &blocks.buckets {
                 let update = |j: usize, gd: &mut [f32], ge: Option<&mut [f32]>, gl: &mut f32| {
                     let mut ge = ge;
                     for &e in &by_col[col_start[j]..col_start[j + 1]] {
