@@ -31,6 +31,7 @@
 pub mod activation;
 pub mod checkpoint;
 pub mod config;
+mod gather;
 pub mod loss;
 pub mod model;
 pub mod optim;

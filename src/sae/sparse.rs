@@ -12,12 +12,13 @@
 //! BatchTopK selects the k·B largest entries of the whole batch exactly (same order and ties
 //! as the dense path) and then shares the TopK code path.
 //!
-//! A Matryoshka code is far from sparse in its upper bands (the last level keeps every positive
-//! pre-activation, about half of the latents), and there per-entry products are slower than
-//! dense ones: a band holding more than [`DENSE_BAND`] of the B·n entries is written into a
-//! B×n matrix and takes dense matrix products for its reconstruction (Z_l·W_dec), code gradient
-//! (C_l·W_decᵀ) and decoder gradient (Z_lᵀ·C_l). The sparse products process rows in blocks
-//! tall enough that each decoder row is reused within a block.
+//! The three sparse products — reconstruction (band sums Z_l·W_dec), code gradient (C_l·W_decᵀ
+//! at the kept entries) and decoder gradient (Σ_l Z_lᵀ·C_l over latents) — are cache-blocked
+//! sparse-dense products ([`blocked_spmm`], [`blocked_sddmm`]) over the gathered matrix laid out
+//! chunk-major, with register-resident inner loops ([`gather`]). A Matryoshka code keeps about
+//! half of the latents in its last level, and every band still goes through these products:
+//! at a sixth of the latents per band, the blocked products beat dense matrix products that
+//! would multiply all the zeros of a band.
 //!
 //! The encoder product is dense (candle matmul), and so is the encoder gradient once the code
 //! is dense enough. The result equals `Sae::loss_and_grads` up to floating-point summation
@@ -27,6 +28,7 @@ use candle_core::{Storage, Tensor};
 use rayon::prelude::*;
 
 use super::config::{Arch, TopkVariant};
+use super::gather;
 use super::loss;
 use super::model::{Grads, LossParts, Sae};
 use super::{Result, SaeError};
@@ -120,9 +122,11 @@ fn select_rows(p: &[f32], b: usize, n: usize, model: &Sae) -> Csr {
                         prefix = kk;
                         ends[l] = kk;
                     }
+                    // Latents ascending within each band, as the blocked products need.
                     let mut start = 0;
                     for l in 0..nl {
                         bands[l] = ends[l] - start;
+                        pos[start..ends[l]].sort_unstable();
                         start = ends[l];
                     }
                     out.extend(pos.iter().map(|&j| (j, row[j as usize], 1.0f32)));
@@ -130,6 +134,7 @@ fn select_rows(p: &[f32], b: usize, n: usize, model: &Sae) -> Csr {
                     let k = levels[0].min(n);
                     let by_abs = matches!(variant, TopkVariant::Abs | TopkVariant::Absrelu);
                     super::activation::select_row(row, k, by_abs, buf);
+                    buf[..k].sort_unstable();
                     for &j in &buf[..k] {
                         let v = row[j as usize];
                         let (z, d) = match variant {
@@ -268,33 +273,38 @@ fn select_batch(p: &[f32], b: usize, n: usize, model: &Sae) -> Csr {
     csr
 }
 
-/// Density above which a level band is handled by dense matrix products on a B×n matrix that
-/// holds only the band's entries: measured on a 2-core AVX2 machine, the sparse per-entry
-/// products of a band are slower than one dense product once the band holds about a tenth of
-/// the code (Matryoshka's upper bands hold a sixth each).
-const DENSE_BAND: f64 = 0.1;
-
-/// Choice between sparse and dense products (tests force each path).
+/// Choice between the sparse and the dense encoder-gradient product, and the cache blocking
+/// (tests force each path and small blocks).
 #[derive(Clone, Copy)]
 struct Paths {
     /// Dense encoder-gradient product (x − b_pre)ᵀ·dP; None: chosen by the density of the code.
     dense_dp: Option<bool>,
-    /// A band is dense when it holds more than this fraction of the B·n code entries.
-    dense_band: f64,
+    tiling: Tiling,
 }
 
 impl Default for Paths {
     fn default() -> Self {
         Paths {
             dense_dp: None,
-            dense_band: DENSE_BAND,
+            tiling: TILING,
         }
     }
 }
 
 impl Csr {
+    /// Number of rows.
+    fn rows(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// Number of level bands per row.
+    fn levels(&self) -> usize {
+        self.band_end.len() / self.rows().max(1)
+    }
+
     /// Entry range of band `l` of row `r`.
-    fn band(&self, r: usize, l: usize, nl: usize) -> std::ops::Range<usize> {
+    fn band(&self, r: usize, l: usize) -> std::ops::Range<usize> {
+        let nl = self.levels();
         let start = if l == 0 {
             self.offsets[r]
         } else {
@@ -304,148 +314,308 @@ impl Csr {
     }
 }
 
-/// Row blocks of `rows` rows; per block, `Entries::block_columns` of its rows.
-struct Blocks {
-    rows: usize,
-    buckets: Vec<(Vec<usize>, Vec<u32>)>,
+/// The code entries grouped by latent (rows ascending, then levels, within a latent).
+struct Csc {
+    /// Offsets of each latent's entries, length n+1.
+    start: Vec<usize>,
+    /// Row of C = [B, L, d] the entry's code gradient comes from: row · L + level
+    /// (ascending within a latent).
+    vrow: Vec<u32>,
+    /// Code value.
+    val: Vec<f32>,
+    /// Index of the entry in the CSR arrays.
+    entry: Vec<u32>,
 }
 
-/// The entries with their row and level, and which levels' bands use dense products.
-struct Entries<'a> {
-    csr: &'a Csr,
-    row_of: Vec<u32>,
-    lev_of: Vec<u8>,
-    dense: Vec<bool>,
-    /// Number of entries in sparse bands.
-    sparse_nnz: usize,
-}
+/// Rows per part of the parallel transposition (a fixed split: the result never depends on
+/// it, and the work does not depend on the thread count).
+const TRANSPOSE_ROWS: usize = 256;
 
-impl<'a> Entries<'a> {
-    fn new(csr: &'a Csr, b: usize, n: usize, nl: usize, dense_band: f64) -> Self {
+impl Csc {
+    /// Transposes `csr` by a counting sort over parts of rows: each part counts its entries
+    /// per latent, a prefix sum over (latent, part) gives every part its own output positions,
+    /// and the parts then scatter their entries in parallel.
+    fn new(csr: &Csr, n: usize) -> Csc {
+        let (b, nl) = (csr.rows(), csr.levels());
+        let parts: Vec<(usize, usize)> = (0..b)
+            .step_by(TRANSPOSE_ROWS)
+            .map(|r0| (r0, (r0 + TRANSPOSE_ROWS).min(b)))
+            .collect();
+        let mut counts: Vec<Vec<usize>> = parts
+            .par_iter()
+            .map(|&(r0, r1)| {
+                let mut c = vec![0usize; n];
+                for &j in &csr.idx[csr.offsets[r0]..csr.offsets[r1]] {
+                    c[j as usize] += 1;
+                }
+                c
+            })
+            .collect();
+        let mut start = vec![0usize; n + 1];
+        let mut pos = 0;
+        for j in 0..n {
+            start[j] = pos;
+            for c in counts.iter_mut() {
+                let k = c[j];
+                c[j] = pos;
+                pos += k;
+            }
+        }
+        start[n] = pos;
         let nnz = csr.idx.len();
-        let mut row_of = vec![0u32; nnz];
-        let mut lev_of = vec![0u8; nnz];
-        let mut band_nnz = vec![0usize; nl];
-        for r in 0..b {
-            for (l, count) in band_nnz.iter_mut().enumerate() {
-                let range = csr.band(r, l, nl);
-                *count += range.len();
-                for e in range {
-                    row_of[e] = r as u32;
-                    lev_of[e] = l as u8;
+        let mut csc = Csc {
+            start,
+            vrow: vec![0; nnz],
+            val: vec![0.0; nnz],
+            entry: vec![0; nnz],
+        };
+        // Each part writes only the positions it was given above.
+        struct Out(*mut u32, *mut f32, *mut u32);
+        // SAFETY: the parts write disjoint positions of vectors that outlive the loop.
+        unsafe impl Sync for Out {}
+        let out = Out(
+            csc.vrow.as_mut_ptr(),
+            csc.val.as_mut_ptr(),
+            csc.entry.as_mut_ptr(),
+        );
+        let out = &out;
+        parts
+            .par_iter()
+            .zip(counts.par_iter_mut())
+            .for_each(|(&(r0, r1), cursor)| {
+                for r in r0..r1 {
+                    for l in 0..nl {
+                        for e in csr.band(r, l) {
+                            let j = csr.idx[e] as usize;
+                            let k = cursor[j];
+                            assert!(k < nnz);
+                            // SAFETY: k < nnz, and position k belongs to this part alone.
+                            unsafe {
+                                *out.0.add(k) = (r * nl + l) as u32;
+                                *out.1.add(k) = csr.val[e];
+                                *out.2.add(k) = e as u32;
+                            }
+                            cursor[j] = k + 1;
+                        }
+                    }
+                }
+            });
+        csc
+    }
+}
+
+/// Cache blocking of the sparse products.
+#[derive(Clone, Copy)]
+struct Tiling {
+    /// Rows of the gathered matrix per block: a block's column chunk (1536 × 64 floats,
+    /// 384 KiB) stays in a 512 KiB L2 cache while a group of output rows takes its entries.
+    gather_block: usize,
+    /// Output rows per parallel task.
+    out_group: usize,
+}
+
+/// Chosen on a 2-core AVX2 machine (512 KiB L2 per core): blocks of 384 to 1536 rows and
+/// groups of 128 to 2048 rows all measured within the run-to-run noise of this one.
+const TILING: Tiling = Tiling {
+    gather_block: 1536,
+    out_group: 512,
+};
+
+/// Column chunks of a width-`d` row: (start, end) pairs of at most [`gather::CHUNK`] columns.
+fn chunks(d: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..d)
+        .step_by(gather::CHUNK)
+        .map(move |c0| (c0, (c0 + gather::CHUNK).min(d)))
+}
+
+/// `m` (rows × d, row-major) rearranged chunk-major: for each column chunk of [`chunks`], a
+/// contiguous rows × width slab. The rows of a block of a slab then lie on few memory pages,
+/// which the gathers of [`blocked_spmm`] need (row-major, a 64-float piece of each row would
+/// sit on its own page).
+fn chunk_major(m: &[f32], d: usize) -> Vec<f32> {
+    let rows = m.len() / d.max(1);
+    let mut out = vec![0f32; m.len()];
+    for (c0, c1) in chunks(d) {
+        let w = c1 - c0;
+        out[rows * c0..rows * c1]
+            .par_chunks_mut(w * 256)
+            .enumerate()
+            .for_each(|(q, slab)| {
+                for (i, o) in slab.chunks_mut(w).enumerate() {
+                    let r = q * 256 + i;
+                    o.copy_from_slice(&m[r * d + c0..r * d + c1]);
+                }
+            });
+    }
+    out
+}
+
+/// Entry offsets of every (output row, gather block) pair for the output rows `rows`: entry
+/// range `at[q·(blocks+1) + t] .. at[q·(blocks+1) + t + 1]` of output row `rows.start + q` has
+/// its gathered rows in block t (rows t·gb .. (t+1)·gb of the gathered matrix).
+fn block_offsets(
+    range: &(impl Fn(usize) -> std::ops::Range<usize> + Sync),
+    idx: &[u32],
+    rows: std::ops::Range<usize>,
+    gb: usize,
+    blocks: usize,
+) -> Vec<usize> {
+    let mut at = Vec::with_capacity(rows.len() * (blocks + 1));
+    for o in rows {
+        let std::ops::Range { start: mut k, end } = range(o);
+        at.push(k);
+        for t in 1..=blocks {
+            let limit = (t * gb).min(u32::MAX as usize) as u32;
+            while k < end && idx[k] < limit {
+                k += 1;
+            }
+            at.push(k);
+        }
+    }
+    at
+}
+
+/// `out[o] += Σ_{k ∈ range(o)} val[k] · m[idx[k]]` for every output row o, where `m` is a
+/// rows_m × d matrix given chunk-major ([`chunk_major`]), `out` is a row-major matrix of width d
+/// and each output row's entries are sorted by `idx`.
+///
+/// Sparse-dense product blocked for the cache. Output rows are taken in groups (one parallel
+/// task each); within a group, for each column chunk, the rows of `m` are visited
+/// `tiling.gather_block` at a time, and every output row of the group adds its entries that
+/// fall in the block. The block's slab piece stays in L2 while the whole group uses it, and each
+/// output chunk is summed in registers per block, so the inner loop is one load and one
+/// multiply-add per float. The summation order depends only on the data.
+fn blocked_spmm(
+    range: impl Fn(usize) -> std::ops::Range<usize> + Sync,
+    idx: &[u32],
+    val: &[f32],
+    m: &[f32],
+    d: usize,
+    out: &mut [f32],
+    tiling: Tiling,
+) {
+    let (gb, group) = (tiling.gather_block, tiling.out_group);
+    let rows_m = m.len() / d.max(1);
+    let blocks = rows_m.div_ceil(gb).max(1);
+    out.par_chunks_mut(group * d)
+        .enumerate()
+        .for_each(|(gi, out)| {
+            let o0 = gi * group;
+            let at = block_offsets(&range, idx, o0..o0 + out.len() / d, gb, blocks);
+            for (c0, c1) in chunks(d) {
+                let slab = &m[rows_m * c0..rows_m * c1];
+                for t in 0..blocks {
+                    for (q, out_row) in out.chunks_mut(d).enumerate() {
+                        let k = at[q * (blocks + 1) + t]..at[q * (blocks + 1) + t + 1];
+                        if !k.is_empty() {
+                            let acc = &mut out_row[c0..c1];
+                            gather::gather_axpy(acc, slab, c1 - c0, 0, &idx[k.clone()], &val[k]);
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// `out[k] += a[o] · m[idx[k]]` for every output row o and entry k ∈ starts[o]..starts[o+1],
+/// where `a` is row-major of width d, `m` chunk-major as in [`blocked_spmm`], and the entries
+/// of each output row are sorted by `idx`. Blocked like [`blocked_spmm`]; each chunk's partial
+/// dot products are added to `out`.
+fn blocked_sddmm(
+    starts: &[usize],
+    idx: &[u32],
+    a: &[f32],
+    m: &[f32],
+    d: usize,
+    out: &mut [f32],
+    tiling: Tiling,
+) {
+    let (gb, group) = (tiling.gather_block, tiling.out_group);
+    let rows_m = m.len() / d.max(1);
+    let blocks = rows_m.div_ceil(gb).max(1);
+    let rows_out = starts.len() - 1;
+    let mut groups = Vec::new();
+    let mut rest = &mut out[..];
+    for o0 in (0..rows_out).step_by(group) {
+        let o1 = (o0 + group).min(rows_out);
+        let (head, tail) = rest.split_at_mut(starts[o1] - starts[o0]);
+        groups.push((o0, o1, head));
+        rest = tail;
+    }
+    let range = |o: usize| starts[o]..starts[o + 1];
+    groups.into_par_iter().for_each(|(o0, o1, out)| {
+        let base = starts[o0];
+        let at = block_offsets(&range, idx, o0..o1, gb, blocks);
+        for (c0, c1) in chunks(d) {
+            let slab = &m[rows_m * c0..rows_m * c1];
+            for t in 0..blocks {
+                for (q, o) in (o0..o1).enumerate() {
+                    let k = at[q * (blocks + 1) + t]..at[q * (blocks + 1) + t + 1];
+                    if !k.is_empty() {
+                        gather::gather_dot_add(
+                            &a[o * d + c0..o * d + c1],
+                            slab,
+                            c1 - c0,
+                            0,
+                            &idx[k.clone()],
+                            &mut out[k.start - base..k.end - base],
+                        );
+                    }
                 }
             }
         }
-        let dense: Vec<bool> = band_nnz
-            .iter()
-            .map(|&c| c > 0 && c as f64 > dense_band * (b * n) as f64)
-            .collect();
-        let sparse_nnz = band_nnz
-            .iter()
-            .zip(&dense)
-            .filter(|(_, &dn)| !dn)
-            .map(|(c, _)| c)
-            .sum();
-        Entries {
-            csr,
-            row_of,
-            lev_of,
-            dense,
-            sparse_nnz,
-        }
-    }
-
-    /// Rows per block of the cache-blocked sparse products: enough rows that each decoder row
-    /// is used about eight times per block (a block reads each decoder row it needs once, so
-    /// sparser codes need taller blocks), at least 32.
-    fn block_rows(&self, b: usize, n: usize) -> usize {
-        let per_row = self.sparse_nnz.div_ceil(b.max(1)).max(1);
-        (8 * n).div_ceil(per_row).max(32).min(b.max(1))
-    }
-
-    /// Sparse-band entries of rows `r0..r1` bucketed by latent (rows ascending within a
-    /// latent): returns the bucket offsets (length n+1) and the entry indices.
-    fn block_columns(&self, r0: usize, r1: usize, n: usize) -> (Vec<usize>, Vec<u32>) {
-        let csr = self.csr;
-        let sparse = |e: &usize| !self.dense[self.lev_of[*e] as usize];
-        let (e0, e1) = (csr.offsets[r0], csr.offsets[r1]);
-        let mut col_start = vec![0usize; n + 1];
-        for e in (e0..e1).filter(sparse) {
-            col_start[csr.idx[e] as usize + 1] += 1;
-        }
-        for j in 0..n {
-            col_start[j + 1] += col_start[j];
-        }
-        let mut cursor = col_start[..n].to_vec();
-        let mut by_col = vec![0u32; col_start[n]];
-        for e in (e0..e1).filter(sparse) {
-            let j = csr.idx[e] as usize;
-            by_col[cursor[j]] = e as u32;
-            cursor[j] += 1;
-        }
-        (col_start, by_col)
-    }
-
-    /// The bucketed entries of every row block, built once per step for the three sparse
-    /// products that traverse them.
-    fn blocks(&self, block: usize, n: usize) -> Blocks {
-        let b = self.csr.offsets.len() - 1;
-        let starts: Vec<usize> = (0..b).step_by(block).collect();
-        Blocks {
-            rows: block,
-            buckets: starts
-                .par_iter()
-                .map(|&r0| self.block_columns(r0, (r0 + block).min(b), n))
-                .collect(),
-        }
-    }
-
-    /// Levels whose bands use dense products.
-    fn dense_levels(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.dense.len()).filter(|&l| self.dense[l])
-    }
-
-    /// The code restricted to band `l`, as a dense B×n matrix.
-    fn band_matrix(&self, l: usize, n: usize, dev: &candle_core::Device) -> Result<Tensor> {
-        let csr = self.csr;
-        let (b, nl) = (csr.offsets.len() - 1, self.dense.len());
-        let mut z = vec![0f32; b * n];
-        for r in 0..b {
-            for e in csr.band(r, l, nl) {
-                z[r * n + csr.idx[e] as usize] = csr.val[e];
-            }
-        }
-        Ok(Tensor::from_vec(z, (b, n), dev)?)
-    }
+    });
 }
 
-#[inline]
-fn axpy(out: &mut [f32], a: f32, x: &[f32]) {
-    for (o, v) in out.iter_mut().zip(x) {
-        *o += a * v;
-    }
-}
-
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // 32 partial sums: the loop vectorises into eight independent accumulator registers, so
-    // that the additions do not wait on one another.
-    const W: usize = 32;
-    let mut acc = [0f32; W];
-    let (ca, cb) = (a.chunks_exact(W), b.chunks_exact(W));
-    let mut s: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for ((s, x), y) in acc.iter_mut().zip(x).zip(y) {
-            *s += x * y;
+/// Reconstructions of every level, [L, B, d]: band sums from one blocked product (band l of
+/// row r is output row l·B + r), then level l = b_pre + bands 0..=l.
+fn reconstruct(csr: &Csr, w: &[f32], d: usize, pre_bias: &[f32], tiling: Tiling) -> Vec<f32> {
+    let (b, nl) = (csr.rows(), csr.levels());
+    let mut out = vec![0f32; b * nl * d];
+    let range = |o: usize| csr.band(o % b, o / b);
+    blocked_spmm(
+        range,
+        &csr.idx,
+        &csr.val,
+        &chunk_major(w, d),
+        d,
+        &mut out,
+        tiling,
+    );
+    for l in 0..nl {
+        let (prev, cur) = out.split_at_mut(l * b * d);
+        let cur = &mut cur[..b * d];
+        if l == 0 {
+            cur.par_chunks_mut(d).for_each(|row| {
+                for (o, p) in row.iter_mut().zip(pre_bias) {
+                    *o += p;
+                }
+            });
+        } else {
+            cur.par_chunks_mut(d)
+                .zip(prev[(l - 1) * b * d..].par_chunks(d))
+                .for_each(|(row, p)| {
+                    for (o, p) in row.iter_mut().zip(p) {
+                        *o += p;
+                    }
+                });
         }
     }
-    s += acc.iter().sum::<f32>();
-    s
+    out
+}
+
+/// Code gradient at every entry (CSR order): dP_e = der_e · C_{lev(e)}[row] · W_dec[j], from
+/// `c` = C as [B, L, d] (row r·L + l of C is band l of row r), one blocked product.
+fn code_grad(csr: &Csr, c: &[f32], w: &[f32], d: usize, tiling: Tiling) -> Vec<f32> {
+    let mut dp = vec![0f32; csr.idx.len()];
+    let starts: Vec<usize> = std::iter::once(csr.offsets[0])
+        .chain(csr.band_end.iter().copied())
+        .collect();
+    blocked_sddmm(&starts, &csr.idx, c, &chunk_major(w, d), d, &mut dp, tiling);
+    dp.par_iter_mut()
+        .zip(csr.der.par_iter())
+        .for_each(|(o, g)| *o *= g);
+    dp
 }
 
 /// Loss and gradients of a TopK / Matryoshka model on a standardised batch `x`.
@@ -485,14 +655,8 @@ fn loss_and_grads_with(
         .to_dtype(candle_core::DType::F32)?
         .contiguous()?;
     let pre_bias = model.pre_bias.to_vec1::<f32>()?;
-    let ent = Entries::new(&csr, b, n, nl, paths.dense_band);
-    let blocks = ent.blocks(ent.block_rows(b, n), n);
-    let bands = ent
-        .dense_levels()
-        .map(|l| Ok((l, ent.band_matrix(l, n, &dev)?)))
-        .collect::<Result<Vec<_>>>()?;
-
-    let recon = reconstruct(&ent, &w_dec, &pre_bias, &bands, &blocks)?;
+    let recon = with_slice(&w_dec, |w| reconstruct(&csr, w, d, &pre_bias, paths.tiling))?;
+    let recon = Tensor::from_vec(recon, (nl, b, d), &dev)?;
 
     // Losses and C_l = Σ_{i ≥ l} w_i ∂ℓ_i/∂X̂_i (suffix sums).
     let mut rec_total: Option<Tensor> = None;
@@ -519,10 +683,12 @@ fn loss_and_grads_with(
         suffix.push(s);
     }
     suffix.reverse();
-    let c = Tensor::stack(&suffix, 0)?.contiguous()?;
+    let c = Tensor::stack(&suffix, 1)?.contiguous()?;
     let g_pre_dec = suffix[0].sum(0)?;
 
-    let dp = code_grad(&ent, &c, &w_dec, &blocks)?;
+    let dp = with_slice(&c, |c| {
+        with_slice(&w_dec, |w| code_grad(&csr, c, w, d, paths.tiling))
+    })??;
 
     let mut counts = vec![0u32; n];
     for (&j, &v) in csr.idx.iter().zip(&csr.val) {
@@ -531,11 +697,7 @@ fn loss_and_grads_with(
         }
     }
     let active = (0..b)
-        .map(|r| {
-            (csr.offsets[r]..csr.band_end[r * nl])
-                .filter(|&e| csr.val[e] != 0.0)
-                .count()
-        })
+        .map(|r| csr.band(r, 0).filter(|&e| csr.val[e] != 0.0).count())
         .sum::<usize>() as f64
         / b as f64;
     let min_positive = if model.config.arch == Arch::Batchtopk {
@@ -548,15 +710,24 @@ fn loss_and_grads_with(
         None
     };
 
-    // When the code is dense enough, the encoder-side sums are one dense matrix product
-    // (x − b_pre)ᵀ·dP, far more cache-friendly than per-entry row updates; dense bands always
-    // take it, since the sparse sums visit only the entries of sparse bands.
-    let dense_dp = !bands.is_empty() || paths.dense_dp.unwrap_or(csr.idx.len() * 16 > b * n);
-    let (g_dec, g_enc_t, g_lat) = param_grads(&ent, &c, &xc, &dp, dense_dp, n, &blocks)?;
-    let mut g_dec = Tensor::from_vec(g_dec, (n, d), &dev)?;
-    for (l, z) in &bands {
-        g_dec = (g_dec + z.t()?.matmul(&c.get(*l)?)?)?;
-    }
+    let csc = Csc::new(&csr, n);
+    let mut g_dec = vec![0f32; n * d];
+    with_slice(&c, |c| {
+        let range = |j: usize| csc.start[j]..csc.start[j + 1];
+        blocked_spmm(
+            range,
+            &csc.vrow,
+            &csc.val,
+            &chunk_major(c, d),
+            d,
+            &mut g_dec,
+            paths.tiling,
+        )
+    })?;
+    let g_dec = Tensor::from_vec(g_dec, (n, d), &dev)?;
+    // A code dense enough makes the encoder gradient (x − b_pre)ᵀ·dP cheaper as one dense
+    // matrix product than as per-latent sums of gathered rows.
+    let dense_dp = paths.dense_dp.unwrap_or(csr.idx.len() * 4 > b * n);
     let (g_enc, g_lat) = if dense_dp {
         let mut dense = vec![0f32; b * n];
         for r in 0..b {
@@ -567,6 +738,29 @@ fn loss_and_grads_with(
         let dense = Tensor::from_vec(dense, (b, n), &dev)?;
         (xc.t()?.matmul(&dense)?, dense.sum(0)?)
     } else {
+        let dp_t: Vec<f32> = csc.entry.iter().map(|&e| dp[e as usize]).collect();
+        let g_lat: Vec<f32> = (0..n)
+            .map(|j| dp_t[csc.start[j]..csc.start[j + 1]].iter().sum())
+            .collect();
+        // Batch row of each entry; with one level it is the row of C.
+        let rows: Vec<u32> = if nl == 1 {
+            csc.vrow.clone()
+        } else {
+            csc.vrow.iter().map(|&v| v / nl as u32).collect()
+        };
+        let mut g_enc_t = vec![0f32; n * d];
+        with_slice(&xc, |xc| {
+            let range = |j: usize| csc.start[j]..csc.start[j + 1];
+            blocked_spmm(
+                range,
+                &rows,
+                &dp_t,
+                &chunk_major(xc, d),
+                d,
+                &mut g_enc_t,
+                paths.tiling,
+            )
+        })?;
         (
             Tensor::from_vec(g_enc_t, (n, d), &dev)?.t()?.contiguous()?,
             Tensor::from_vec(g_lat, n, &dev)?,
@@ -588,175 +782,6 @@ fn loss_and_grads_with(
             min_positive,
         },
     ))
-}
-
-/// Reconstructions of every level, [L, B, d]. Sparse bands: rows are processed in blocks (one
-/// per task); inside a block the entries are visited latent by latent, so each decoder row is
-/// read once per block, and the contribution of each band is accumulated separately in a
-/// buffer [B, L, d]. Dense bands (`bands`: level and B×n band code) add Z_l·W_dec. Level l is
-/// then b_pre + the prefix sum of bands 0..=l.
-fn reconstruct(
-    ent: &Entries,
-    w_dec: &Tensor,
-    pre_bias: &[f32],
-    bands: &[(usize, Tensor)],
-    blocks: &Blocks,
-) -> Result<Tensor> {
-    let block = blocks.rows;
-    let (b, nl) = (ent.csr.offsets.len() - 1, ent.dense.len());
-    let (n, d) = w_dec.dims2()?;
-    let dense = bands
-        .iter()
-        .map(|(l, z)| Ok((*l, z.matmul(w_dec)?.flatten_all()?.to_vec1::<f32>()?)))
-        .collect::<Result<Vec<_>>>()?;
-    let mut recon = vec![0f32; b * nl * d];
-    with_slice(w_dec, |w| {
-        recon
-            .par_chunks_mut(block * nl * d)
-            .enumerate()
-            .for_each(|(bi, out)| {
-                let r0 = bi * block;
-                let (col_start, by_col) = &blocks.buckets[bi];
-                for j in 0..n {
-                    let wj = &w[j * d..(j + 1) * d];
-                    for &e in &by_col[col_start[j]..col_start[j + 1]] {
-                        let e = e as usize;
-                        let (r, l) = (ent.row_of[e] as usize - r0, ent.lev_of[e] as usize);
-                        axpy(
-                            &mut out[(r * nl + l) * d..(r * nl + l + 1) * d],
-                            ent.csr.val[e],
-                            wj,
-                        );
-                    }
-                }
-                for (r, row) in out.chunks_mut(nl * d).enumerate() {
-                    for (l, y) in &dense {
-                        axpy(
-                            &mut row[l * d..(l + 1) * d],
-                            1.0,
-                            &y[(r0 + r) * d..(r0 + r + 1) * d],
-                        );
-                    }
-                    for (o, bp) in row[..d].iter_mut().zip(pre_bias) {
-                        *o += bp;
-                    }
-                    for l in 1..nl {
-                        let (prev, cur) = row.split_at_mut(l * d);
-                        for (o, p) in cur[..d].iter_mut().zip(&prev[(l - 1) * d..]) {
-                            *o += p;
-                        }
-                    }
-                }
-            });
-    })?;
-    Ok(Tensor::from_vec(recon, (b, nl, d), w_dec.device())?
-        .transpose(0, 1)?
-        .contiguous()?)
-}
-
-/// Code gradient at every entry: dP_e = der_e · C_{lev(e)}[row] · W_dec[j], from `c` = C as
-/// [L, B, d]. Sparse bands use the block / latent-major traversal of the reconstruction; dense
-/// bands read the dense product C_l·W_decᵀ.
-fn code_grad(ent: &Entries, c: &Tensor, w_dec: &Tensor, blocks: &Blocks) -> Result<Vec<f32>> {
-    let block = blocks.rows;
-    let csr = ent.csr;
-    let (b, nl) = (csr.offsets.len() - 1, ent.dense.len());
-    let (n, d) = w_dec.dims2()?;
-    let mut dp: Vec<f32> = with_slice(c, |c| {
-        with_slice(w_dec, |w| {
-            let starts: Vec<usize> = (0..b).step_by(block).collect();
-            let per_block: Vec<Vec<f32>> = starts
-                .par_iter()
-                .map(|&r0| {
-                    let r1 = (r0 + block).min(b);
-                    let e0 = csr.offsets[r0];
-                    let mut out = vec![0f32; csr.offsets[r1] - e0];
-                    let (col_start, by_col) = &blocks.buckets[r0 / block];
-                    for j in 0..n {
-                        let wj = &w[j * d..(j + 1) * d];
-                        for &e in &by_col[col_start[j]..col_start[j + 1]] {
-                            let e = e as usize;
-                            let (r, l) = (ent.row_of[e] as usize, ent.lev_of[e] as usize);
-                            out[e - e0] =
-                                csr.der[e] * dot(&c[(l * b + r) * d..(l * b + r + 1) * d], wj);
-                        }
-                    }
-                    out
-                })
-                .collect();
-            per_block.concat()
-        })
-    })??;
-    let w_t = w_dec.t()?;
-    for l in ent.dense_levels() {
-        let q = c.get(l)?.matmul(&w_t)?;
-        with_slice(&q, |q| {
-            for r in 0..b {
-                for e in csr.band(r, l, nl) {
-                    dp[e] = csr.der[e] * q[r * n + csr.idx[e] as usize];
-                }
-            }
-        })?;
-    }
-    Ok(dp)
-}
-
-/// Decoder-gradient rows, transposed encoder-gradient rows and latent-bias gradient of the
-/// sparse bands: per-latent sums over entries (the encoder parts only when not `dense_dp`, and
-/// then empty). Rows are processed in blocks so that the rows of C and x − b_pre a block
-/// touches stay in cache; within a block the entries are bucketed by latent (rows ascending),
-/// and latents are split across threads. The summation order depends only on the data, never
-/// on the thread count.
-fn param_grads(
-    ent: &Entries,
-    c: &Tensor,
-    xc: &Tensor,
-    dp: &[f32],
-    dense_dp: bool,
-    n: usize,
-    blocks: &Blocks,
-) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
-    let csr = ent.csr;
-    let b = csr.offsets.len() - 1;
-    let (_, _, d) = c.dims3()?;
-    let mut g_dec = vec![0f32; n * d];
-    let mut g_enc_t = vec![0f32; if dense_dp { 0 } else { n * d }];
-    let mut g_lat = vec![0f32; if dense_dp { 0 } else { n }];
-    with_slice(c, |c| {
-        with_slice(xc, |xc| {
-            for (col_start, by_col) in &blocks.buckets {
-                let update = |j: usize, gd: &mut [f32], ge: Option<&mut [f32]>, gl: &mut f32| {
-                    let mut ge = ge;
-                    for &e in &by_col[col_start[j]..col_start[j + 1]] {
-                        let e = e as usize;
-                        let r = ent.row_of[e] as usize;
-                        let l = ent.lev_of[e] as usize;
-                        axpy(gd, csr.val[e], &c[(l * b + r) * d..(l * b + r + 1) * d]);
-                        if let Some(ge) = ge.as_deref_mut() {
-                            axpy(ge, dp[e], &xc[r * d..(r + 1) * d]);
-                            *gl += dp[e];
-                        }
-                    }
-                };
-                if dense_dp {
-                    g_dec
-                        .par_chunks_mut(d)
-                        .with_min_len(16)
-                        .enumerate()
-                        .for_each(|(j, gd)| update(j, gd, None, &mut 0.0));
-                } else {
-                    g_dec
-                        .par_chunks_mut(d)
-                        .zip(g_enc_t.par_chunks_mut(d))
-                        .zip(g_lat.par_iter_mut())
-                        .with_min_len(16)
-                        .enumerate()
-                        .for_each(|(j, ((gd, ge), gl))| update(j, gd, Some(ge), gl));
-                }
-            }
-        })
-    })??;
-    Ok((g_dec, g_enc_t, g_lat))
 }
 
 #[cfg(test)]
@@ -801,27 +826,6 @@ mod tests {
         m.latent_bias = Tensor::from_vec(lat, 24, &Device::Cpu).unwrap();
         let xs: Vec<f32> = (0..60).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.3).collect();
         (m, Tensor::from_vec(xs, (10, 6), &Device::Cpu).unwrap())
-    }
-
-    #[test]
-    fn matryoshka_bands_split_between_sparse_and_dense() {
-        // The 0.2 threshold of the reference comparison mixes both paths in one step.
-        let (m, x) = small_case(
-            Arch::Msae,
-            TopkVariant::Relu,
-            MsaeWeighting::Uw,
-            RecLoss::Nmse,
-        );
-        let p = x
-            .broadcast_sub(&m.pre_bias)
-            .unwrap()
-            .matmul(&m.encoder)
-            .unwrap()
-            .broadcast_add(&m.latent_bias)
-            .unwrap();
-        let csr = with_slice(&p, |p| select_rows(p, 10, 24, &m)).unwrap();
-        let ent = Entries::new(&csr, 10, 24, m.level_weights.len(), 0.2);
-        assert!(ent.dense.contains(&true) && ent.dense.contains(&false));
     }
 
     #[test]
@@ -887,18 +891,27 @@ mod tests {
             assert!(applicable(&m));
             let fwd = m.forward_train(&x).unwrap();
             let (lp, g) = m.loss_and_grads(&fwd, None).unwrap();
-            // Bands all sparse, all dense, and (Matryoshka) the upper ones dense.
-            for (dense_dp, dense_band) in [false, true]
+            // Small blocks and groups, so that the blocking itself is exercised.
+            let tilings = [
+                TILING,
+                Tiling {
+                    gather_block: 5,
+                    out_group: 3,
+                },
+            ];
+            for (dense_dp, tiling) in [false, true]
                 .into_iter()
-                .flat_map(|dp| [(dp, 2.0), (dp, 0.0), (dp, 0.2)])
+                .flat_map(|dp| tilings.map(|t| (dp, t)))
             {
                 let paths = Paths {
                     dense_dp: Some(dense_dp),
-                    dense_band,
+                    tiling,
                 };
                 let (fp, fg, extra) = loss_and_grads_with(&m, &x, None, paths).unwrap();
-                let what =
-                    format!("{arch:?} {variant:?} {weighting:?} {lossk:?} {dense_dp} {dense_band}");
+                let what = format!(
+                    "{arch:?} {variant:?} {weighting:?} {lossk:?} {dense_dp} {}",
+                    tiling.gather_block
+                );
                 close(&fp.total, &lp.total, &what);
                 for (i, (a, b)) in fg.0.iter().zip(&g.0).enumerate() {
                     close(a, b, &format!("{what} grad {i}"));
@@ -922,6 +935,52 @@ mod tests {
                         extra.min_positive,
                         crate::sae::activation::min_positive(&fwd.levels[0].z).unwrap()
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fast_path_matches_reference_backward_on_full_chunks() {
+        // d = 136: two full 64-column chunks (the AVX2 kernels where available) and a
+        // remainder; 40 rows × 5 levels give more gathered rows than a small block holds.
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for (arch, variant) in [
+            (Arch::Msae, TopkVariant::Relu),
+            (Arch::Topk, TopkVariant::Relu),
+            (Arch::Batchtopk, TopkVariant::Abs),
+        ] {
+            let cfg = TrainConfig {
+                arch,
+                topk_variant: variant,
+                n_latents: Some(96),
+                k: Some(12),
+                nesting_start: 6,
+                ..Default::default()
+            };
+            let (d, b) = (136, 40);
+            let mut m = Sae::new(&cfg, d, &Device::Cpu).unwrap();
+            m.scale_to_unit_norm().unwrap();
+            let lat: Vec<f32> = (0..96).map(|_| rng.random_range(-0.05..0.05)).collect();
+            m.latent_bias = Tensor::from_vec(lat, 96, &Device::Cpu).unwrap();
+            let xs: Vec<f32> = (0..b * d).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let x = Tensor::from_vec(xs, (b, d), &Device::Cpu).unwrap();
+            let fwd = m.forward_train(&x).unwrap();
+            let (lp, g) = m.loss_and_grads(&fwd, None).unwrap();
+            for (dense_dp, gather_block) in [(false, 1536), (false, 7), (true, 7)] {
+                let paths = Paths {
+                    dense_dp: Some(dense_dp),
+                    tiling: Tiling {
+                        gather_block,
+                        out_group: 4,
+                    },
+                };
+                let (fp, fg, _) = loss_and_grads_with(&m, &x, None, paths).unwrap();
+                let what = format!("{arch:?} {dense_dp} {gather_block}");
+                close(&fp.total, &lp.total, &what);
+                for (i, (a, b)) in fg.0.iter().zip(&g.0).enumerate() {
+                    close(a, b, &format!("{what} grad {i}"));
                 }
             }
         }
