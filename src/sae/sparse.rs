@@ -104,32 +104,51 @@ fn select_rows(p: &[f32], b: usize, n: usize, model: &Sae) -> Csr {
                 let mut bands = vec![0usize; nl];
                 let mut out = Vec::new();
                 if cfg.arch == Arch::Msae {
-                    // Positive entries; negative ones have zero code and zero derivative.
-                    let mut pos: Vec<u32> =
-                        (0..n as u32).filter(|&j| row[j as usize] > 0.0).collect();
-                    let cmp = |a: &u32, c: &u32| {
-                        row[*c as usize].total_cmp(&row[*a as usize]).then(a.cmp(c))
-                    };
+                    // Positive entries as sort keys: the bits of a positive float order like
+                    // the float, so (!bits, latent) ascending = value descending, then lower
+                    // latent first — the order of the dense path, without indirection.
+                    let mut keys: Vec<u64> = (0..n)
+                        .filter(|&j| row[j] > 0.0)
+                        .map(|j| ((!row[j].to_bits() as u64) << 32) | j as u64)
+                        .collect();
                     // Nested selection: top k_{L−2} within all, then k_{L−3} within that, …
-                    let mut prefix = pos.len();
+                    // Band l holds the keys above the threshold of level l−1 and up to that
+                    // of level l: the band of a key is the number of thresholds below it. A
+                    // level that keeps nothing has threshold 0 (every key is larger), the
+                    // last level u64::MAX.
+                    let mut prefix = keys.len();
                     let mut ends = vec![0usize; nl];
-                    ends[nl - 1] = pos.len();
+                    let mut thresholds = vec![u64::MAX; nl];
+                    ends[nl - 1] = keys.len();
                     for l in (0..nl - 1).rev() {
                         let kk = levels[l].min(prefix);
-                        if kk > 0 && kk < prefix {
-                            pos[..prefix].select_nth_unstable_by(kk - 1, cmp);
-                        }
+                        thresholds[l] = if kk == 0 {
+                            0
+                        } else if kk < prefix {
+                            *keys[..prefix].select_nth_unstable(kk - 1).1
+                        } else {
+                            thresholds[l + 1]
+                        };
                         prefix = kk;
                         ends[l] = kk;
                     }
-                    // Latents ascending within each band, as the blocked products need.
+                    let thresholds = &thresholds[..nl - 1];
+                    // One pass over the latents in ascending order places each in its band,
+                    // so every band comes out sorted by latent, as the blocked products need.
+                    let mut cursor = vec![0usize; nl];
                     let mut start = 0;
                     for l in 0..nl {
                         bands[l] = ends[l] - start;
-                        pos[start..ends[l]].sort_unstable();
+                        cursor[l] = start;
                         start = ends[l];
                     }
-                    out.extend(pos.iter().map(|&j| (j, row[j as usize], 1.0f32)));
+                    out.resize(keys.len(), (0, 0.0, 1.0));
+                    for j in (0..n).filter(|&j| row[j] > 0.0) {
+                        let key = ((!row[j].to_bits() as u64) << 32) | j as u64;
+                        let l = thresholds.iter().filter(|&&t| key > t).count();
+                        out[cursor[l]] = (j as u32, row[j], 1.0);
+                        cursor[l] += 1;
+                    }
                 } else {
                     let k = levels[0].min(n);
                     let by_abs = matches!(variant, TopkVariant::Abs | TopkVariant::Absrelu);
@@ -165,29 +184,46 @@ fn select_rows(p: &[f32], b: usize, n: usize, model: &Sae) -> Csr {
             },
         )
         .collect();
-    let total: usize = rows.iter().map(|r| r.0.len()).sum();
-    let mut csr = Csr {
-        offsets: Vec::with_capacity(b + 1),
-        band_end: Vec::with_capacity(b * nl),
-        idx: Vec::with_capacity(total),
-        val: Vec::with_capacity(total),
-        der: Vec::with_capacity(total),
-    };
-    csr.offsets.push(0);
-    for (entries, bands) in rows {
-        let mut end = csr.idx.len();
+    let mut offsets = Vec::with_capacity(b + 1);
+    let mut band_end = Vec::with_capacity(b * nl);
+    offsets.push(0);
+    for (entries, bands) in &rows {
+        let mut end = offsets[offsets.len() - 1];
         for len in bands {
             end += len;
-            csr.band_end.push(end);
+            band_end.push(end);
         }
-        for (j, v, d) in entries {
-            csr.idx.push(j);
-            csr.val.push(v);
-            csr.der.push(d);
-        }
-        csr.offsets.push(csr.idx.len());
+        offsets.push(end + entries.len() - bands.iter().sum::<usize>());
     }
-    csr
+    let total = offsets[b];
+    let (mut idx, mut val, mut der) = (vec![0u32; total], vec![0f32; total], vec![0f32; total]);
+    // Each row's entries are copied into its own slice of the CSR arrays, rows in parallel.
+    let mut slices = Vec::with_capacity(b);
+    let (mut ri, mut rv, mut rd) = (&mut idx[..], &mut val[..], &mut der[..]);
+    for (entries, _) in &rows {
+        let len = entries.len();
+        let (a, ta) = ri.split_at_mut(len);
+        let (v, tv) = rv.split_at_mut(len);
+        let (g, tg) = rd.split_at_mut(len);
+        slices.push((a, v, g));
+        (ri, rv, rd) = (ta, tv, tg);
+    }
+    rows.par_iter()
+        .zip(slices)
+        .for_each(|((entries, _), (a, v, g))| {
+            for (k, &(j, z, d)) in entries.iter().enumerate() {
+                a[k] = j;
+                v[k] = z;
+                g[k] = d;
+            }
+        });
+    Csr {
+        offsets,
+        band_end,
+        idx,
+        val,
+        der,
+    }
 }
 
 /// Flat indices (ascending) of the `total` largest keys of `p` under the order of
@@ -323,7 +359,7 @@ struct Csc {
     vrow: Vec<u32>,
     /// Code value.
     val: Vec<f32>,
-    /// Index of the entry in the CSR arrays.
+    /// Index of the entry in the CSR arrays (empty unless asked for).
     entry: Vec<u32>,
 }
 
@@ -335,7 +371,7 @@ impl Csc {
     /// Transposes `csr` by a counting sort over parts of rows: each part counts its entries
     /// per latent, a prefix sum over (latent, part) gives every part its own output positions,
     /// and the parts then scatter their entries in parallel.
-    fn new(csr: &Csr, n: usize) -> Csc {
+    fn new(csr: &Csr, n: usize, with_entry: bool) -> Csc {
         let (b, nl) = (csr.rows(), csr.levels());
         let parts: Vec<(usize, usize)> = (0..b)
             .step_by(TRANSPOSE_ROWS)
@@ -367,7 +403,7 @@ impl Csc {
             start,
             vrow: vec![0; nnz],
             val: vec![0.0; nnz],
-            entry: vec![0; nnz],
+            entry: vec![0; if with_entry { nnz } else { 0 }],
         };
         // Each part writes only the positions it was given above.
         struct Out(*mut u32, *mut f32, *mut u32);
@@ -393,7 +429,9 @@ impl Csc {
                             unsafe {
                                 *out.0.add(k) = (r * nl + l) as u32;
                                 *out.1.add(k) = csr.val[e];
-                                *out.2.add(k) = e as u32;
+                                if with_entry {
+                                    *out.2.add(k) = e as u32;
+                                }
                             }
                             cursor[j] = k + 1;
                         }
@@ -421,21 +459,21 @@ const TILING: Tiling = Tiling {
     out_group: 512,
 };
 
-/// Column chunks of a width-`d` row: (start, end) pairs of at most [`gather::CHUNK`] columns.
-fn chunks(d: usize) -> impl Iterator<Item = (usize, usize)> {
+/// Column chunks of a width-`d` row: (start, end) pairs of at most `width` columns.
+fn chunks(d: usize, width: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..d)
-        .step_by(gather::CHUNK)
-        .map(move |c0| (c0, (c0 + gather::CHUNK).min(d)))
+        .step_by(width)
+        .map(move |c0| (c0, (c0 + width).min(d)))
 }
 
 /// `m` (rows × d, row-major) rearranged chunk-major: for each column chunk of [`chunks`], a
 /// contiguous rows × width slab. The rows of a block of a slab then lie on few memory pages,
 /// which the gathers of [`blocked_spmm`] need (row-major, a 64-float piece of each row would
 /// sit on its own page).
-fn chunk_major(m: &[f32], d: usize) -> Vec<f32> {
+fn chunk_major(m: &[f32], d: usize, width: usize) -> Vec<f32> {
     let rows = m.len() / d.max(1);
     let mut out = vec![0f32; m.len()];
-    for (c0, c1) in chunks(d) {
+    for (c0, c1) in chunks(d, width) {
         let w = c1 - c0;
         out[rows * c0..rows * c1]
             .par_chunks_mut(w * 256)
@@ -497,12 +535,14 @@ fn blocked_spmm(
     let (gb, group) = (tiling.gather_block, tiling.out_group);
     let rows_m = m.len() / d.max(1);
     let blocks = rows_m.div_ceil(gb).max(1);
+    let width = gather::CHUNK;
+    let m = &chunk_major(m, d, width);
     out.par_chunks_mut(group * d)
         .enumerate()
         .for_each(|(gi, out)| {
             let o0 = gi * group;
             let at = block_offsets(&range, idx, o0..o0 + out.len() / d, gb, blocks);
-            for (c0, c1) in chunks(d) {
+            for (c0, c1) in chunks(d, width) {
                 let slab = &m[rows_m * c0..rows_m * c1];
                 for t in 0..blocks {
                     for (q, out_row) in out.chunks_mut(d).enumerate() {
@@ -518,7 +558,7 @@ fn blocked_spmm(
 }
 
 /// `out[k] += a[o] · m[idx[k]]` for every output row o and entry k ∈ starts[o]..starts[o+1],
-/// where `a` is row-major of width d, `m` chunk-major as in [`blocked_spmm`], and the entries
+/// where `a` and `m` are row-major of width d (`m` taken chunk-major), and the entries
 /// of each output row are sorted by `idx`. Blocked like [`blocked_spmm`]; each chunk's partial
 /// dot products are added to `out`.
 fn blocked_sddmm(
@@ -533,6 +573,8 @@ fn blocked_sddmm(
     let (gb, group) = (tiling.gather_block, tiling.out_group);
     let rows_m = m.len() / d.max(1);
     let blocks = rows_m.div_ceil(gb).max(1);
+    let width = gather::CHUNK;
+    let m = &chunk_major(m, d, width);
     let rows_out = starts.len() - 1;
     let mut groups = Vec::new();
     let mut rest = &mut out[..];
@@ -546,7 +588,7 @@ fn blocked_sddmm(
     groups.into_par_iter().for_each(|(o0, o1, out)| {
         let base = starts[o0];
         let at = block_offsets(&range, idx, o0..o1, gb, blocks);
-        for (c0, c1) in chunks(d) {
+        for (c0, c1) in chunks(d, width) {
             let slab = &m[rows_m * c0..rows_m * c1];
             for t in 0..blocks {
                 for (q, o) in (o0..o1).enumerate() {
@@ -573,15 +615,7 @@ fn reconstruct(csr: &Csr, w: &[f32], d: usize, pre_bias: &[f32], tiling: Tiling)
     let (b, nl) = (csr.rows(), csr.levels());
     let mut out = vec![0f32; b * nl * d];
     let range = |o: usize| csr.band(o % b, o / b);
-    blocked_spmm(
-        range,
-        &csr.idx,
-        &csr.val,
-        &chunk_major(w, d),
-        d,
-        &mut out,
-        tiling,
-    );
+    blocked_spmm(range, &csr.idx, &csr.val, w, d, &mut out, tiling);
     for l in 0..nl {
         let (prev, cur) = out.split_at_mut(l * b * d);
         let cur = &mut cur[..b * d];
@@ -611,7 +645,7 @@ fn code_grad(csr: &Csr, c: &[f32], w: &[f32], d: usize, tiling: Tiling) -> Vec<f
     let starts: Vec<usize> = std::iter::once(csr.offsets[0])
         .chain(csr.band_end.iter().copied())
         .collect();
-    blocked_sddmm(&starts, &csr.idx, c, &chunk_major(w, d), d, &mut dp, tiling);
+    blocked_sddmm(&starts, &csr.idx, c, w, d, &mut dp, tiling);
     dp.par_iter_mut()
         .zip(csr.der.par_iter())
         .for_each(|(o, g)| *o *= g);
@@ -710,31 +744,23 @@ fn loss_and_grads_with(
         None
     };
 
-    let csc = Csc::new(&csr, n);
-    let mut g_dec = vec![0f32; n * d];
-    with_slice(&c, |c| {
-        let range = |j: usize| csc.start[j]..csc.start[j + 1];
-        blocked_spmm(
-            range,
-            &csc.vrow,
-            &csc.val,
-            &chunk_major(c, d),
-            d,
-            &mut g_dec,
-            paths.tiling,
-        )
-    })?;
-    let g_dec = Tensor::from_vec(g_dec, (n, d), &dev)?;
     // A code dense enough makes the encoder gradient (x − b_pre)ᵀ·dP cheaper as one dense
     // matrix product than as per-latent sums of gathered rows.
     let dense_dp = paths.dense_dp.unwrap_or(csr.idx.len() * 4 > b * n);
+    let csc = Csc::new(&csr, n, !dense_dp);
+    let mut g_dec = vec![0f32; n * d];
+    with_slice(&c, |c| {
+        let range = |j: usize| csc.start[j]..csc.start[j + 1];
+        blocked_spmm(range, &csc.vrow, &csc.val, c, d, &mut g_dec, paths.tiling)
+    })?;
+    let g_dec = Tensor::from_vec(g_dec, (n, d), &dev)?;
     let (g_enc, g_lat) = if dense_dp {
         let mut dense = vec![0f32; b * n];
-        for r in 0..b {
+        dense.par_chunks_mut(n).enumerate().for_each(|(r, row)| {
             for e in csr.offsets[r]..csr.offsets[r + 1] {
-                dense[r * n + csr.idx[e] as usize] = dp[e];
+                row[csr.idx[e] as usize] = dp[e];
             }
-        }
+        });
         let dense = Tensor::from_vec(dense, (b, n), &dev)?;
         (xc.t()?.matmul(&dense)?, dense.sum(0)?)
     } else {
@@ -751,15 +777,7 @@ fn loss_and_grads_with(
         let mut g_enc_t = vec![0f32; n * d];
         with_slice(&xc, |xc| {
             let range = |j: usize| csc.start[j]..csc.start[j + 1];
-            blocked_spmm(
-                range,
-                &rows,
-                &dp_t,
-                &chunk_major(xc, d),
-                d,
-                &mut g_enc_t,
-                paths.tiling,
-            )
+            blocked_spmm(range, &rows, &dp_t, xc, d, &mut g_enc_t, paths.tiling)
         })?;
         (
             Tensor::from_vec(g_enc_t, (n, d), &dev)?.t()?.contiguous()?,
