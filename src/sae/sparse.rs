@@ -470,9 +470,9 @@ fn chunks(d: usize, width: usize) -> impl Iterator<Item = (usize, usize)> {
 /// contiguous rows × width slab. The rows of a block of a slab then lie on few memory pages,
 /// which the gathers of [`blocked_spmm`] need (row-major, a 64-float piece of each row would
 /// sit on its own page).
-fn chunk_major(m: &[f32], d: usize, width: usize) -> Vec<f32> {
+fn chunk_major(m: &[f32], d: usize, width: usize) -> gather::AlignedBuf {
     let rows = m.len() / d.max(1);
-    let mut out = vec![0f32; m.len()];
+    let mut out = gather::AlignedBuf::zeros(m.len());
     for (c0, c1) in chunks(d, width) {
         let w = c1 - c0;
         out[rows * c0..rows * c1]
@@ -690,39 +690,29 @@ fn loss_and_grads_with(
         .contiguous()?;
     let pre_bias = model.pre_bias.to_vec1::<f32>()?;
     let recon = with_slice(&w_dec, |w| reconstruct(&csr, w, d, &pre_bias, paths.tiling))?;
-    let recon = Tensor::from_vec(recon, (nl, b, d), &dev)?;
 
-    // Losses and C_l = Σ_{i ≥ l} w_i ∂ℓ_i/∂X̂_i (suffix sums).
-    let mut rec_total: Option<Tensor> = None;
-    let mut grads_l = Vec::with_capacity(nl);
-    for l in 0..nl {
-        let w = model.level_weights[l];
-        let lg = loss::reconstruction(model.config.loss, &recon.get(l)?, x, nmse_reference, true)?;
-        let v = (lg.value * w)?;
-        rec_total = Some(match rec_total {
-            Some(t) => (t + v)?,
-            None => v,
-        });
-        let g = lg
-            .grad
-            .ok_or_else(|| SaeError::Config("missing gradient".into()))?;
-        grads_l.push(if w == 1.0 { g } else { (g * w)? });
+    // Losses and C_l = Σ_{i ≥ l} w_i ∂ℓ_i/∂X̂_i (suffix sums), C as [B, L, d].
+    let reference = nmse_reference.map(|m| m.to_vec1::<f32>()).transpose()?;
+    let (rec_total, c) = with_slice(x, |x| {
+        loss::nested_levels(
+            model.config.loss,
+            &recon,
+            x,
+            reference.as_deref(),
+            &model.level_weights,
+            d,
+        )
+    })?;
+    drop(recon);
+    let mut g_pre_dec = vec![0f32; d];
+    for row in c.chunks(nl * d) {
+        for (g, v) in g_pre_dec.iter_mut().zip(&row[..d]) {
+            *g += v;
+        }
     }
-    let mut suffix = vec![grads_l[nl - 1].clone()];
-    for l in (0..nl - 1).rev() {
-        let s = (&grads_l[l]
-            + suffix
-                .last()
-                .ok_or_else(|| SaeError::Config("no level".into()))?)?;
-        suffix.push(s);
-    }
-    suffix.reverse();
-    let c = Tensor::stack(&suffix, 1)?.contiguous()?;
-    let g_pre_dec = suffix[0].sum(0)?;
+    let g_pre_dec = Tensor::from_vec(g_pre_dec, d, &dev)?;
 
-    let dp = with_slice(&c, |c| {
-        with_slice(&w_dec, |w| code_grad(&csr, c, w, d, paths.tiling))
-    })??;
+    let dp = with_slice(&w_dec, |w| code_grad(&csr, &c, w, d, paths.tiling))?;
 
     let mut counts = vec![0u32; n];
     for (&j, &v) in csr.idx.iter().zip(&csr.val) {
@@ -749,10 +739,9 @@ fn loss_and_grads_with(
     let dense_dp = paths.dense_dp.unwrap_or(csr.idx.len() * 4 > b * n);
     let csc = Csc::new(&csr, n, !dense_dp);
     let mut g_dec = vec![0f32; n * d];
-    with_slice(&c, |c| {
-        let range = |j: usize| csc.start[j]..csc.start[j + 1];
-        blocked_spmm(range, &csc.vrow, &csc.val, c, d, &mut g_dec, paths.tiling)
-    })?;
+    let range = |j: usize| csc.start[j]..csc.start[j + 1];
+    blocked_spmm(range, &csc.vrow, &csc.val, &c, d, &mut g_dec, paths.tiling);
+    drop(c);
     let g_dec = Tensor::from_vec(g_dec, (n, d), &dev)?;
     let (g_enc, g_lat) = if dense_dp {
         let mut dense = vec![0f32; b * n];
@@ -785,7 +774,7 @@ fn loss_and_grads_with(
         )
     };
     let g_pre = (g_pre_dec - model.encoder.matmul(&g_lat.unsqueeze(1)?)?.squeeze(1)?)?;
-    let rec = rec_total.ok_or_else(|| SaeError::Config("no level".into()))?;
+    let rec = Tensor::new(rec_total as f32, &dev)?;
     let zero = Tensor::zeros((), candle_core::DType::F32, &dev)?;
     Ok((
         LossParts {
