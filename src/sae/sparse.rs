@@ -84,6 +84,85 @@ struct Csr {
 /// One row's entries (latent, value, derivative) and the length of each level band.
 type RowEntries = (Vec<(u32, f32, f32)>, Vec<usize>);
 
+/// Buckets of the value histogram in [`nested_thresholds`]: the top 11 bits of a positive
+/// float (exponent and three mantissa bits).
+const HIST_BUCKETS: usize = 2048;
+
+/// Sort key of a positive code value at latent j: the bits of a positive float order like the
+/// float, so keys ascending = values descending, then lower latent first — the order of the
+/// dense path.
+#[inline]
+fn rank_key(v: f32, j: usize) -> u64 {
+    ((!v.to_bits() as u64) << 32) | j as u64
+}
+
+/// Matryoshka level boundaries of one row of pre-activations: for each level but the last,
+/// the key ([`rank_key`]) of its last kept entry among the positive values (0 when it keeps
+/// nothing, u64::MAX when it keeps them all), and the number of entries each level keeps.
+///
+/// A histogram over the top bits of the values finds the bucket holding each boundary; only
+/// the members of those few buckets are ranked exactly, so the row is read a few times and
+/// never sorted. `hist` is scratch space of [`HIST_BUCKETS`] counters.
+fn nested_thresholds(row: &[f32], levels: &[usize], hist: &mut [u32]) -> (Vec<u64>, Vec<usize>) {
+    let nl = levels.len();
+    hist.fill(0);
+    let mut npos = 0;
+    for &v in row {
+        if v > 0.0 {
+            hist[(v.to_bits() >> 20) as usize] += 1;
+            npos += 1;
+        }
+    }
+    let ends: Vec<usize> = (0..nl)
+        .map(|l| {
+            if l + 1 == nl {
+                npos
+            } else {
+                levels[l].min(npos)
+            }
+        })
+        .collect();
+    let mut thresholds = vec![u64::MAX; nl - 1];
+    // (level, bucket, rank within the bucket) of every boundary inside the positives.
+    let mut cuts: Vec<(usize, usize, usize)> = Vec::new();
+    let mut pending = (0..nl - 1).filter(|&l| levels[l] < npos).peekable();
+    let mut above = 0;
+    for h in (0..HIST_BUCKETS).rev() {
+        let count = hist[h] as usize;
+        while let Some(&l) = pending.peek() {
+            if levels[l] > above + count {
+                break;
+            }
+            if levels[l] == 0 {
+                thresholds[l] = 0;
+            } else {
+                cuts.push((l, h, levels[l] - above));
+            }
+            pending.next();
+        }
+        above += count;
+        if pending.peek().is_none() {
+            break;
+        }
+    }
+    let mut members: Vec<u64> = Vec::new();
+    let mut last_bucket = usize::MAX;
+    for &(l, h, rank) in &cuts {
+        if h != last_bucket {
+            members.clear();
+            members.extend(
+                row.iter()
+                    .enumerate()
+                    .filter(|(_, &v)| v > 0.0 && (v.to_bits() >> 20) as usize == h)
+                    .map(|(j, &v)| rank_key(v, j)),
+            );
+            last_bucket = h;
+        }
+        thresholds[l] = *members.select_nth_unstable(rank - 1).1;
+    }
+    (thresholds, ends)
+}
+
 /// Per-row selection: entries (latent, value, derivative) grouped by level band.
 fn select_rows(p: &[f32], b: usize, n: usize, model: &Sae) -> Csr {
     let cfg = &model.config;
@@ -98,41 +177,13 @@ fn select_rows(p: &[f32], b: usize, n: usize, model: &Sae) -> Csr {
     let rows: Vec<RowEntries> = (0..b)
         .into_par_iter()
         .map_init(
-            || vec![0u32; n],
-            |buf, r| {
+            || (vec![0u32; n], vec![0u32; HIST_BUCKETS]),
+            |(buf, hist), r| {
                 let row = &p[r * n..(r + 1) * n];
                 let mut bands = vec![0usize; nl];
                 let mut out = Vec::new();
                 if cfg.arch == Arch::Msae {
-                    // Positive entries as sort keys: the bits of a positive float order like
-                    // the float, so (!bits, latent) ascending = value descending, then lower
-                    // latent first — the order of the dense path, without indirection.
-                    let mut keys: Vec<u64> = (0..n)
-                        .filter(|&j| row[j] > 0.0)
-                        .map(|j| ((!row[j].to_bits() as u64) << 32) | j as u64)
-                        .collect();
-                    // Nested selection: top k_{L−2} within all, then k_{L−3} within that, …
-                    // Band l holds the keys above the threshold of level l−1 and up to that
-                    // of level l: the band of a key is the number of thresholds below it. A
-                    // level that keeps nothing has threshold 0 (every key is larger), the
-                    // last level u64::MAX.
-                    let mut prefix = keys.len();
-                    let mut ends = vec![0usize; nl];
-                    let mut thresholds = vec![u64::MAX; nl];
-                    ends[nl - 1] = keys.len();
-                    for l in (0..nl - 1).rev() {
-                        let kk = levels[l].min(prefix);
-                        thresholds[l] = if kk == 0 {
-                            0
-                        } else if kk < prefix {
-                            *keys[..prefix].select_nth_unstable(kk - 1).1
-                        } else {
-                            thresholds[l + 1]
-                        };
-                        prefix = kk;
-                        ends[l] = kk;
-                    }
-                    let thresholds = &thresholds[..nl - 1];
+                    let (thresholds, ends) = nested_thresholds(row, &levels, hist);
                     // One pass over the latents in ascending order places each in its band,
                     // so every band comes out sorted by latent, as the blocked products need.
                     let mut cursor = vec![0usize; nl];
@@ -142,9 +193,9 @@ fn select_rows(p: &[f32], b: usize, n: usize, model: &Sae) -> Csr {
                         cursor[l] = start;
                         start = ends[l];
                     }
-                    out.resize(keys.len(), (0, 0.0, 1.0));
+                    out.resize(ends[nl - 1], (0, 0.0, 1.0));
                     for j in (0..n).filter(|&j| row[j] > 0.0) {
-                        let key = ((!row[j].to_bits() as u64) << 32) | j as u64;
+                        let key = rank_key(row[j], j);
                         let l = thresholds.iter().filter(|&&t| key > t).count();
                         out[cursor[l]] = (j as u32, row[j], 1.0);
                         cursor[l] += 1;
@@ -989,6 +1040,44 @@ mod tests {
                 for (i, (a, b)) in fg.0.iter().zip(&g.0).enumerate() {
                     close(a, b, &format!("{what} grad {i}"));
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn nested_thresholds_match_a_full_sort() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let levels = [2usize, 4, 8, 16, 32, 64, 100];
+        let mut hist = vec![0u32; HIST_BUCKETS];
+        for case in 0..60 {
+            let n = 100;
+            // Few distinct values (ties decided by the latent), some rows mostly negative, one
+            // without any positive value, and wide-ranging magnitudes.
+            let row: Vec<f32> = (0..n)
+                .map(|_| match case % 4 {
+                    0 => (rng.random_range(-20i32..20) as f32) * 0.25,
+                    1 => rng.random_range(-3.0f32..0.5),
+                    2 => -1.0,
+                    _ => rng.random_range(-1.0f32..1.0) * 10f32.powi(rng.random_range(-6..6)),
+                })
+                .collect();
+            let mut keys: Vec<u64> = (0..n)
+                .filter(|&j| row[j] > 0.0)
+                .map(|j| rank_key(row[j], j))
+                .collect();
+            keys.sort_unstable();
+            let (thresholds, ends) = nested_thresholds(&row, &levels, &mut hist);
+            assert_eq!(ends[levels.len() - 1], keys.len(), "case {case}");
+            for l in 0..levels.len() - 1 {
+                let k = levels[l].min(keys.len());
+                assert_eq!(ends[l], k, "case {case} level {l}");
+                let want = if k < keys.len() {
+                    keys[k - 1]
+                } else {
+                    u64::MAX
+                };
+                assert_eq!(thresholds[l], want, "case {case} level {l}");
             }
         }
     }
