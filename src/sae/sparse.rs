@@ -96,31 +96,41 @@ fn rank_key(v: f32, j: usize) -> u64 {
     ((!v.to_bits() as u64) << 32) | j as u64
 }
 
-/// Matryoshka level boundaries of one row of pre-activations: for each level but the last,
-/// the key ([`rank_key`]) of its last kept entry among the positive values (0 when it keeps
+/// Indices of the positive entries of `row`, ascending, written into `pos` (resized). The
+/// loop has no data-dependent branch: random signs would make every other branch a miss.
+fn positives(row: &[f32], pos: &mut Vec<u32>) {
+    pos.resize(row.len(), 0);
+    let mut m = 0;
+    for (j, &v) in row.iter().enumerate() {
+        pos[m] = j as u32;
+        m += (v > 0.0) as usize;
+    }
+    pos.truncate(m);
+}
+
+/// Matryoshka level boundaries of one row of pre-activations whose positive entries are `pos`:
+/// for each level but the last, the key ([`rank_key`]) of its last kept entry (0 when it keeps
 /// nothing, u64::MAX when it keeps them all), and the number of entries each level keeps.
 ///
 /// A histogram over the top bits of the values finds the bucket holding each boundary; only
-/// the members of those few buckets are ranked exactly, so the row is read a few times and
-/// never sorted. `hist` is scratch space of [`HIST_BUCKETS`] counters.
-fn nested_thresholds(row: &[f32], levels: &[usize], hist: &mut [u32]) -> (Vec<u64>, Vec<usize>) {
+/// the members of those few buckets are ranked exactly, so nothing is sorted and the loops
+/// over the entries have no data-dependent branches. `hist` is scratch space of
+/// [`HIST_BUCKETS`] counters.
+fn nested_thresholds(
+    row: &[f32],
+    pos: &[u32],
+    levels: &[usize],
+    hist: &mut [u32],
+) -> (Vec<u64>, Vec<usize>) {
     let nl = levels.len();
+    let npos = pos.len();
+    let bucket = |j: u32| (row[j as usize].to_bits() >> 20) as usize;
     hist.fill(0);
-    let mut npos = 0;
-    for &v in row {
-        if v > 0.0 {
-            hist[(v.to_bits() >> 20) as usize] += 1;
-            npos += 1;
-        }
+    for &j in pos {
+        hist[bucket(j)] += 1;
     }
     let ends: Vec<usize> = (0..nl)
-        .map(|l| {
-            if l + 1 == nl {
-                npos
-            } else {
-                levels[l].min(npos)
-            }
-        })
+        .map(|l| if l + 1 == nl { npos } else { levels[l].min(npos) })
         .collect();
     let mut thresholds = vec![u64::MAX; nl - 1];
     // (level, bucket, rank within the bucket) of every boundary inside the positives.
@@ -145,26 +155,39 @@ fn nested_thresholds(row: &[f32], levels: &[usize], hist: &mut [u32]) -> (Vec<u6
             break;
         }
     }
-    let mut members: Vec<u64> = Vec::new();
+    // Keys of the entries in boundary buckets, gathered in one pass (the histogram is reused
+    // as the mark of those buckets).
+    hist.fill(0);
+    for &(_, h, _) in &cuts {
+        hist[h] = 1;
+    }
+    let mut members = vec![0u64; npos];
+    let mut m = 0;
+    for &j in pos {
+        members[m] = rank_key(row[j as usize], j as usize);
+        m += hist[bucket(j)] as usize;
+    }
+    members.truncate(m);
+    let mut in_bucket: Vec<u64> = Vec::new();
     let mut last_bucket = usize::MAX;
     for &(l, h, rank) in &cuts {
         if h != last_bucket {
-            members.clear();
-            members.extend(
-                row.iter()
-                    .enumerate()
-                    .filter(|(_, &v)| v > 0.0 && (v.to_bits() >> 20) as usize == h)
-                    .map(|(j, &v)| rank_key(v, j)),
+            in_bucket.clear();
+            in_bucket.extend(
+                members
+                    .iter()
+                    .filter(|&&k| ((!(k >> 32) as u32) >> 20) as usize == h),
             );
             last_bucket = h;
         }
-        thresholds[l] = *members.select_nth_unstable(rank - 1).1;
+        thresholds[l] = *in_bucket.select_nth_unstable(rank - 1).1;
     }
     (thresholds, ends)
 }
 
-/// Per-row selection: entries (latent, value, derivative) grouped by level band.
-fn select_rows(p: &[f32], b: usize, n: usize, model: &Sae) -> Csr {
+/// Per-row selection on the pre-activations `p` + `bias` (a B×n matrix without the latent
+/// bias, and that bias): entries (latent, value, derivative) grouped by level band.
+fn select_rows(p: &[f32], bias: &[f32], b: usize, n: usize, model: &Sae) -> Csr {
     let cfg = &model.config;
     let variant = cfg.topk_variant;
     let levels: Vec<usize> = if cfg.arch == Arch::Msae {
@@ -177,13 +200,17 @@ fn select_rows(p: &[f32], b: usize, n: usize, model: &Sae) -> Csr {
     let rows: Vec<RowEntries> = (0..b)
         .into_par_iter()
         .map_init(
-            || (vec![0u32; n], vec![0u32; HIST_BUCKETS]),
-            |(buf, hist), r| {
-                let row = &p[r * n..(r + 1) * n];
+            || (vec![0u32; n], vec![0u32; HIST_BUCKETS], Vec::new(), vec![0f32; n]),
+            |(buf, hist, pos, biased), r| {
+                for ((o, v), c) in biased.iter_mut().zip(&p[r * n..(r + 1) * n]).zip(bias) {
+                    *o = v + c;
+                }
+                let row = &biased[..];
                 let mut bands = vec![0usize; nl];
                 let mut out = Vec::new();
                 if cfg.arch == Arch::Msae {
-                    let (thresholds, ends) = nested_thresholds(row, &levels, hist);
+                    positives(row, pos);
+                    let (thresholds, ends) = nested_thresholds(row, pos, &levels, hist);
                     // One pass over the latents in ascending order places each in its band,
                     // so every band comes out sorted by latent, as the blocked products need.
                     let mut cursor = vec![0usize; nl];
@@ -194,7 +221,8 @@ fn select_rows(p: &[f32], b: usize, n: usize, model: &Sae) -> Csr {
                         start = ends[l];
                     }
                     out.resize(ends[nl - 1], (0, 0.0, 1.0));
-                    for j in (0..n).filter(|&j| row[j] > 0.0) {
+                    for &j in pos.iter() {
+                        let j = j as usize;
                         let key = rank_key(row[j], j);
                         let l = thresholds.iter().filter(|&&t| key > t).count();
                         out[cursor[l]] = (j as u32, row[j], 1.0);
@@ -722,18 +750,25 @@ fn loss_and_grads_with(
     let (b, d) = x.dims2()?;
     let n = model.n;
     let dev = model.device().clone();
+    let prof = std::env::var("MSAE_PROF").is_ok();
+    let mut t0 = std::time::Instant::now();
+    let mut tick = |what: &str| { if prof { eprintln!("  {what}: {:.3}s", t0.elapsed().as_secs_f64()); } t0 = std::time::Instant::now(); };
     let xc = x.broadcast_sub(&model.pre_bias)?;
     let p = xc
-        .matmul(&model.encoder)?
-        .broadcast_add(&model.latent_bias)?;
-    let csr = with_slice(&p, |p| {
-        if model.config.arch == Arch::Batchtopk {
-            select_batch(p, b, n, model)
-        } else {
-            select_rows(p, b, n, model)
-        }
-    })?;
+        .matmul(&model.encoder)?;
+    tick("matmul");
+    // Per-row selection adds the latent bias row by row, in cache; the batch-wide one needs
+    // the whole biased matrix.
+    let csr = if model.config.arch == Arch::Batchtopk {
+        let p = p.broadcast_add(&model.latent_bias)?;
+        with_slice(&p, |p| select_batch(p, b, n, model))?
+    } else {
+        let bias = model.latent_bias.to_vec1::<f32>()?;
+        with_slice(&p, |p| select_rows(p, &bias, b, n, model))?
+    };
+    tick("bias");
     drop(p);
+    tick("encoder+select");
     let nl = model.level_weights.len();
     let w_dec = model
         .decoder
@@ -741,6 +776,7 @@ fn loss_and_grads_with(
         .contiguous()?;
     let pre_bias = model.pre_bias.to_vec1::<f32>()?;
     let recon = with_slice(&w_dec, |w| reconstruct(&csr, w, d, &pre_bias, paths.tiling))?;
+    tick("recon");
 
     // Losses and C_l = Σ_{i ≥ l} w_i ∂ℓ_i/∂X̂_i (suffix sums), C as [B, L, d].
     let reference = nmse_reference.map(|m| m.to_vec1::<f32>()).transpose()?;
@@ -762,9 +798,11 @@ fn loss_and_grads_with(
         }
     }
     let g_pre_dec = Tensor::from_vec(g_pre_dec, d, &dev)?;
+    tick("loss");
 
     let dp = with_slice(&w_dec, |w| code_grad(&csr, &c, w, d, paths.tiling))?;
 
+    tick("code_grad");
     let mut counts = vec![0u32; n];
     for (&j, &v) in csr.idx.iter().zip(&csr.val) {
         if v != 0.0 {
@@ -789,11 +827,13 @@ fn loss_and_grads_with(
     // matrix product than as per-latent sums of gathered rows.
     let dense_dp = paths.dense_dp.unwrap_or(csr.idx.len() * 4 > b * n);
     let csc = Csc::new(&csr, n, !dense_dp);
+    tick("transpose");
     let mut g_dec = vec![0f32; n * d];
     let range = |j: usize| csc.start[j]..csc.start[j + 1];
     blocked_spmm(range, &csc.vrow, &csc.val, &c, d, &mut g_dec, paths.tiling);
     drop(c);
     let g_dec = Tensor::from_vec(g_dec, (n, d), &dev)?;
+    tick("dec_grad");
     let (g_enc, g_lat) = if dense_dp {
         let mut dense = vec![0f32; b * n];
         dense.par_chunks_mut(n).enumerate().for_each(|(r, row)| {
@@ -824,6 +864,7 @@ fn loss_and_grads_with(
             Tensor::from_vec(g_lat, n, &dev)?,
         )
     };
+    tick("enc_grad");
     let g_pre = (g_pre_dec - model.encoder.matmul(&g_lat.unsqueeze(1)?)?.squeeze(1)?)?;
     let rec = Tensor::new(rec_total as f32, &dev)?;
     let zero = Tensor::zeros((), candle_core::DType::F32, &dev)?;
@@ -1067,7 +1108,11 @@ mod tests {
                 .map(|j| rank_key(row[j], j))
                 .collect();
             keys.sort_unstable();
-            let (thresholds, ends) = nested_thresholds(&row, &levels, &mut hist);
+            let mut pos = Vec::new();
+            positives(&row, &mut pos);
+            let want: Vec<u32> = (0..n as u32).filter(|&j| row[j as usize] > 0.0).collect();
+            assert_eq!(pos, want);
+            let (thresholds, ends) = nested_thresholds(&row, &pos, &levels, &mut hist);
             assert_eq!(ends[levels.len() - 1], keys.len(), "case {case}");
             for l in 0..levels.len() - 1 {
                 let k = levels[l].min(keys.len());
@@ -1108,5 +1153,60 @@ mod tests {
                 );
             }
         }
+    }
+}
+#[cfg(test)]
+mod selbench {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn sel_speed() {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, StandardNormal};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let n = 6144;
+        let levels = [64usize, 128, 256, 512, 1024, 2048, 4096, 6144];
+        let rows: Vec<Vec<f32>> = (0..512).map(|_| (0..n).map(|_| StandardNormal.sample(&mut rng)).collect()).collect();
+        let mut hist = vec![0u32; HIST_BUCKETS];
+        let t = std::time::Instant::now();
+        let mut acc = 0u64;
+        for row in &rows {
+            let mut pos = Vec::new();
+            positives(row, &mut pos);
+            let (th, _) = nested_thresholds(row, &pos, &levels, &mut hist);
+            acc = acc.wrapping_add(th[3]);
+        }
+        eprintln!("hist: {:.1} us/row {acc}", t.elapsed().as_secs_f64() * 1e6 / 512.0);
+        let t = std::time::Instant::now();
+        for row in &rows {
+            let mut keys: Vec<u64> = (0..n).filter(|&j| row[j] > 0.0).map(|j| rank_key(row[j], j)).collect();
+            let mut prefix = keys.len();
+            for l in (0..7).rev() {
+                let kk = levels[l].min(prefix);
+                if kk > 0 && kk < prefix { acc = acc.wrapping_add(*keys[..prefix].select_nth_unstable(kk - 1).1); }
+                prefix = kk;
+            }
+        }
+        eprintln!("select: {:.1} us/row {acc}", t.elapsed().as_secs_f64() * 1e6 / 512.0);
+        let mut cnt = [0usize; HIST_BUCKETS];
+        for row in &rows[..1] { for &v in row { if v > 0.0 { cnt[(v.to_bits() >> 20) as usize] += 1; } } }
+        eprintln!("max bucket {}", cnt.iter().max().unwrap());
+        let t = std::time::Instant::now();
+        for row in &rows {
+            hist.fill(0);
+            for &v in row { if v > 0.0 { hist[(v.to_bits() >> 20) as usize] += 1; } }
+            acc = acc.wrapping_add(hist[1000] as u64);
+        }
+        eprintln!("hist only: {:.1} us/row {acc}", t.elapsed().as_secs_f64() * 1e6 / 512.0);
+        let t = std::time::Instant::now();
+        for row in &rows {
+            let mut members: Vec<u64> = Vec::new();
+            for h in [1010usize, 1011, 1012, 1013, 1014, 1015] {
+                members.clear();
+                members.extend(row.iter().enumerate().filter(|(_, &v)| v > 0.0 && (v.to_bits() >> 20) as usize == h).map(|(j, &v)| rank_key(v, j)));
+                acc = acc.wrapping_add(members.len() as u64);
+            }
+        }
+        eprintln!("members: {:.1} us/row {acc}", t.elapsed().as_secs_f64() * 1e6 / 512.0);
     }
 }
