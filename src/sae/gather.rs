@@ -11,43 +11,6 @@
 /// Width of the column chunks that [`gather_axpy`] keeps in registers (eight AVX registers).
 pub(crate) const CHUNK: usize = 64;
 
-/// A zero-initialised f32 buffer that starts on a 64-byte boundary, so that the 32-byte loads
-/// of a 64-float chunk never straddle two cache lines (the system allocator aligns large
-/// buffers to 16 bytes only, which splits every other load).
-pub(crate) struct AlignedBuf {
-    lines: Vec<Line>,
-    len: usize,
-}
-
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([f32; 16]);
-
-impl AlignedBuf {
-    pub(crate) fn zeros(len: usize) -> Self {
-        AlignedBuf {
-            lines: vec![Line([0.0; 16]); len.div_ceil(16)],
-            len,
-        }
-    }
-}
-
-impl std::ops::Deref for AlignedBuf {
-    type Target = [f32];
-    fn deref(&self) -> &[f32] {
-        // SAFETY: `Line` is 16 f32 without padding (repr(C), 64 bytes), the lines are
-        // contiguous, and len <= 16 · lines.len().
-        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<f32>(), self.len) }
-    }
-}
-
-impl std::ops::DerefMut for AlignedBuf {
-    fn deref_mut(&mut self) -> &mut [f32] {
-        // SAFETY: as in `deref`, with exclusive access through `&mut self`.
-        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<f32>(), self.len) }
-    }
-}
-
 /// `acc += Σ_e val[e] · m[idx[e]·stride + off .. + acc.len()]`.
 ///
 /// Panics when a gathered row would leave `m`.

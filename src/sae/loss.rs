@@ -77,9 +77,9 @@ pub fn reconstruction(
 
 /// Weighted sum over nested levels of [`reconstruction`], computed on host slices row by row
 /// in parallel (the CPU fast path): `recon` is [L, B, d], `x` is [B, d], `reference` the nmse
-/// reference vector (length d) or None. Returns Σ_l w_l ℓ_l and the suffix sums
-/// C_l = Σ_{i ≥ l} w_i ∂ℓ_i/∂X̂_i as [B, L, d] (row r's levels contiguous), the same values as
-/// [`reconstruction`] per level (sums accumulated in f64).
+/// reference vector (length d) or None. Returns Σ_l w_l ℓ_l and writes the suffix sums
+/// C_l = Σ_{i ≥ l} w_i ∂ℓ_i/∂X̂_i into `c` as [B, L, d] (row r's levels contiguous), the same
+/// values as [`reconstruction`] per level (sums accumulated in f64).
 pub fn nested_levels(
     kind: RecLoss,
     recon: &[f32],
@@ -87,14 +87,15 @@ pub fn nested_levels(
     reference: Option<&[f32]>,
     weights: &[f64],
     d: usize,
-) -> (f64, Vec<f32>) {
+    c: &mut [f32],
+) -> f64 {
     use rayon::prelude::*;
     let nl = weights.len();
     let b = x.len() / d.max(1);
-    let mut c = vec![0f32; b * nl * d];
+    assert_eq!(c.len(), b * nl * d, "C must be [B, L, d]");
+    assert_eq!(recon.len(), b * nl * d, "reconstructions must be [L, B, d]");
     let bd = (b * d) as f64;
-    let total: f64 = c
-        .par_chunks_mut(nl * d)
+    c.par_chunks_mut(nl * d)
         .enumerate()
         .map(|(r, cr)| {
             let xr = &x[r * d..(r + 1) * d];
@@ -141,8 +142,7 @@ pub fn nested_levels(
             }
             loss
         })
-        .sum();
-    (total, c)
+        .sum()
 }
 
 fn sq_dist(a: &[f32], b: &[f32]) -> f64 {
@@ -272,8 +272,16 @@ mod tests {
         let mv = m.to_vec1::<f32>().unwrap();
         for kind in [RecLoss::Mse, RecLoss::Nmse, RecLoss::Cosine] {
             for reference in [None, Some(&m)] {
-                let (total, c) =
-                    nested_levels(kind, &recon, &xs, reference.map(|_| &mv[..]), &weights, 3);
+                let mut c = vec![0f32; 2 * 3 * 3];
+                let total = nested_levels(
+                    kind,
+                    &recon,
+                    &xs,
+                    reference.map(|_| &mv[..]),
+                    &weights,
+                    3,
+                    &mut c,
+                );
                 let mut want_total = 0.0;
                 let mut suffix = vec![vec![0f64; 6]; 4];
                 for l in (0..3).rev() {

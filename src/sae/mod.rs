@@ -36,6 +36,7 @@ pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod schedule;
+mod scratch;
 mod sparse;
 pub mod train;
 

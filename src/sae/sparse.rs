@@ -31,6 +31,7 @@ use super::config::{Arch, TopkVariant};
 use super::gather;
 use super::loss;
 use super::model::{Grads, LossParts, Sae};
+use super::scratch::Scratch;
 use super::{Result, SaeError};
 
 /// Outputs of the fast step besides losses and gradients.
@@ -76,9 +77,9 @@ struct Csr {
     offsets: Vec<usize>,
     /// Per row, the end (absolute entry index) of each level band, length B·L.
     band_end: Vec<usize>,
-    idx: Vec<u32>,
-    val: Vec<f32>,
-    der: Vec<f32>,
+    idx: Scratch<u32>,
+    val: Scratch<f32>,
+    der: Scratch<f32>,
 }
 
 /// One row's entries (latent, value, derivative) and the length of each level band.
@@ -130,7 +131,13 @@ fn nested_thresholds(
         hist[bucket(j)] += 1;
     }
     let ends: Vec<usize> = (0..nl)
-        .map(|l| if l + 1 == nl { npos } else { levels[l].min(npos) })
+        .map(|l| {
+            if l + 1 == nl {
+                npos
+            } else {
+                levels[l].min(npos)
+            }
+        })
         .collect();
     let mut thresholds = vec![u64::MAX; nl - 1];
     // (level, bucket, rank within the bucket) of every boundary inside the positives.
@@ -200,7 +207,14 @@ fn select_rows(p: &[f32], bias: &[f32], b: usize, n: usize, model: &Sae) -> Csr 
     let rows: Vec<RowEntries> = (0..b)
         .into_par_iter()
         .map_init(
-            || (vec![0u32; n], vec![0u32; HIST_BUCKETS], Vec::new(), vec![0f32; n]),
+            || {
+                (
+                    vec![0u32; n],
+                    vec![0u32; HIST_BUCKETS],
+                    Vec::new(),
+                    vec![0f32; n],
+                )
+            },
             |(buf, hist, pos, biased), r| {
                 for ((o, v), c) in biased.iter_mut().zip(&p[r * n..(r + 1) * n]).zip(bias) {
                     *o = v + c;
@@ -275,7 +289,11 @@ fn select_rows(p: &[f32], bias: &[f32], b: usize, n: usize, model: &Sae) -> Csr 
         offsets.push(end + entries.len() - bands.iter().sum::<usize>());
     }
     let total = offsets[b];
-    let (mut idx, mut val, mut der) = (vec![0u32; total], vec![0f32; total], vec![0f32; total]);
+    let (mut idx, mut val, mut der) = (
+        Scratch::zeros(total),
+        Scratch::zeros(total),
+        Scratch::zeros(total),
+    );
     // Each row's entries are copied into its own slice of the CSR arrays, rows in parallel.
     let mut slices = Vec::with_capacity(b);
     let (mut ri, mut rv, mut rd) = (&mut idx[..], &mut val[..], &mut der[..]);
@@ -358,14 +376,13 @@ fn select_batch(p: &[f32], b: usize, n: usize, model: &Sae) -> Csr {
     let by_abs = super::activation::ranks_by_abs(variant);
     let chosen = global_select(p, (model.config.k() * b).min(b * n), by_abs);
     let relu = matches!(variant, TopkVariant::Relu | TopkVariant::Absrelu);
-    let mut csr = Csr {
-        offsets: Vec::with_capacity(b + 1),
-        band_end: Vec::with_capacity(b),
-        idx: Vec::with_capacity(chosen.len()),
-        val: Vec::with_capacity(chosen.len()),
-        der: Vec::with_capacity(chosen.len()),
-    };
-    csr.offsets.push(0);
+    let mut offsets = Vec::with_capacity(b + 1);
+    let mut band_end = Vec::with_capacity(b);
+    let (mut idx, mut val) = (
+        Vec::with_capacity(chosen.len()),
+        Vec::with_capacity(chosen.len()),
+    );
+    offsets.push(0);
     let mut it = chosen.iter().peekable();
     for r in 0..b {
         while let Some(&&f) = it.peek() {
@@ -378,14 +395,26 @@ fn select_batch(p: &[f32], b: usize, n: usize, model: &Sae) -> Csr {
             if relu && v <= 0.0 {
                 continue;
             }
-            csr.idx.push((f - r * n) as u32);
-            csr.val.push(v);
-            csr.der.push(1.0);
+            idx.push((f - r * n) as u32);
+            val.push(v);
         }
-        csr.offsets.push(csr.idx.len());
-        csr.band_end.push(csr.idx.len());
+        offsets.push(idx.len());
+        band_end.push(idx.len());
     }
-    csr
+    let copy = |v: &[f32]| {
+        let mut s = Scratch::zeros(v.len());
+        s.copy_from_slice(v);
+        s
+    };
+    let mut idx_s = Scratch::zeros(idx.len());
+    idx_s.copy_from_slice(&idx);
+    Csr {
+        offsets,
+        band_end,
+        der: copy(&vec![1.0; idx.len()]),
+        idx: idx_s,
+        val: copy(&val),
+    }
 }
 
 /// Choice between the sparse and the dense encoder-gradient product, and the cache blocking
@@ -435,11 +464,11 @@ struct Csc {
     start: Vec<usize>,
     /// Row of C = [B, L, d] the entry's code gradient comes from: row · L + level
     /// (ascending within a latent).
-    vrow: Vec<u32>,
+    vrow: Scratch<u32>,
     /// Code value.
-    val: Vec<f32>,
+    val: Scratch<f32>,
     /// Index of the entry in the CSR arrays (empty unless asked for).
-    entry: Vec<u32>,
+    entry: Scratch<u32>,
 }
 
 /// Rows per part of the parallel transposition (a fixed split: the result never depends on
@@ -480,9 +509,9 @@ impl Csc {
         let nnz = csr.idx.len();
         let mut csc = Csc {
             start,
-            vrow: vec![0; nnz],
-            val: vec![0.0; nnz],
-            entry: vec![0; if with_entry { nnz } else { 0 }],
+            vrow: Scratch::zeros(nnz),
+            val: Scratch::zeros(nnz),
+            entry: Scratch::zeros(if with_entry { nnz } else { 0 }),
         };
         // Each part writes only the positions it was given above.
         struct Out(*mut u32, *mut f32, *mut u32);
@@ -549,9 +578,9 @@ fn chunks(d: usize, width: usize) -> impl Iterator<Item = (usize, usize)> {
 /// contiguous rows × width slab. The rows of a block of a slab then lie on few memory pages,
 /// which the gathers of [`blocked_spmm`] need (row-major, a 64-float piece of each row would
 /// sit on its own page).
-fn chunk_major(m: &[f32], d: usize, width: usize) -> gather::AlignedBuf {
+fn chunk_major(m: &[f32], d: usize, width: usize) -> Scratch<f32> {
     let rows = m.len() / d.max(1);
-    let mut out = gather::AlignedBuf::zeros(m.len());
+    let mut out = Scratch::zeros(m.len());
     for (c0, c1) in chunks(d, width) {
         let w = c1 - c0;
         out[rows * c0..rows * c1]
@@ -690,9 +719,9 @@ fn blocked_sddmm(
 
 /// Reconstructions of every level, [L, B, d]: band sums from one blocked product (band l of
 /// row r is output row l·B + r), then level l = b_pre + bands 0..=l.
-fn reconstruct(csr: &Csr, w: &[f32], d: usize, pre_bias: &[f32], tiling: Tiling) -> Vec<f32> {
+fn reconstruct(csr: &Csr, w: &[f32], d: usize, pre_bias: &[f32], tiling: Tiling) -> Scratch<f32> {
     let (b, nl) = (csr.rows(), csr.levels());
-    let mut out = vec![0f32; b * nl * d];
+    let mut out = Scratch::zeros(b * nl * d);
     let range = |o: usize| csr.band(o % b, o / b);
     blocked_spmm(range, &csr.idx, &csr.val, w, d, &mut out, tiling);
     for l in 0..nl {
@@ -719,8 +748,8 @@ fn reconstruct(csr: &Csr, w: &[f32], d: usize, pre_bias: &[f32], tiling: Tiling)
 
 /// Code gradient at every entry (CSR order): dP_e = der_e · C_{lev(e)}[row] · W_dec[j], from
 /// `c` = C as [B, L, d] (row r·L + l of C is band l of row r), one blocked product.
-fn code_grad(csr: &Csr, c: &[f32], w: &[f32], d: usize, tiling: Tiling) -> Vec<f32> {
-    let mut dp = vec![0f32; csr.idx.len()];
+fn code_grad(csr: &Csr, c: &[f32], w: &[f32], d: usize, tiling: Tiling) -> Scratch<f32> {
+    let mut dp = Scratch::zeros(csr.idx.len());
     let starts: Vec<usize> = std::iter::once(csr.offsets[0])
         .chain(csr.band_end.iter().copied())
         .collect();
@@ -750,13 +779,8 @@ fn loss_and_grads_with(
     let (b, d) = x.dims2()?;
     let n = model.n;
     let dev = model.device().clone();
-    let prof = std::env::var("MSAE_PROF").is_ok();
-    let mut t0 = std::time::Instant::now();
-    let mut tick = |what: &str| { if prof { eprintln!("  {what}: {:.3}s", t0.elapsed().as_secs_f64()); } t0 = std::time::Instant::now(); };
     let xc = x.broadcast_sub(&model.pre_bias)?;
-    let p = xc
-        .matmul(&model.encoder)?;
-    tick("matmul");
+    let p = xc.matmul(&model.encoder)?;
     // Per-row selection adds the latent bias row by row, in cache; the batch-wide one needs
     // the whole biased matrix.
     let csr = if model.config.arch == Arch::Batchtopk {
@@ -766,9 +790,7 @@ fn loss_and_grads_with(
         let bias = model.latent_bias.to_vec1::<f32>()?;
         with_slice(&p, |p| select_rows(p, &bias, b, n, model))?
     };
-    tick("bias");
     drop(p);
-    tick("encoder+select");
     let nl = model.level_weights.len();
     let w_dec = model
         .decoder
@@ -776,11 +798,11 @@ fn loss_and_grads_with(
         .contiguous()?;
     let pre_bias = model.pre_bias.to_vec1::<f32>()?;
     let recon = with_slice(&w_dec, |w| reconstruct(&csr, w, d, &pre_bias, paths.tiling))?;
-    tick("recon");
 
     // Losses and C_l = Σ_{i ≥ l} w_i ∂ℓ_i/∂X̂_i (suffix sums), C as [B, L, d].
     let reference = nmse_reference.map(|m| m.to_vec1::<f32>()).transpose()?;
-    let (rec_total, c) = with_slice(x, |x| {
+    let mut c = Scratch::zeros(b * nl * d);
+    let rec_total = with_slice(x, |x| {
         loss::nested_levels(
             model.config.loss,
             &recon,
@@ -788,6 +810,7 @@ fn loss_and_grads_with(
             reference.as_deref(),
             &model.level_weights,
             d,
+            &mut c,
         )
     })?;
     drop(recon);
@@ -798,13 +821,11 @@ fn loss_and_grads_with(
         }
     }
     let g_pre_dec = Tensor::from_vec(g_pre_dec, d, &dev)?;
-    tick("loss");
 
     let dp = with_slice(&w_dec, |w| code_grad(&csr, &c, w, d, paths.tiling))?;
 
-    tick("code_grad");
     let mut counts = vec![0u32; n];
-    for (&j, &v) in csr.idx.iter().zip(&csr.val) {
+    for (&j, &v) in csr.idx.iter().zip(csr.val.iter()) {
         if v != 0.0 {
             counts[j as usize] += 1;
         }
@@ -827,13 +848,11 @@ fn loss_and_grads_with(
     // matrix product than as per-latent sums of gathered rows.
     let dense_dp = paths.dense_dp.unwrap_or(csr.idx.len() * 4 > b * n);
     let csc = Csc::new(&csr, n, !dense_dp);
-    tick("transpose");
     let mut g_dec = vec![0f32; n * d];
     let range = |j: usize| csc.start[j]..csc.start[j + 1];
     blocked_spmm(range, &csc.vrow, &csc.val, &c, d, &mut g_dec, paths.tiling);
     drop(c);
     let g_dec = Tensor::from_vec(g_dec, (n, d), &dev)?;
-    tick("dec_grad");
     let (g_enc, g_lat) = if dense_dp {
         let mut dense = vec![0f32; b * n];
         dense.par_chunks_mut(n).enumerate().for_each(|(r, row)| {
@@ -850,7 +869,7 @@ fn loss_and_grads_with(
             .collect();
         // Batch row of each entry; with one level it is the row of C.
         let rows: Vec<u32> = if nl == 1 {
-            csc.vrow.clone()
+            csc.vrow.to_vec()
         } else {
             csc.vrow.iter().map(|&v| v / nl as u32).collect()
         };
@@ -864,7 +883,6 @@ fn loss_and_grads_with(
             Tensor::from_vec(g_lat, n, &dev)?,
         )
     };
-    tick("enc_grad");
     let g_pre = (g_pre_dec - model.encoder.matmul(&g_lat.unsqueeze(1)?)?.squeeze(1)?)?;
     let rec = Tensor::new(rec_total as f32, &dev)?;
     let zero = Tensor::zeros((), candle_core::DType::F32, &dev)?;
@@ -1153,60 +1171,5 @@ mod tests {
                 );
             }
         }
-    }
-}
-#[cfg(test)]
-mod selbench {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn sel_speed() {
-        use rand::SeedableRng;
-        use rand_distr::{Distribution, StandardNormal};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-        let n = 6144;
-        let levels = [64usize, 128, 256, 512, 1024, 2048, 4096, 6144];
-        let rows: Vec<Vec<f32>> = (0..512).map(|_| (0..n).map(|_| StandardNormal.sample(&mut rng)).collect()).collect();
-        let mut hist = vec![0u32; HIST_BUCKETS];
-        let t = std::time::Instant::now();
-        let mut acc = 0u64;
-        for row in &rows {
-            let mut pos = Vec::new();
-            positives(row, &mut pos);
-            let (th, _) = nested_thresholds(row, &pos, &levels, &mut hist);
-            acc = acc.wrapping_add(th[3]);
-        }
-        eprintln!("hist: {:.1} us/row {acc}", t.elapsed().as_secs_f64() * 1e6 / 512.0);
-        let t = std::time::Instant::now();
-        for row in &rows {
-            let mut keys: Vec<u64> = (0..n).filter(|&j| row[j] > 0.0).map(|j| rank_key(row[j], j)).collect();
-            let mut prefix = keys.len();
-            for l in (0..7).rev() {
-                let kk = levels[l].min(prefix);
-                if kk > 0 && kk < prefix { acc = acc.wrapping_add(*keys[..prefix].select_nth_unstable(kk - 1).1); }
-                prefix = kk;
-            }
-        }
-        eprintln!("select: {:.1} us/row {acc}", t.elapsed().as_secs_f64() * 1e6 / 512.0);
-        let mut cnt = [0usize; HIST_BUCKETS];
-        for row in &rows[..1] { for &v in row { if v > 0.0 { cnt[(v.to_bits() >> 20) as usize] += 1; } } }
-        eprintln!("max bucket {}", cnt.iter().max().unwrap());
-        let t = std::time::Instant::now();
-        for row in &rows {
-            hist.fill(0);
-            for &v in row { if v > 0.0 { hist[(v.to_bits() >> 20) as usize] += 1; } }
-            acc = acc.wrapping_add(hist[1000] as u64);
-        }
-        eprintln!("hist only: {:.1} us/row {acc}", t.elapsed().as_secs_f64() * 1e6 / 512.0);
-        let t = std::time::Instant::now();
-        for row in &rows {
-            let mut members: Vec<u64> = Vec::new();
-            for h in [1010usize, 1011, 1012, 1013, 1014, 1015] {
-                members.clear();
-                members.extend(row.iter().enumerate().filter(|(_, &v)| v > 0.0 && (v.to_bits() >> 20) as usize == h).map(|(j, &v)| rank_key(v, j)));
-                acc = acc.wrapping_add(members.len() as u64);
-            }
-        }
-        eprintln!("members: {:.1} us/row {acc}", t.elapsed().as_secs_f64() * 1e6 / 512.0);
     }
 }

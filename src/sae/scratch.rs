@@ -1,0 +1,124 @@
+//! Reusable scratch buffers for the CPU fast path of the training step.
+//!
+//! A step of a large Matryoshka model needs about a gigabyte of temporary arrays. Fresh
+//! allocations of that size come straight from the kernel as untouched pages, and faulting
+//! them in costs about 40 ms per 100 MB — a tenth of the step. Buffers here are anonymous
+//! memory mappings that go back to a small process-wide pool when dropped and are zeroed on
+//! reuse (a few milliseconds per 100 MB). On Linux they ask for transparent huge pages, which
+//! also spares the gathers of the sparse products most TLB misses. Mappings start on a page
+//! boundary, so vector loads of 64-byte chunks never straddle cache lines.
+
+use std::marker::PhantomData;
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+/// Element types whose all-zero bit pattern is the value zero, with no padding.
+pub(crate) trait Zeroed: Copy + Send + Sync + 'static {}
+impl Zeroed for f32 {}
+impl Zeroed for u32 {}
+
+/// Mappings kept for reuse; beyond this many, the smallest is released.
+const POOL_MAPPINGS: usize = 24;
+
+static POOL: Mutex<Vec<memmap2::MmapMut>> = Mutex::new(Vec::new());
+
+/// A zero-initialised buffer of `len` elements of `T`.
+pub(crate) struct Scratch<T: Zeroed> {
+    map: Option<memmap2::MmapMut>,
+    len: usize,
+    _elem: PhantomData<T>,
+}
+
+impl<T: Zeroed> Scratch<T> {
+    /// Panics when the system cannot map the memory (as a vector allocation would abort).
+    pub(crate) fn zeros(len: usize) -> Self {
+        let bytes = (len * std::mem::size_of::<T>()).max(1);
+        let reused = {
+            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+            let best = (0..pool.len())
+                .filter(|&i| pool[i].len() >= bytes)
+                .min_by_key(|&i| pool[i].len());
+            best.map(|i| pool.swap_remove(i))
+        };
+        let map = match reused {
+            Some(mut map) => {
+                map[..bytes].par_chunks_mut(1 << 20).for_each(|c| c.fill(0));
+                map
+            }
+            None => {
+                let map = memmap2::MmapMut::map_anon(bytes)
+                    .unwrap_or_else(|e| panic!("cannot map {bytes} bytes of memory: {e}"));
+                // Only a hint: where huge pages are unavailable the mapping works as it is.
+                #[cfg(target_os = "linux")]
+                let _ = map.advise(memmap2::Advice::HugePage);
+                map
+            }
+        };
+        Scratch {
+            map: Some(map),
+            len,
+            _elem: PhantomData,
+        }
+    }
+}
+
+impl<T: Zeroed> Drop for Scratch<T> {
+    fn drop(&mut self) {
+        if let Some(map) = self.map.take() {
+            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+            pool.push(map);
+            if pool.len() > POOL_MAPPINGS {
+                if let Some(i) = (0..pool.len()).min_by_key(|&i| pool[i].len()) {
+                    pool.swap_remove(i);
+                }
+            }
+        }
+    }
+}
+
+impl<T: Zeroed> std::ops::Deref for Scratch<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        match &self.map {
+            // SAFETY: the mapping is page-aligned (enough for T), at least len · size_of::<T>()
+            // bytes long, zero-initialised (a valid T per `Zeroed`) and owned by `self`.
+            Some(m) => unsafe { std::slice::from_raw_parts(m.as_ptr().cast::<T>(), self.len) },
+            None => &[],
+        }
+    }
+}
+
+impl<T: Zeroed> std::ops::DerefMut for Scratch<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        match &mut self.map {
+            // SAFETY: as in `deref`, with exclusive access through `&mut self`.
+            Some(m) => unsafe {
+                std::slice::from_raw_parts_mut(m.as_mut_ptr().cast::<T>(), self.len)
+            },
+            None => &mut [],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reused_buffers_come_back_zeroed() {
+        // Sizes no other test asks for, so that the pool hands back these very mappings.
+        let len = 3_000_017;
+        {
+            let mut a = Scratch::<f32>::zeros(len);
+            assert!(a.iter().all(|&v| v == 0.0));
+            a.fill(7.5);
+            assert_eq!(a.as_ptr() as usize % 4096, 0);
+        }
+        let b = Scratch::<u32>::zeros(len - 5);
+        assert_eq!(b.len(), len - 5);
+        assert!(b.iter().all(|&v| v == 0));
+        let empty = Scratch::<f32>::zeros(0);
+        assert!(empty.is_empty());
+    }
+}
