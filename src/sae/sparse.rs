@@ -760,6 +760,31 @@ fn code_grad(csr: &Csr, c: &[f32], w: &[f32], d: usize, tiling: Tiling) -> Scrat
     dp
 }
 
+/// Σ over the batch of the per-entry values `v` (CSR order) for each latent: parts of
+/// [`TRANSPOSE_ROWS`] rows sum in parallel, then the parts are added in order.
+fn latent_sums(csr: &Csr, v: &[f32], n: usize, dev: &candle_core::Device) -> Result<Tensor> {
+    let b = csr.rows();
+    let parts: Vec<Vec<f32>> = (0..b)
+        .step_by(TRANSPOSE_ROWS)
+        .collect::<Vec<_>>()
+        .par_iter()
+        .map(|&r0| {
+            let mut sums = vec![0f32; n];
+            for e in csr.offsets[r0]..csr.offsets[(r0 + TRANSPOSE_ROWS).min(b)] {
+                sums[csr.idx[e] as usize] += v[e];
+            }
+            sums
+        })
+        .collect();
+    let mut total = vec![0f32; n];
+    for part in parts {
+        for (t, p) in total.iter_mut().zip(part) {
+            *t += p;
+        }
+    }
+    Ok(Tensor::from_vec(total, n, dev)?)
+}
+
 /// Loss and gradients of a TopK / Matryoshka model on a standardised batch `x`.
 pub(crate) fn loss_and_grads(
     model: &Sae,
@@ -854,14 +879,14 @@ fn loss_and_grads_with(
     drop(c);
     let g_dec = Tensor::from_vec(g_dec, (n, d), &dev)?;
     let (g_enc, g_lat) = if dense_dp {
-        let mut dense = vec![0f32; b * n];
+        let mut dense = Scratch::zeros(b * n);
         dense.par_chunks_mut(n).enumerate().for_each(|(r, row)| {
             for e in csr.offsets[r]..csr.offsets[r + 1] {
                 row[csr.idx[e] as usize] = dp[e];
             }
         });
-        let dense = Tensor::from_vec(dense, (b, n), &dev)?;
-        (xc.t()?.matmul(&dense)?, dense.sum(0)?)
+        let dense = Tensor::from_slice(&dense, (b, n), &dev)?;
+        (xc.t()?.matmul(&dense)?, latent_sums(&csr, &dp, n, &dev)?)
     } else {
         let dp_t: Vec<f32> = csc.entry.iter().map(|&e| dp[e as usize]).collect();
         let g_lat: Vec<f32> = (0..n)
