@@ -760,6 +760,64 @@ fn code_grad(csr: &Csr, c: &[f32], w: &[f32], d: usize, tiling: Tiling) -> Scrat
     dp
 }
 
+/// `dst` (m × n, row-major) = lhs · rhs, where element (i, t) of lhs lies at
+/// i·lhs_rs + t·lhs_cs and element (t, j) of rhs at t·rhs_rs + j·rhs_cs: one dense product on
+/// all rayon threads by the routine candle's CPU matmul calls, written into memory the caller
+/// owns (a pooled buffer spares the page faults of a fresh result).
+#[allow(clippy::too_many_arguments)]
+fn matmul_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+    dst: &mut [f32],
+) {
+    assert_eq!(dst.len(), m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        dst.fill(0.0);
+        return;
+    }
+    assert!((m - 1) * lhs_rs + (k - 1) * lhs_cs < lhs.len());
+    assert!((k - 1) * rhs_rs + (n - 1) * rhs_cs < rhs.len());
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the assertions keep every element the strides address inside the slices, and
+    // dst (m × n, row-major) is exclusively borrowed.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
 /// Σ over the batch of the per-entry values `v` (CSR order) for each latent: parts of
 /// [`TRANSPOSE_ROWS`] rows sum in parallel, then the parts are added in order.
 fn latent_sums(csr: &Csr, v: &[f32], n: usize, dev: &candle_core::Device) -> Result<Tensor> {
@@ -804,16 +862,33 @@ fn loss_and_grads_with(
     let (b, d) = x.dims2()?;
     let n = model.n;
     let dev = model.device().clone();
-    let xc = x.broadcast_sub(&model.pre_bias)?;
-    let p = xc.matmul(&model.encoder)?;
+    let pre_bias = model.pre_bias.to_vec1::<f32>()?;
+    let mut xc = Scratch::zeros(b * d);
+    with_slice(x, |x| {
+        xc.par_chunks_mut(d)
+            .zip(x.par_chunks(d))
+            .for_each(|(o, x)| {
+                for ((o, v), m) in o.iter_mut().zip(x).zip(&pre_bias) {
+                    *o = v - m;
+                }
+            })
+    })?;
+    let mut p = Scratch::zeros(b * n);
+    with_slice(&model.encoder, |w| {
+        matmul_into(b, n, d, &xc, (d, 1), w, (n, 1), &mut p)
+    })?;
     // Per-row selection adds the latent bias row by row, in cache; the batch-wide one needs
     // the whole biased matrix.
+    let bias = model.latent_bias.to_vec1::<f32>()?;
     let csr = if model.config.arch == Arch::Batchtopk {
-        let p = p.broadcast_add(&model.latent_bias)?;
-        with_slice(&p, |p| select_batch(p, b, n, model))?
+        p.par_chunks_mut(n).for_each(|row| {
+            for (v, c) in row.iter_mut().zip(&bias) {
+                *v += c;
+            }
+        });
+        select_batch(&p, b, n, model)
     } else {
-        let bias = model.latent_bias.to_vec1::<f32>()?;
-        with_slice(&p, |p| select_rows(p, &bias, b, n, model))?
+        select_rows(&p, &bias, b, n, model)
     };
     drop(p);
     let nl = model.level_weights.len();
@@ -821,7 +896,6 @@ fn loss_and_grads_with(
         .decoder
         .to_dtype(candle_core::DType::F32)?
         .contiguous()?;
-    let pre_bias = model.pre_bias.to_vec1::<f32>()?;
     let recon = with_slice(&w_dec, |w| reconstruct(&csr, w, d, &pre_bias, paths.tiling))?;
 
     // Losses and C_l = Σ_{i ≥ l} w_i ∂ℓ_i/∂X̂_i (suffix sums), C as [B, L, d].
@@ -885,8 +959,12 @@ fn loss_and_grads_with(
                 row[csr.idx[e] as usize] = dp[e];
             }
         });
-        let dense = Tensor::from_slice(&dense, (b, n), &dev)?;
-        (xc.t()?.matmul(&dense)?, latent_sums(&csr, &dp, n, &dev)?)
+        let mut g_enc = vec![0f32; d * n];
+        matmul_into(d, n, b, &xc, (1, d), &dense, (n, 1), &mut g_enc);
+        (
+            Tensor::from_vec(g_enc, (d, n), &dev)?,
+            latent_sums(&csr, &dp, n, &dev)?,
+        )
     } else {
         let dp_t: Vec<f32> = csc.entry.iter().map(|&e| dp[e as usize]).collect();
         let g_lat: Vec<f32> = (0..n)
@@ -899,10 +977,8 @@ fn loss_and_grads_with(
             csc.vrow.iter().map(|&v| v / nl as u32).collect()
         };
         let mut g_enc_t = vec![0f32; n * d];
-        with_slice(&xc, |xc| {
-            let range = |j: usize| csc.start[j]..csc.start[j + 1];
-            blocked_spmm(range, &rows, &dp_t, xc, d, &mut g_enc_t, paths.tiling)
-        })?;
+        let range = |j: usize| csc.start[j]..csc.start[j + 1];
+        blocked_spmm(range, &rows, &dp_t, &xc, d, &mut g_enc_t, paths.tiling);
         (
             Tensor::from_vec(g_enc_t, (n, d), &dev)?.t()?.contiguous()?,
             Tensor::from_vec(g_lat, n, &dev)?,
