@@ -23,6 +23,15 @@ const POOL_MAPPINGS: usize = 24;
 
 static POOL: Mutex<Vec<memmap2::MmapMut>> = Mutex::new(Vec::new());
 
+/// Mapping size for a request of `bytes`: rounded up to a sixteenth of the next power of two
+/// (at least 2 MiB, one huge page). Requests reuse only mappings of their own class, so a
+/// step's arrays, whose sizes drift a little with the number of code entries, keep finding
+/// their mappings, and a large mapping never goes to a small request.
+fn size_class(bytes: usize) -> usize {
+    let grain = (bytes.next_power_of_two() / 16).max(1 << 21);
+    bytes.div_ceil(grain) * grain
+}
+
 /// A zero-initialised buffer of `len` elements of `T`.
 pub(crate) struct Scratch<T: Zeroed> {
     map: Option<memmap2::MmapMut>,
@@ -34,12 +43,11 @@ impl<T: Zeroed> Scratch<T> {
     /// Panics when the system cannot map the memory (as a vector allocation would abort).
     pub(crate) fn zeros(len: usize) -> Self {
         let bytes = (len * std::mem::size_of::<T>()).max(1);
+        let class = size_class(bytes);
         let reused = {
             let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-            let best = (0..pool.len())
-                .filter(|&i| pool[i].len() >= bytes)
-                .min_by_key(|&i| pool[i].len());
-            best.map(|i| pool.swap_remove(i))
+            let found = pool.iter().position(|m| m.len() == class);
+            found.map(|i| pool.swap_remove(i))
         };
         let map = match reused {
             Some(mut map) => {
@@ -47,8 +55,8 @@ impl<T: Zeroed> Scratch<T> {
                 map
             }
             None => {
-                let map = memmap2::MmapMut::map_anon(bytes)
-                    .unwrap_or_else(|e| panic!("cannot map {bytes} bytes of memory: {e}"));
+                let map = memmap2::MmapMut::map_anon(class)
+                    .unwrap_or_else(|e| panic!("cannot map {class} bytes of memory: {e}"));
                 // Only a hint: where huge pages are unavailable the mapping works as it is.
                 #[cfg(target_os = "linux")]
                 let _ = map.advise(memmap2::Advice::HugePage);
@@ -120,5 +128,19 @@ mod tests {
         assert!(b.iter().all(|&v| v == 0));
         let empty = Scratch::<f32>::zeros(0);
         assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn size_classes_group_nearby_sizes_and_cover_the_request() {
+        assert_eq!(size_class(1), 1 << 21);
+        assert_eq!(size_class(50_671_428), size_class(50_828_096));
+        assert_ne!(size_class(50_828_096), size_class(100_663_296));
+        for bytes in [1usize, 4095, 1 << 21, 3_000_017, 100_663_296, 1 << 33] {
+            let c = size_class(bytes);
+            assert!(
+                c >= bytes && c <= bytes + bytes / 8 + (1 << 21),
+                "{bytes} -> {c}"
+            );
+        }
     }
 }

@@ -20,9 +20,12 @@
 //! at a sixth of the latents per band, the blocked products beat dense matrix products that
 //! would multiply all the zeros of a band.
 //!
-//! The encoder product is dense (candle matmul), and so is the encoder gradient once the code
-//! is dense enough. The result equals `Sae::loss_and_grads` up to floating-point summation
-//! order (tested below).
+//! The encoder product is dense (gemm, the routine of candle's CPU matmul), and so is the
+//! encoder gradient once the code is dense enough. The nested-level losses and their
+//! gradients take one pass over the rows ([`loss::nested_levels`]). Every large array of a
+//! step comes from the pool of [`Scratch`] buffers, so steps do not pay page faults on fresh
+//! memory. The result equals `Sae::loss_and_grads` up to floating-point summation order
+//! (tested below).
 
 use candle_core::{Storage, Tensor};
 use rayon::prelude::*;
@@ -553,17 +556,17 @@ impl Csc {
 /// Cache blocking of the sparse products.
 #[derive(Clone, Copy)]
 struct Tiling {
-    /// Rows of the gathered matrix per block: a block's column chunk (1536 × 64 floats,
-    /// 384 KiB) stays in a 512 KiB L2 cache while a group of output rows takes its entries.
+    /// Rows of the gathered matrix per block: a block's column chunk (768 × 64 floats,
+    /// 192 KiB) stays in a 512 KiB L2 cache while a group of output rows takes its entries.
     gather_block: usize,
     /// Output rows per parallel task.
     out_group: usize,
 }
 
-/// Chosen on a 2-core AVX2 machine (512 KiB L2 per core): blocks of 384 to 1536 rows and
-/// groups of 128 to 2048 rows all measured within the run-to-run noise of this one.
+/// Chosen on a 2-core AVX2 machine (512 KiB L2 per core): blocks of 512 to 3072 rows and
+/// groups of 256 to 512 rows measured within a few per cent of this one.
 const TILING: Tiling = Tiling {
-    gather_block: 1536,
+    gather_block: 768,
     out_group: 512,
 };
 
@@ -581,18 +584,31 @@ fn chunks(d: usize, width: usize) -> impl Iterator<Item = (usize, usize)> {
 fn chunk_major(m: &[f32], d: usize, width: usize) -> Scratch<f32> {
     let rows = m.len() / d.max(1);
     let mut out = Scratch::zeros(m.len());
-    for (c0, c1) in chunks(d, width) {
-        let w = c1 - c0;
-        out[rows * c0..rows * c1]
-            .par_chunks_mut(w * 256)
-            .enumerate()
-            .for_each(|(q, slab)| {
-                for (i, o) in slab.chunks_mut(w).enumerate() {
-                    let r = q * 256 + i;
-                    o.copy_from_slice(&m[r * d + c0..r * d + c1]);
+    let bounds: Vec<(usize, usize)> = chunks(d, width).collect();
+    // Rows are read in order (in parallel blocks) and each row's pieces written to their
+    // slabs: reading slab by slab instead would stride through all of `m` once per chunk.
+    struct Dst(*mut f32);
+    // SAFETY: the tasks write disjoint ranges (below) of a buffer that outlives the loop.
+    unsafe impl Sync for Dst {}
+    let dst = Dst(out.as_mut_ptr());
+    let dst = &dst;
+    m.par_chunks(256 * d.max(1))
+        .enumerate()
+        .for_each(|(q, block)| {
+            for (i, row) in block.chunks(d).enumerate() {
+                let r = q * 256 + i;
+                for &(c0, c1) in &bounds {
+                    let w = c1 - c0;
+                    let at = rows * c0 + r * w;
+                    assert!(at + w <= rows * c1);
+                    // SAFETY: piece (r, c0) of the rows × w slab starting at rows·c0 lies
+                    // inside the buffer (checked) and belongs to row r alone.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(row[c0..c1].as_ptr(), dst.0.add(at), w)
+                    };
                 }
-            });
-    }
+            }
+        });
     out
 }
 
