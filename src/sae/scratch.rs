@@ -18,8 +18,12 @@ pub(crate) trait Zeroed: Copy + Send + Sync + 'static {}
 impl Zeroed for f32 {}
 impl Zeroed for u32 {}
 
-/// Mappings kept for reuse; beyond this many, the smallest is released.
+/// Mappings kept for reuse; beyond this many, or beyond [`POOL_BYTES`] in all, the oldest
+/// returned ones are released (a sweep of models of different sizes does not accumulate them).
 const POOL_MAPPINGS: usize = 24;
+/// Bytes kept for reuse at most: a Matryoshka step with d = 768, n = 6144 and batch 4096 uses
+/// about a gigabyte of scratch arrays.
+const POOL_BYTES: usize = 3 << 29;
 
 static POOL: Mutex<Vec<memmap2::MmapMut>> = Mutex::new(Vec::new());
 
@@ -47,7 +51,7 @@ impl<T: Zeroed> Scratch<T> {
         let reused = {
             let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
             let found = pool.iter().position(|m| m.len() == class);
-            found.map(|i| pool.swap_remove(i))
+            found.map(|i| pool.remove(i))
         };
         let map = match reused {
             Some(mut map) => {
@@ -76,10 +80,10 @@ impl<T: Zeroed> Drop for Scratch<T> {
         if let Some(map) = self.map.take() {
             let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
             pool.push(map);
-            if pool.len() > POOL_MAPPINGS {
-                if let Some(i) = (0..pool.len()).min_by_key(|&i| pool[i].len()) {
-                    pool.swap_remove(i);
-                }
+            while pool.len() > POOL_MAPPINGS
+                || pool.iter().map(|m| m.len()).sum::<usize>() > POOL_BYTES
+            {
+                pool.remove(0);
             }
         }
     }
