@@ -637,6 +637,42 @@ fn block_offsets(
     at
 }
 
+/// The gathered matrix of a blocked product: chunk-major, in blocks of
+/// `tiling.gather_block` rows.
+struct Gathered {
+    m: Scratch<f32>,
+    rows: usize,
+    block: usize,
+    blocks: usize,
+}
+
+impl Gathered {
+    fn new(m: &[f32], d: usize, tiling: Tiling) -> Self {
+        let rows = m.len() / d.max(1);
+        Gathered {
+            m: chunk_major(m, d, gather::CHUNK),
+            rows,
+            block: tiling.gather_block,
+            blocks: rows.div_ceil(tiling.gather_block).max(1),
+        }
+    }
+
+    /// The rows × (c1 − c0) slab of column chunk c0..c1.
+    fn slab(&self, c0: usize, c1: usize) -> &[f32] {
+        &self.m[self.rows * c0..self.rows * c1]
+    }
+
+    /// [`block_offsets`] of output rows `rows` against these blocks.
+    fn offsets(
+        &self,
+        range: &(impl Fn(usize) -> std::ops::Range<usize> + Sync),
+        idx: &[u32],
+        rows: std::ops::Range<usize>,
+    ) -> Vec<usize> {
+        block_offsets(range, idx, rows, self.block, self.blocks)
+    }
+}
+
 /// `out[o] += Σ_{k ∈ range(o)} val[k] · m[idx[k]]` for every output row o, where `m` is a
 /// rows_m × d matrix given chunk-major ([`chunk_major`]), `out` is a row-major matrix of width d
 /// and each output row's entries are sorted by `idx`.
@@ -656,18 +692,16 @@ fn blocked_spmm(
     out: &mut [f32],
     tiling: Tiling,
 ) {
-    let (gb, group) = (tiling.gather_block, tiling.out_group);
-    let rows_m = m.len() / d.max(1);
-    let blocks = rows_m.div_ceil(gb).max(1);
-    let width = gather::CHUNK;
-    let m = &chunk_major(m, d, width);
+    let g = Gathered::new(m, d, tiling);
+    let group = tiling.out_group;
     out.par_chunks_mut(group * d)
         .enumerate()
         .for_each(|(gi, out)| {
             let o0 = gi * group;
-            let at = block_offsets(&range, idx, o0..o0 + out.len() / d, gb, blocks);
-            for (c0, c1) in chunks(d, width) {
-                let slab = &m[rows_m * c0..rows_m * c1];
+            let at = g.offsets(&range, idx, o0..o0 + out.len() / d);
+            let blocks = g.blocks;
+            for (c0, c1) in chunks(d, gather::CHUNK) {
+                let slab = g.slab(c0, c1);
                 for t in 0..blocks {
                     for (q, out_row) in out.chunks_mut(d).enumerate() {
                         let k = at[q * (blocks + 1) + t]..at[q * (blocks + 1) + t + 1];
@@ -694,11 +728,8 @@ fn blocked_sddmm(
     out: &mut [f32],
     tiling: Tiling,
 ) {
-    let (gb, group) = (tiling.gather_block, tiling.out_group);
-    let rows_m = m.len() / d.max(1);
-    let blocks = rows_m.div_ceil(gb).max(1);
-    let width = gather::CHUNK;
-    let m = &chunk_major(m, d, width);
+    let g = Gathered::new(m, d, tiling);
+    let (group, blocks) = (tiling.out_group, g.blocks);
     let rows_out = starts.len() - 1;
     let mut groups = Vec::new();
     let mut rest = &mut out[..];
@@ -711,9 +742,9 @@ fn blocked_sddmm(
     let range = |o: usize| starts[o]..starts[o + 1];
     groups.into_par_iter().for_each(|(o0, o1, out)| {
         let base = starts[o0];
-        let at = block_offsets(&range, idx, o0..o1, gb, blocks);
-        for (c0, c1) in chunks(d, width) {
-            let slab = &m[rows_m * c0..rows_m * c1];
+        let at = g.offsets(&range, idx, o0..o1);
+        for (c0, c1) in chunks(d, gather::CHUNK) {
+            let slab = g.slab(c0, c1);
             for t in 0..blocks {
                 for (q, o) in (o0..o1).enumerate() {
                     let k = at[q * (blocks + 1) + t]..at[q * (blocks + 1) + t + 1];
