@@ -673,8 +673,8 @@ impl Gathered {
     }
 }
 
-/// `out[o] += Σ_{k ∈ range(o)} val[k] · m[idx[k]]` for every output row o, where `m` is a
-/// rows_m × d matrix given chunk-major ([`chunk_major`]), `out` is a row-major matrix of width d
+/// `out[o] += Σ_{k ∈ range(o)} val[k] · m[idx[k]]` for every output row o, where `m` is the
+/// rows × d matrix behind `g` ([`Gathered`]), `out` is a row-major matrix of width d
 /// and each output row's entries are sorted by `idx`.
 ///
 /// Sparse-dense product blocked for the cache. Output rows are taken in groups (one parallel
@@ -687,12 +687,11 @@ fn blocked_spmm(
     range: impl Fn(usize) -> std::ops::Range<usize> + Sync,
     idx: &[u32],
     val: &[f32],
-    m: &[f32],
+    g: &Gathered,
     d: usize,
     out: &mut [f32],
     tiling: Tiling,
 ) {
-    let g = Gathered::new(m, d, tiling);
     let group = tiling.out_group;
     out.par_chunks_mut(group * d)
         .enumerate()
@@ -715,20 +714,19 @@ fn blocked_spmm(
         });
 }
 
-/// `out[k] += a[o] · m[idx[k]]` for every output row o and entry k ∈ starts[o]..starts[o+1],
-/// where `a` and `m` are row-major of width d (`m` taken chunk-major), and the entries
+/// `out[k] += a[o] · m[idx[k]]` (`m` behind `g`) for every output row o and entry k ∈ starts[o]..starts[o+1],
+/// where `a` is row-major of width d, `g` a matrix prepared as [`Gathered`], and the entries
 /// of each output row are sorted by `idx`. Blocked like [`blocked_spmm`]; each chunk's partial
 /// dot products are added to `out`.
 fn blocked_sddmm(
     starts: &[usize],
     idx: &[u32],
     a: &[f32],
-    m: &[f32],
+    g: &Gathered,
     d: usize,
     out: &mut [f32],
     tiling: Tiling,
 ) {
-    let g = Gathered::new(m, d, tiling);
     let (group, blocks) = (tiling.out_group, g.blocks);
     let rows_out = starts.len() - 1;
     let mut groups = Vec::new();
@@ -766,7 +764,13 @@ fn blocked_sddmm(
 
 /// Reconstructions of every level, [L, B, d]: band sums from one blocked product (band l of
 /// row r is output row l·B + r), then level l = b_pre + bands 0..=l.
-fn reconstruct(csr: &Csr, w: &[f32], d: usize, pre_bias: &[f32], tiling: Tiling) -> Scratch<f32> {
+fn reconstruct(
+    csr: &Csr,
+    w: &Gathered,
+    d: usize,
+    pre_bias: &[f32],
+    tiling: Tiling,
+) -> Scratch<f32> {
     let (b, nl) = (csr.rows(), csr.levels());
     let mut out = Scratch::zeros(b * nl * d);
     let range = |o: usize| csr.band(o % b, o / b);
@@ -795,7 +799,7 @@ fn reconstruct(csr: &Csr, w: &[f32], d: usize, pre_bias: &[f32], tiling: Tiling)
 
 /// Code gradient at every entry (CSR order): dP_e = der_e · C_{lev(e)}[row] · W_dec[j], from
 /// `c` = C as [B, L, d] (row r·L + l of C is band l of row r), one blocked product.
-fn code_grad(csr: &Csr, c: &[f32], w: &[f32], d: usize, tiling: Tiling) -> Scratch<f32> {
+fn code_grad(csr: &Csr, c: &[f32], w: &Gathered, d: usize, tiling: Tiling) -> Scratch<f32> {
     let mut dp = Scratch::zeros(csr.idx.len());
     let starts: Vec<usize> = std::iter::once(csr.offsets[0])
         .chain(csr.band_end.iter().copied())
@@ -943,7 +947,9 @@ fn loss_and_grads_with(
         .decoder
         .to_dtype(candle_core::DType::F32)?
         .contiguous()?;
-    let recon = with_slice(&w_dec, |w| reconstruct(&csr, w, d, &pre_bias, paths.tiling))?;
+    // One chunk-major copy of the decoder serves the reconstruction and the code gradient.
+    let w_gathered = with_slice(&w_dec, |w| Gathered::new(w, d, paths.tiling))?;
+    let recon = reconstruct(&csr, &w_gathered, d, &pre_bias, paths.tiling);
 
     // Losses and C_l = Σ_{i ≥ l} w_i ∂ℓ_i/∂X̂_i (suffix sums), C as [B, L, d].
     let reference = nmse_reference.map(|m| m.to_vec1::<f32>()).transpose()?;
@@ -968,7 +974,8 @@ fn loss_and_grads_with(
     }
     let g_pre_dec = Tensor::from_vec(g_pre_dec, d, &dev)?;
 
-    let dp = with_slice(&w_dec, |w| code_grad(&csr, &c, w, d, paths.tiling))?;
+    let dp = code_grad(&csr, &c, &w_gathered, d, paths.tiling);
+    drop(w_gathered);
 
     let mut counts = vec![0u32; n];
     for (&j, &v) in csr.idx.iter().zip(csr.val.iter()) {
@@ -996,7 +1003,17 @@ fn loss_and_grads_with(
     let csc = Csc::new(&csr, n, !dense_dp);
     let mut g_dec = vec![0f32; n * d];
     let range = |j: usize| csc.start[j]..csc.start[j + 1];
-    blocked_spmm(range, &csc.vrow, &csc.val, &c, d, &mut g_dec, paths.tiling);
+    let c_gathered = Gathered::new(&c, d, paths.tiling);
+    blocked_spmm(
+        range,
+        &csc.vrow,
+        &csc.val,
+        &c_gathered,
+        d,
+        &mut g_dec,
+        paths.tiling,
+    );
+    drop(c_gathered);
     drop(c);
     let g_dec = Tensor::from_vec(g_dec, (n, d), &dev)?;
     let (g_enc, g_lat) = if dense_dp {
@@ -1025,7 +1042,16 @@ fn loss_and_grads_with(
         };
         let mut g_enc_t = vec![0f32; n * d];
         let range = |j: usize| csc.start[j]..csc.start[j + 1];
-        blocked_spmm(range, &rows, &dp_t, &xc, d, &mut g_enc_t, paths.tiling);
+        let xc_gathered = Gathered::new(&xc, d, paths.tiling);
+        blocked_spmm(
+            range,
+            &rows,
+            &dp_t,
+            &xc_gathered,
+            d,
+            &mut g_enc_t,
+            paths.tiling,
+        );
         (
             Tensor::from_vec(g_enc_t, (n, d), &dev)?.t()?.contiguous()?,
             Tensor::from_vec(g_lat, n, &dev)?,
