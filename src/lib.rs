@@ -13,6 +13,7 @@ pub mod assignment;
 pub mod cli;
 pub mod data;
 pub mod diagnostic;
+pub mod embed;
 pub mod experiment;
 pub mod interop;
 pub mod metrics;

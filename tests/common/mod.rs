@@ -127,3 +127,41 @@ pub fn table_rows(env: &Env, exp: &Path, kind: &str) -> Vec<serde_json::Value> {
         .unwrap()
         .clone()
 }
+
+/// The folder `scripts/test-assets.sh` fills (`MSAE_TEST_ASSETS`, default `~/.cache/msae-test`).
+pub fn assets_dir() -> PathBuf {
+    match std::env::var_os("MSAE_TEST_ASSETS") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/msae-test"),
+    }
+}
+
+/// An asset fetched by `scripts/test-assets.sh`, or `None` with a printed notice.
+pub fn test_asset(name: &str) -> Option<PathBuf> {
+    let p = assets_dir().join(name);
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!(
+            "skipping: test asset {} is missing; run scripts/test-assets.sh to fetch it",
+            p.display()
+        );
+        None
+    }
+}
+
+/// The Python of the test assets (NumPy, Pillow, ftfy, regex), for independent oracles.
+pub fn test_python() -> Option<PathBuf> {
+    test_asset("venv/bin/python")
+}
+
+/// A folder installed from a Debian package (real images), or `None` with a printed notice.
+pub fn debian_data(path: &str, package: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(path);
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("skipping: {path} is missing; install the Debian package `{package}` (scripts/test-assets.sh does, as root)");
+        None
+    }
+}
