@@ -25,3 +25,23 @@ pub enum Entry {
     /// The item exists but cannot be read; it is skipped and reported.
     Unreadable { key: String, reason: String },
 }
+
+/// A sequence of entries in a deterministic order.
+///
+/// Positions count every entry, readable or not, so "skip the first `n` positions" is the same
+/// whatever could be read: an interrupted embed resumes at a position and finds the same items.
+pub trait Source: Send {
+    /// The next entry, `None` at the end. `Err` only for failures that make the whole source
+    /// unusable (an item that cannot be read is an [`Entry::Unreadable`], not an error).
+    fn next_entry(&mut self) -> anyhow::Result<Option<Entry>>;
+
+    /// Skips `n` positions. Sources override this where they can skip without reading the data.
+    fn skip(&mut self, n: usize) -> anyhow::Result<()> {
+        for _ in 0..n {
+            if self.next_entry()?.is_none() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
