@@ -5,6 +5,11 @@
 //! Unreadable entries are counted and listed in the step's report, never fatal, so the rows that
 //! are kept stay aligned with their texts and labels.
 
+pub mod files;
+#[cfg(feature = "parquet")]
+pub mod parquet;
+pub mod webdataset;
+
 /// One item of a dataset: encoded image bytes and/or a text, and an optional class label.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Item {
