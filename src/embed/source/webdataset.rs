@@ -857,6 +857,44 @@ mod tests {
     }
 
     #[test]
+    fn pax_records_name_the_member_that_follows_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut builder = tar::Builder::new(Vec::new());
+        let append = |builder: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]| {
+            let mut header = tar::Header::new_ustar();
+            header.set_mode(0o644);
+            header.set_size(data.len() as u64);
+            builder.append_data(&mut header, path, data).unwrap();
+        };
+        append(&mut builder, "000.jpg", b"jpg-0");
+        // A link between members of a sample is not a member and does not split it.
+        let mut link = tar::Header::new_ustar();
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_size(0);
+        builder
+            .append_link(&mut link, "000.lnk", "000.jpg")
+            .unwrap();
+        append(&mut builder, "000.txt", b"zero");
+        builder
+            .append_pax_extensions([("path", &b"pax/001.jpg"[..])])
+            .unwrap();
+        append(&mut builder, "short-name.bin", b"jpg-1");
+        builder
+            .append_pax_extensions([("comment", &b"not a name"[..])])
+            .unwrap();
+        append(&mut builder, "pax/001.txt", b"one");
+        let path = write(dir.path(), "p.tar", &builder.into_inner().unwrap());
+        let entries = read_all(&mut WebDataset::open(vec![path], Default::default()).unwrap());
+        assert_eq!(
+            entries,
+            vec![
+                item("p.tar:000", Some(b"jpg-0"), Some("zero"), None),
+                item("p.tar:pax/001", Some(b"jpg-1"), Some("one"), None),
+            ]
+        );
+    }
+
+    #[test]
     fn a_text_that_is_not_utf8_makes_its_sample_unreadable() {
         let dir = tempfile::tempdir().unwrap();
         let shard = tar_bytes(&[
