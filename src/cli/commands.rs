@@ -499,6 +499,7 @@ fn kinds() -> Result<ExitCode> {
                 Role::Input => ", input",
                 Role::File => ", file",
                 Role::Exec => ", not keyed",
+                Role::Locator => ", locates files (their content is keyed)",
             };
             let grid = if p.gridable { ", grid" } else { "" };
             println!(

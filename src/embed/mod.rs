@@ -8,5 +8,8 @@
 //!
 //! This layer knows nothing about experiments or the store; the step in `steps::embed` drives it.
 
+pub mod encoder;
 pub mod image;
+pub mod model_files;
+pub mod pipeline;
 pub mod source;

@@ -43,6 +43,8 @@ pub struct Instance {
 /// All instances of an experiment in an order where inputs come first.
 pub struct Plan {
     pub instances: Vec<Instance>,
+    /// The experiment file's folder: relative paths of resources resolve against it.
+    pub base_dir: std::path::PathBuf,
     pub by_step: BTreeMap<String, Vec<usize>>,
     /// Step ids in dependency order.
     pub step_order: Vec<String>,
@@ -309,6 +311,7 @@ pub fn expand(exp: &Experiment) -> Result<Plan, Diagnostic> {
     }
     Ok(Plan {
         instances,
+        base_dir: exp.dir.clone(),
         by_step,
         step_order: order.iter().map(|&i| exp.steps[i].id.clone()).collect(),
     })

@@ -494,7 +494,7 @@ fn read_value(exp: &Experiment, spec: &ParamSpec, e: &Entry) -> Result<SettingVa
         return Ok(SettingValue::Refs(refs));
     }
     if let NodeValue::Array(items) = &node.value {
-        if spec.ty == ParamType::IntList {
+        if matches!(spec.ty, ParamType::IntList | ParamType::StrList) {
             return Ok(SettingValue::Single(read_scalar(exp, spec, node)?));
         }
         if !spec.gridable {
@@ -577,6 +577,22 @@ fn read_scalar(exp: &Experiment, spec: &ParamSpec, node: &Node) -> Result<Value,
                 return Err(d.note(format!("`{}` is {}", spec.name, spec.ty.describe())));
             }
             Value::Str(s.clone())
+        }
+        (ParamType::StrList, NodeValue::Array(items)) => {
+            let mut out = Vec::new();
+            for item in items {
+                match &item.value {
+                    NodeValue::Str(s) => out.push(Value::Str(s.clone())),
+                    _ => return Err(wrong()),
+                }
+            }
+            if out.is_empty() {
+                return Err(exp.error(
+                    format!("`{}` is an empty list", spec.name),
+                    node.span.clone(),
+                ));
+            }
+            return Ok(Value::List(out));
         }
         (ParamType::IntList, NodeValue::Array(items)) => {
             let mut out = Vec::new();

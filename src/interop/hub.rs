@@ -1,4 +1,4 @@
-//! Files from a Hugging Face model repository, through the hub's local cache.
+//! Files from a Hugging Face repository (model or dataset), through the hub's local cache.
 //!
 //! The cache is the one the Python tools share: `HF_HUB_CACHE` if set, else `HF_HOME/hub`,
 //! else `~/.cache/huggingface/hub`. With `HF_HUB_OFFLINE` set (1/true/yes/on) nothing is
@@ -6,7 +6,7 @@
 //! otherwise a cached file is used as it is and a missing one is downloaded (`HF_ENDPOINT` and
 //! `HF_TOKEN` are honoured).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
 use hf_hub::{Cache, Repo, RepoType};
@@ -36,20 +36,53 @@ pub fn cache_dir() -> PathBuf {
     }
 }
 
+/// Which kind of repository a name refers to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Kind {
+    Model,
+    Dataset,
+}
+
+impl Kind {
+    fn repo_type(self) -> RepoType {
+        match self {
+            Kind::Model => RepoType::Model,
+            Kind::Dataset => RepoType::Dataset,
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::Model => "repository",
+            Kind::Dataset => "dataset repository",
+        }
+    }
+}
+
+fn repo(kind: Kind, name: &str, revision: &str) -> Repo {
+    Repo::with_revision(name.to_string(), kind.repo_type(), revision.to_string())
+}
+
 /// The local path of `file` in model repository `repo` at `revision`.
 pub fn fetch(repo: &str, file: &str, revision: &str) -> Result<HubFile> {
+    fetch_from(Kind::Model, repo, file, revision)
+}
+
+/// The local path of `file` in a repository of either kind; downloaded unless offline.
+pub fn fetch_from(kind: Kind, name: &str, file: &str, revision: &str) -> Result<HubFile> {
     let cache = Cache::new(cache_dir());
-    let hub_repo = Repo::with_revision(repo.to_string(), RepoType::Model, revision.to_string());
+    let hub_repo = repo(kind, name, revision);
     let cached = cache.repo(hub_repo.clone()).get(file);
     let path = match cached {
         Some(p) => p,
         None if offline() => {
             return Err(anyhow!(
-                "`{file}` of Hugging Face repository `{repo}` (revision `{revision}`) is not in the hub cache {} and HF_HUB_OFFLINE is set; download it once with network access or unset HF_HUB_OFFLINE",
+                "`{file}` of Hugging Face {} `{name}` (revision `{revision}`) is not in the hub cache {} and HF_HUB_OFFLINE is set; download it once with network access or unset HF_HUB_OFFLINE",
+                kind.noun(),
                 cache.path().display()
             ))
         }
-        None => download(cache, hub_repo, repo, file, revision)?,
+        None => download(cache, hub_repo, kind, name, file, revision)?,
     };
     Ok(HubFile {
         commit: commit_of(&path),
@@ -57,13 +90,85 @@ pub fn fetch(repo: &str, file: &str, revision: &str) -> Result<HubFile> {
     })
 }
 
-fn download(
-    cache: Cache,
-    hub_repo: Repo,
-    repo: &str,
-    file: &str,
-    revision: &str,
-) -> Result<PathBuf> {
+/// Like [`fetch_from`], but `None` when the repository does not have the file (optional files
+/// such as a sentence-transformers pooling configuration). Offline, "not in the cache" counts as
+/// not having it only if the cache holds the revision at all.
+pub fn fetch_optional(kind: Kind, name: &str, file: &str, revision: &str) -> Result<Option<HubFile>> {
+    let cache = Cache::new(cache_dir());
+    let hub_repo = repo(kind, name, revision);
+    if let Some(path) = cache.repo(hub_repo.clone()).get(file) {
+        return Ok(Some(HubFile {
+            commit: commit_of(&path),
+            path,
+        }));
+    }
+    if offline() {
+        return Ok(None);
+    }
+    let api = client(cache)?;
+    match api.repo(hub_repo).get(file) {
+        Ok(path) => Ok(Some(HubFile {
+            commit: commit_of(&path),
+            path,
+        })),
+        Err(hf_hub::api::sync::ApiError::RequestError(e))
+            if matches!(*e, ureq::Error::Status(404, _)) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(anyhow!(
+            "cannot download `{file}` from Hugging Face {} `{name}` (revision `{revision}`): {e}",
+            kind.noun()
+        )),
+    }
+}
+
+/// Every file of a repository at `revision`: from the hub's listing when online, else from the
+/// cached snapshot of that revision (which holds only what was downloaded before).
+pub fn list(kind: Kind, name: &str, revision: &str) -> Result<(Vec<String>, Option<String>)> {
+    let cache = Cache::new(cache_dir());
+    let hub_repo = repo(kind, name, revision);
+    if !offline() {
+        let api = client(Cache::new(cache_dir()))?;
+        let info = api.repo(hub_repo).info().map_err(|e| {
+            anyhow!("cannot list Hugging Face {} `{name}` (revision `{revision}`): {e}; set HF_HUB_OFFLINE=1 to use only the local cache", kind.noun())
+        })?;
+        let mut files: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
+        files.sort();
+        return Ok((files, Some(info.sha)));
+    }
+    let repo_dir = cache.path().join(hub_repo.folder_name());
+    let commit = std::fs::read_to_string(repo_dir.join("refs").join(revision))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| revision.to_string());
+    let snapshot = repo_dir.join("snapshots").join(&commit);
+    if !snapshot.is_dir() {
+        return Err(anyhow!(
+            "Hugging Face {} `{name}` (revision `{revision}`) is not in the hub cache {} (looked for {}) and HF_HUB_OFFLINE is set; download it once with network access or unset HF_HUB_OFFLINE",
+            kind.noun(),
+            cache.path().display(),
+            snapshot.display()
+        ));
+    }
+    let mut files = Vec::new();
+    walk(&snapshot, &snapshot, &mut files)?;
+    files.sort();
+    Ok((files, Some(commit)))
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            walk(root, &path, out)?;
+        } else if let Ok(rel) = path.strip_prefix(root) {
+            out.push(rel.to_string_lossy().replace('\\', "/"));
+        }
+    }
+    Ok(())
+}
+
+fn client(cache: Cache) -> Result<hf_hub::api::sync::Api> {
     let mut builder = hf_hub::api::sync::ApiBuilder::from_cache(cache).with_progress(false);
     if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
         builder = builder.with_endpoint(endpoint);
@@ -71,11 +176,22 @@ fn download(
     if let Ok(token) = std::env::var("HF_TOKEN") {
         builder = builder.with_token(Some(token));
     }
-    let api = builder
+    builder
         .build()
-        .map_err(|e| anyhow!("cannot set up the Hugging Face client: {e}"))?;
+        .map_err(|e| anyhow!("cannot set up the Hugging Face client: {e}"))
+}
+
+fn download(
+    cache: Cache,
+    hub_repo: Repo,
+    kind: Kind,
+    name: &str,
+    file: &str,
+    revision: &str,
+) -> Result<PathBuf> {
+    let api = client(cache)?;
     api.repo(hub_repo).get(file).map_err(|e| {
-        anyhow!("cannot download `{file}` from Hugging Face repository `{repo}` (revision `{revision}`): {e}; set HF_HUB_OFFLINE=1 to use only the local cache")
+        anyhow!("cannot download `{file}` from Hugging Face {} `{name}` (revision `{revision}`): {e}; set HF_HUB_OFFLINE=1 to use only the local cache", kind.noun())
     })
 }
 

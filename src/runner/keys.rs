@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use crate::experiment::{Instance, Plan};
 use crate::steps::spec::Role;
-use crate::steps::InputArtifact;
+use crate::steps::{InputArtifact, Resource};
 use crate::store::{ArtifactRecord, FileComponent, KeyComponents, Store};
 
 /// The outputs of an instance that finished (ran or was cached) in this walk.
@@ -26,6 +26,7 @@ pub struct Prepared {
     pub key: String,
     pub inputs: BTreeMap<String, InputArtifact>,
     pub files: BTreeMap<String, PathBuf>,
+    pub resources: BTreeMap<String, Resource>,
 }
 
 /// Gathers what the key needs. Fails for a missing external file or an output the upstream step
@@ -83,6 +84,18 @@ pub fn prepare(
         );
         files.insert(param.clone(), resolved.clone());
     }
+    let mut resources = BTreeMap::new();
+    for resource in inst.kind.resources(&inst.params, &plan.base_dir)? {
+        let hash = resource_hash(&resource, store)?;
+        file_components.insert(
+            resource.name.clone(),
+            FileComponent {
+                path: resource.described.clone(),
+                hash,
+            },
+        );
+        resources.insert(resource.name.clone(), resource);
+    }
     let params = inst
         .params
         .iter()
@@ -104,7 +117,34 @@ pub fn prepare(
         key,
         inputs,
         files,
+        resources,
     }))
+}
+
+/// One hash over a resource group: every file's name and content hash, in order.
+fn resource_hash(resource: &Resource, store: &Store) -> Result<String> {
+    let mut h = blake3::Hasher::new();
+    for (name, path) in &resource.files {
+        let hash = store.index.file_hash(path).map_err(|e| {
+            anyhow::anyhow!(
+                "`{}` ({}): cannot read {}: {e:#}",
+                resource.name,
+                resource.described,
+                path.display()
+            )
+        })?;
+        h.update(name.as_bytes());
+        h.update(b"\0");
+        h.update(hash.as_bytes());
+        h.update(b"\n");
+    }
+    for (name, identity) in &resource.identities {
+        h.update(name.as_bytes());
+        h.update(b"\0");
+        h.update(identity.as_bytes());
+        h.update(b"\n");
+    }
+    Ok(h.finalize().to_hex().to_string())
 }
 
 fn show(v: &serde_json::Value) -> String {

@@ -243,6 +243,7 @@ fn execute(
         scratch.clone(),
         progress,
     );
+    ctx.resources = prepared.resources.clone();
     let result = catch_unwind(AssertUnwindSafe(|| inst.kind.run(&mut ctx)));
     let metrics = match result {
         Ok(r) => r?,

@@ -11,6 +11,22 @@ use crate::runner::progress::Progress;
 /// Metrics a step reports; they become the columns of `msae table`.
 pub type Metrics = BTreeMap<String, serde_json::Value>;
 
+/// A group of external files read by a step (a model folder, a dataset's shards), resolved before
+/// keying. The key holds `described` and one hash over every file's name and content.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    /// The group's name in the key and in `why` (e.g. `model`, `source`).
+    pub name: String,
+    /// What the experiment wrote, or what it resolved to (`org/model@commit`), for messages.
+    pub described: String,
+    /// Each file under a name that does not depend on where the group lies (e.g. its path
+    /// relative to the model folder), so that moving a folder does not change the key.
+    pub files: Vec<(String, PathBuf)>,
+    /// Files known by an identity that fixes their content without reading them (a file of a
+    /// pinned Hugging Face commit, fetched only when the step runs): name → identity.
+    pub identities: Vec<(String, String)>,
+}
+
 /// An immutable input file produced by an upstream instance.
 #[derive(Debug, Clone)]
 pub struct InputArtifact {
@@ -26,6 +42,8 @@ pub struct StepContext<'a> {
     pub inputs: BTreeMap<String, InputArtifact>,
     /// External files (resolved absolute paths) by parameter name.
     pub files: BTreeMap<String, PathBuf>,
+    /// Resolved resource groups by name (see [`crate::steps::Step::resources`]).
+    pub resources: BTreeMap<String, Resource>,
     /// Execution-only settings (not keyed): the chosen device and thread count.
     pub device: &'a str,
     pub threads: usize,
@@ -53,6 +71,7 @@ impl<'a> StepContext<'a> {
             params,
             inputs,
             files,
+            resources: BTreeMap::new(),
             device,
             threads,
             partial_dir,

@@ -32,6 +32,7 @@ macro_rules! step_info {
 
 pub mod align;
 pub mod context;
+pub mod embed;
 pub mod extract;
 pub mod import;
 pub mod import_sae;
@@ -48,7 +49,7 @@ pub mod synth;
 pub mod train;
 pub mod validate;
 
-pub use context::{InputArtifact, Metrics, StepContext};
+pub use context::{InputArtifact, Metrics, Resource, StepContext};
 pub use spec::{OutputSpec, ParamSpec};
 
 /// A kind of step, e.g. `synth` or `train`.
@@ -64,12 +65,25 @@ pub trait Step: Sync {
     fn outputs(&self) -> &'static [OutputSpec];
     /// Computes the outputs into `ctx.output_path(..)` and returns the metrics for the tables.
     fn run(&self, ctx: &mut StepContext) -> anyhow::Result<Metrics>;
+
+    /// External files this instance reads beyond its `File` parameters — a model's folder, a
+    /// dataset's shards — resolved before the key is computed (relative paths against `base`,
+    /// the experiment file's folder). Each group's combined content hash enters the key, and the
+    /// step finds the same files in [`StepContext::resources`] when it runs.
+    fn resources(
+        &self,
+        _params: &std::collections::BTreeMap<String, crate::experiment::value::Value>,
+        _base: &std::path::Path,
+    ) -> anyhow::Result<Vec<Resource>> {
+        Ok(Vec::new())
+    }
 }
 
 static REGISTRY: &[&dyn Step] = &[
     &synth::Synth,
     &import::Import,
     &import_sae::ImportSae,
+    &embed::Embed,
     &stats::Stats,
     &train::Train,
     &extract::Extract,

@@ -16,6 +16,8 @@ pub enum ParamType {
     Choice(&'static [&'static str]),
     /// A list of integers (never a grid axis: the whole list is one value).
     IntList,
+    /// A list of strings (never a grid axis: the whole list is one value).
+    StrList,
 }
 
 impl ParamType {
@@ -27,6 +29,7 @@ impl ParamType {
             ParamType::Str => "a string".into(),
             ParamType::Choice(options) => format!("one of {}", quoted_list(options)),
             ParamType::IntList => "a list of integers".into(),
+            ParamType::StrList => "a list of strings".into(),
         }
     }
 }
@@ -44,6 +47,10 @@ pub enum Role {
     /// Changes how the step runs but never what it produces (block sizes, checkpoint intervals):
     /// recorded, not keyed.
     Exec,
+    /// Names external files the step reads (a model folder, a dataset): not keyed itself — the
+    /// step resolves it to files whose content enters the key (see `Step::resources`), so the same
+    /// files under another name or path keep their cached results.
+    Locator,
 }
 
 /// A parameter's value when the experiment does not set it.

@@ -6,8 +6,10 @@
 //! are kept stay aligned with their texts and labels.
 
 pub mod files;
+pub mod image_folder;
 #[cfg(feature = "parquet")]
 pub mod parquet;
+pub mod text_lines;
 pub mod webdataset;
 
 /// One item of a dataset: encoded image bytes and/or a text, and an optional class label.

@@ -1,0 +1,571 @@
+//! The embed loop: items from a source → decoded, preprocessed batches → the encoder → parts on
+//! disk → the output files.
+//!
+//! * **Parts.** Positions of the source are cut into parts of `part_size`. A finished part is
+//!   written to the step's partial folder (embeddings as raw f32, then a JSON file with its rows'
+//!   texts, labels and skipped items, renamed into place last, so a part counts only when whole).
+//!   An interrupted embed resumes after the last whole part; a source skips the positions before
+//!   it without decoding them. Memory is bounded by one part of embeddings plus two batches.
+//! * **Overlap.** A producer thread reads and decodes the next batch (images in parallel) while
+//!   the encoder works on the current one; a channel of two batches keeps it just ahead.
+//! * **Skipping.** An item that cannot be read or decoded, or lacks what the towers need, is
+//!   recorded with its position and reason, and its row is not written, so matrices, texts and
+//!   labels stay aligned. Order is the source's order.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::encoder::Encoder;
+use super::image::{decode, Preprocess};
+use super::source::{Entry, Item, Source};
+use crate::data::npy::NpyWriter;
+
+/// What to embed and how.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Embed images with the image tower (items without a readable image are skipped).
+    pub image: bool,
+    /// Embed texts with the text tower (items without a text are skipped).
+    pub text: bool,
+    /// Prompt templates with `{}` for the text; several are averaged (each embedding
+    /// L2-normalised, averaged, renormalised). Empty: texts as they are.
+    pub templates: Vec<String>,
+    /// L2-normalise every output row.
+    pub normalize: bool,
+    pub batch_size: usize,
+    pub part_size: usize,
+    /// Stop after this many positions.
+    pub limit: Option<usize>,
+    pub preprocess: Option<Preprocess>,
+}
+
+/// An item that was not embedded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Skipped {
+    pub position: usize,
+    pub key: String,
+    pub reason: String,
+}
+
+/// The part file that makes a part count: everything but the embeddings.
+#[derive(Debug, Serialize, Deserialize)]
+struct PartMeta {
+    positions: usize,
+    rows: usize,
+    texts: Vec<Option<String>>,
+    labels: Vec<Option<String>>,
+    skipped: Vec<Skipped>,
+    /// Seconds spent on this part (for the throughput of a resumed run).
+    seconds: f64,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Manifest {
+    part_size: usize,
+}
+
+/// Where the results go.
+pub struct OutputPaths {
+    /// The first tower's matrix (image tower when images are embedded, else the text tower).
+    pub matrix: PathBuf,
+    /// The text tower's matrix when both towers run.
+    pub text_matrix: PathBuf,
+    pub texts: PathBuf,
+    pub labels: PathBuf,
+}
+
+/// What an embed produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub positions: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub skipped: Vec<Skipped>,
+    pub wrote_texts: bool,
+    pub wrote_labels: bool,
+    /// Parts found finished from an earlier, interrupted run.
+    pub resumed_parts: usize,
+    /// Seconds of embedding work over all parts (earlier runs included).
+    pub seconds: f64,
+    /// Seconds of this run.
+    pub seconds_this_run: f64,
+    pub rows_this_run: usize,
+}
+
+/// A batch ready for the encoder.
+struct Batch {
+    part: usize,
+    positions: usize,
+    texts: Vec<Option<String>>,
+    labels: Vec<Option<String>>,
+    pixels: Vec<f32>,
+    skipped: Vec<Skipped>,
+    /// The source has no more positions (or the limit is reached) after this batch.
+    last: bool,
+}
+
+fn part_path(dir: &Path, part: usize, what: &str) -> PathBuf {
+    dir.join(format!("part-{part:06}.{what}"))
+}
+
+/// The number of whole parts in `dir` from a run with the same part size; anything else there is
+/// removed. Also whether the last whole part ended the source.
+fn finished_parts(dir: &Path, part_size: usize, towers: usize, dims: &[usize]) -> Result<(usize, bool)> {
+    fs::create_dir_all(dir)?;
+    let manifest_path = dir.join("parts.json");
+    let manifest = Manifest { part_size };
+    let same = fs::read(&manifest_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+        .is_some_and(|m| m == manifest);
+    if !same {
+        for entry in fs::read_dir(dir)? {
+            let p = entry?.path();
+            if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("part-")) {
+                fs::remove_file(&p).ok();
+            }
+        }
+        fs::write(&manifest_path, serde_json::to_vec(&manifest)?)?;
+        return Ok((0, false));
+    }
+    let mut done = 0;
+    let mut ended = false;
+    loop {
+        let Ok(bytes) = fs::read(part_path(dir, done, "json")) else {
+            break;
+        };
+        let Ok(meta) = serde_json::from_slice::<PartMeta>(&bytes) else {
+            break;
+        };
+        let sizes_ok = (0..towers).all(|t| {
+            fs::metadata(part_path(dir, done, &format!("t{t}.f32")))
+                .is_ok_and(|m| m.len() == (meta.rows * dims[t] * 4) as u64)
+        });
+        if !sizes_ok {
+            break;
+        }
+        done += 1;
+        if meta.positions < part_size {
+            ended = true;
+            break;
+        }
+    }
+    // Whatever follows the whole parts is the debris of the interrupted one.
+    for entry in fs::read_dir(dir)? {
+        let p = entry?.path();
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if let Some(num) = name.strip_prefix("part-").and_then(|r| r.get(..6)).and_then(|n| n.parse::<usize>().ok()) {
+            if num >= done {
+                fs::remove_file(&p).ok();
+            }
+        }
+    }
+    Ok((done, ended))
+}
+
+/// Decodes and preprocesses the images of `items` in parallel into `pixels`; returns, per item,
+/// `None` when it is usable or the reason it is not.
+fn prepare_images(items: &[Item], pre: &Preprocess, pixels: &mut Vec<f32>) -> Vec<Option<String>> {
+    let per = 3 * pre.size as usize * pre.size as usize;
+    let results: Vec<Result<Vec<f32>, String>> = items
+        .par_iter()
+        .map(|item| {
+            let bytes = item.image.as_deref().ok_or_else(|| "no image".to_string())?;
+            let img = decode(bytes).map_err(|e| format!("cannot decode the image: {e:#}"))?;
+            let rgb = pre.pixels(&img);
+            let mut out = vec![0f32; per];
+            pre.tensor(&rgb, &mut out);
+            Ok(out)
+        })
+        .collect();
+    results
+        .into_iter()
+        .map(|r| match r {
+            Ok(values) => {
+                pixels.extend_from_slice(&values);
+                None
+            }
+            Err(reason) => Some(reason),
+        })
+        .collect()
+}
+
+/// Reads the source from `start` and sends batches that never cross a part boundary.
+fn produce(
+    mut source: Box<dyn Source>,
+    settings: Settings,
+    start_part: usize,
+    tx: std::sync::mpsc::SyncSender<Result<Batch>>,
+) {
+    let result = (|| -> Result<()> {
+        let mut position = start_part * settings.part_size;
+        source.skip(position)?;
+        let mut part = start_part;
+        let mut in_part = 0usize;
+        loop {
+            let limit_left = settings.limit.map(|l| l.saturating_sub(position));
+            let want = settings
+                .batch_size
+                .min(settings.part_size - in_part)
+                .min(limit_left.unwrap_or(usize::MAX));
+            let mut items = Vec::with_capacity(want);
+            let mut item_positions = Vec::with_capacity(want);
+            let mut skipped = Vec::new();
+            let mut read = 0;
+            let mut exhausted = want == 0;
+            while read < want {
+                match source.next_entry()? {
+                    None => {
+                        exhausted = true;
+                        break;
+                    }
+                    Some(Entry::Unreadable { key, reason }) => skipped.push(Skipped {
+                        position: position + read,
+                        key,
+                        reason,
+                    }),
+                    Some(Entry::Item(item)) => {
+                        item_positions.push(position + read);
+                        items.push(item);
+                    }
+                }
+                read += 1;
+            }
+            if read == want && limit_left == Some(want) {
+                exhausted = true;
+            }
+            let mut usable: Vec<Option<String>> = items
+                .iter()
+                .map(|item| {
+                    if settings.text && item.text.is_none() {
+                        Some("no text".to_string())
+                    } else if settings.image && item.image.is_none() {
+                        Some("no image".to_string())
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            let mut pixels = Vec::new();
+            if let Some(pre) = settings.preprocess.as_ref().filter(|_| settings.image) {
+                let ready: Vec<Item> = items
+                    .iter()
+                    .zip(&usable)
+                    .filter(|(_, u)| u.is_none())
+                    .map(|(i, _)| i.clone())
+                    .collect();
+                let reasons = prepare_images(&ready, pre, &mut pixels);
+                let mut it = reasons.into_iter();
+                for u in usable.iter_mut().filter(|u| u.is_none()) {
+                    *u = it.next().expect("one reason per prepared item");
+                }
+            }
+            let mut texts = Vec::new();
+            let mut labels = Vec::new();
+            for ((item, pos), why) in items.into_iter().zip(item_positions).zip(usable) {
+                match why {
+                    Some(reason) => skipped.push(Skipped {
+                        position: pos,
+                        key: item.key,
+                        reason,
+                    }),
+                    None => {
+                        texts.push(item.text);
+                        labels.push(item.label);
+                    }
+                }
+            }
+            skipped.sort_by_key(|s| s.position);
+            in_part += read;
+            position += read;
+            let batch = Batch {
+                part,
+                positions: read,
+                texts,
+                labels,
+                pixels,
+                skipped,
+                last: exhausted,
+            };
+            if tx.send(Ok(batch)).is_err() {
+                return Ok(()); // the consumer stopped
+            }
+            if exhausted {
+                return Ok(());
+            }
+            if in_part == settings.part_size {
+                part += 1;
+                in_part = 0;
+            }
+        }
+    })();
+    if let Err(e) = result {
+        tx.send(Err(e)).ok();
+    }
+}
+
+/// Divides each row of `values` (rows × dim) by its L2 norm (zero rows stay zero).
+pub fn normalize_rows(values: &mut [f32], dim: usize) {
+    for row in values.chunks_mut(dim) {
+        let norm = row.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
+        if norm > 0.0 {
+            for x in row {
+                *x = (*x as f64 / norm) as f32;
+            }
+        }
+    }
+}
+
+/// Embeds texts under the templates: one template formats; several are averaged over
+/// normalised embeddings and renormalised.
+fn embed_texts(encoder: &Encoder, texts: &[String], templates: &[String], dim: usize) -> Result<Vec<f32>> {
+    if templates.is_empty() {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        return encoder.embed_texts(&refs);
+    }
+    let prompts: Vec<String> = texts
+        .iter()
+        .flat_map(|t| templates.iter().map(move |tpl| tpl.replace("{}", t)))
+        .collect();
+    let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let mut all = encoder.embed_texts(&refs)?;
+    if templates.len() == 1 {
+        return Ok(all);
+    }
+    normalize_rows(&mut all, dim);
+    let t = templates.len();
+    let mut out = vec![0f32; texts.len() * dim];
+    for (i, row) in out.chunks_mut(dim).enumerate() {
+        for j in 0..dim {
+            let mut s = 0f64;
+            for k in 0..t {
+                s += all[(i * t + k) * dim + j] as f64;
+            }
+            row[j] = (s / t as f64) as f32;
+        }
+    }
+    normalize_rows(&mut out, dim);
+    Ok(out)
+}
+
+/// One part being filled.
+struct PartBuffer {
+    towers: Vec<Vec<f32>>,
+    meta: PartMeta,
+    started: Instant,
+}
+
+impl PartBuffer {
+    fn new(towers: usize) -> PartBuffer {
+        PartBuffer {
+            towers: vec![Vec::new(); towers],
+            meta: PartMeta {
+                positions: 0,
+                rows: 0,
+                texts: Vec::new(),
+                labels: Vec::new(),
+                skipped: Vec::new(),
+                seconds: 0.0,
+            },
+            started: Instant::now(),
+        }
+    }
+
+    /// Writes the embeddings, then the metadata file that makes the part count.
+    fn write(mut self, dir: &Path, part: usize) -> Result<PartMeta> {
+        for (t, values) in self.towers.iter().enumerate() {
+            let path = part_path(dir, part, &format!("t{t}.f32"));
+            let mut f = fs::File::create(&path)?;
+            f.write_all(bytemuck_f32(values))?;
+            f.sync_all()?;
+        }
+        self.meta.seconds = self.started.elapsed().as_secs_f64();
+        let tmp = part_path(dir, part, "json.tmp");
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec(&self.meta)?)?;
+        f.sync_all()?;
+        fs::rename(&tmp, part_path(dir, part, "json"))?;
+        Ok(self.meta)
+    }
+}
+
+fn bytemuck_f32(values: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no padding or invalid bit patterns; the slice covers the same memory.
+    unsafe { std::slice::from_raw_parts(values.as_ptr() as *const u8, std::mem::size_of_val(values)) }
+}
+
+/// Runs the embed: resumes from `partial`, writes every output, returns what happened.
+pub fn run(
+    source: Box<dyn Source>,
+    encoder: &Encoder,
+    settings: &Settings,
+    partial: &Path,
+    out: &OutputPaths,
+    on_progress: &(dyn Fn(usize) + Sync),
+) -> Result<Outcome> {
+    if !settings.image && !settings.text {
+        bail!("nothing to embed: neither the image nor the text tower was asked for");
+    }
+    if settings.batch_size == 0 || settings.part_size == 0 {
+        bail!("batch and part sizes must be positive");
+    }
+    let mut dims = Vec::new();
+    if settings.image {
+        dims.push(encoder.image_dim().context("the model has no image tower")?);
+    }
+    if settings.text {
+        dims.push(encoder.text_dim().context("the model has no text tower")?);
+    }
+    let (resumed, ended) = finished_parts(partial, settings.part_size, dims.len(), &dims)?;
+    let started = Instant::now();
+    let mut rows_this_run = 0;
+    if !ended {
+        let (tx, rx) = sync_channel::<Result<Batch>>(2);
+        let producer_settings = settings.clone();
+        std::thread::scope(|scope| -> Result<()> {
+            scope.spawn(move || produce(source, producer_settings, resumed, tx));
+            rows_this_run = consume(rx, encoder, settings, &dims, partial, resumed, on_progress)?;
+            Ok(())
+        })?;
+    }
+    assemble(partial, settings, &dims, out, resumed, started, rows_this_run)
+}
+
+/// Embeds the batches as they come and writes each part when it is complete.
+fn consume(
+    rx: Receiver<Result<Batch>>,
+    encoder: &Encoder,
+    settings: &Settings,
+    dims: &[usize],
+    partial: &Path,
+    first_part: usize,
+    on_progress: &(dyn Fn(usize) + Sync),
+) -> Result<usize> {
+    let mut current = PartBuffer::new(dims.len());
+    let mut current_part = first_part;
+    let mut rows = 0;
+    let mut done_positions = first_part * settings.part_size;
+    on_progress(done_positions);
+    for batch in rx {
+        let batch = batch?;
+        if batch.part != current_part {
+            bail!("internal error: batch of part {} while filling part {current_part}", batch.part);
+        }
+        let n = batch.texts.len();
+        let mut t = 0;
+        if settings.image {
+            let mut v = if n > 0 { encoder.embed_images(batch.pixels, n)? } else { Vec::new() };
+            if settings.normalize {
+                normalize_rows(&mut v, dims[t]);
+            }
+            current.towers[t].extend_from_slice(&v);
+            t += 1;
+        }
+        if settings.text {
+            let texts: Vec<String> = batch.texts.iter().map(|x| x.clone().unwrap_or_default()).collect();
+            let mut v = if n > 0 { embed_texts(encoder, &texts, &settings.templates, dims[t])? } else { Vec::new() };
+            if settings.normalize {
+                normalize_rows(&mut v, dims[t]);
+            }
+            current.towers[t].extend_from_slice(&v);
+        }
+        if let Some(bad) = current.towers.iter().flatten().position(|x| !x.is_finite()) {
+            bail!("the encoder produced a non-finite value (row {} of the current part); check the model's weights", bad / dims[0]);
+        }
+        current.meta.positions += batch.positions;
+        current.meta.rows += n;
+        current.meta.texts.extend(batch.texts);
+        current.meta.labels.extend(batch.labels);
+        current.meta.skipped.extend(batch.skipped);
+        rows += n;
+        done_positions += batch.positions;
+        on_progress(done_positions);
+        if current.meta.positions == settings.part_size || batch.last {
+            let full = std::mem::replace(&mut current, PartBuffer::new(dims.len()));
+            full.write(partial, current_part)?;
+            current_part += 1;
+        }
+        if batch.last {
+            break;
+        }
+    }
+    Ok(rows)
+}
+
+/// Joins the parts into the output files.
+fn assemble(
+    partial: &Path,
+    settings: &Settings,
+    dims: &[usize],
+    out: &OutputPaths,
+    resumed: usize,
+    started: Instant,
+    rows_this_run: usize,
+) -> Result<Outcome> {
+    let mut metas = Vec::new();
+    for part in 0.. {
+        let Ok(bytes) = fs::read(part_path(partial, part, "json")) else {
+            break;
+        };
+        let meta: PartMeta = serde_json::from_slice(&bytes)
+            .with_context(|| format!("part {part} of the embed is damaged"))?;
+        let last = meta.positions < settings.part_size;
+        metas.push(meta);
+        if last {
+            break;
+        }
+    }
+    let rows: usize = metas.iter().map(|m| m.rows).sum();
+    if rows == 0 {
+        let skipped: usize = metas.iter().map(|m| m.skipped.len()).sum();
+        bail!("no item could be embedded ({skipped} skipped); see the reasons with a smaller source or check the paths and formats");
+    }
+    let targets = [&out.matrix, &out.text_matrix];
+    for (t, dim) in dims.iter().enumerate() {
+        let mut w = NpyWriter::create(targets[t], rows, *dim)?;
+        for part in 0..metas.len() {
+            let bytes = fs::read(part_path(partial, part, &format!("t{t}.f32")))?;
+            let values: Vec<f32> = bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            w.write_rows(&values)?;
+        }
+        w.finish()?;
+    }
+    let write_lines = |path: &Path, lines: Vec<&Option<String>>| -> Result<bool> {
+        if lines.iter().all(|l| l.is_none()) {
+            return Ok(false);
+        }
+        let mut f = std::io::BufWriter::new(fs::File::create(path)?);
+        for l in lines {
+            // One row, one line: line breaks inside a caption become spaces.
+            let text = l.as_deref().unwrap_or("").replace(['\n', '\r'], " ");
+            writeln!(f, "{text}")?;
+        }
+        f.flush()?;
+        Ok(true)
+    };
+    let wrote_texts = write_lines(&out.texts, metas.iter().flat_map(|m| m.texts.iter()).collect())?;
+    let wrote_labels = write_lines(&out.labels, metas.iter().flat_map(|m| m.labels.iter()).collect())?;
+    Ok(Outcome {
+        positions: metas.iter().map(|m| m.positions).sum(),
+        rows,
+        cols: dims[0],
+        skipped: metas.iter().flat_map(|m| m.skipped.iter().cloned()).collect(),
+        wrote_texts,
+        wrote_labels,
+        resumed_parts: resumed,
+        seconds: metas.iter().map(|m| m.seconds).sum(),
+        seconds_this_run: started.elapsed().as_secs_f64(),
+        rows_this_run,
+    })
+    .map_err(|e: anyhow::Error| anyhow!(e))
+}
