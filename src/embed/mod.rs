@@ -3,13 +3,19 @@
 //! * [`source`]: where items come from (text files, image folders, WebDataset and parquet
 //!   shards), in a deterministic order, with unreadable items reported instead of fatal.
 //! * [`image`]: decoding and the reference's preprocessing with Pillow's resampling semantics.
-//! * encoders (CLIP, SigLIP, sentence-transformers BERT) and their tokenizers, through
-//!   candle-transformers and `tokenizers`.
+//! * [`model_files`]: a model's files, from a folder or the Hugging Face hub cache.
+//! * [`encoder`]: CLIP, SigLIP and sentence-transformers BERT through candle-transformers, with
+//!   the models' own `tokenizer.json` under the reference pipelines' length rules.
+//! * [`pipeline`]: the resumable, part-wise embed loop with decoding overlapped with the model.
+//! * [`clip_bpe`]: CLIP's tokenizer built from its BPE merges file.
+//! * [`random_clip`]: small CLIP models with random weights in the Hugging Face layout, for tests.
 //!
 //! This layer knows nothing about experiments or the store; the step in `steps::embed` drives it.
 
+pub mod clip_bpe;
 pub mod encoder;
 pub mod image;
 pub mod model_files;
 pub mod pipeline;
+pub mod random_clip;
 pub mod source;
