@@ -11,8 +11,11 @@
 //!   Pillow's resize would copy it anyway).
 //! * **CenterCrop(n).** Offsets `int(round((h − n) / 2.0))` and `int(round((w − n) / 2.0))` with
 //!   Python's `round`, which rounds halves to even: a 225-pixel side is cut at offset 0, a
-//!   227-pixel side at offset 2. The resampler computes only the cropped window (see
+//!   227-pixel side at offset 2. (torchvision 0.8 rounded halves up instead; 0.9 and later, as
+//!   the reference's 0.17, round to even.) The resampler computes only the cropped window (see
 //!   [`super::resample`]); the result is the same as resizing everything and cutting.
+//! * **Bicubic.** Pillow's resampler, reproduced exactly, including the order of its two passes,
+//!   which changed in Pillow 13 ([`PassOrder`]); the default is the reference's (older) order.
 //! * **ToTensor, Normalize.** `x / 255` then `(x − mean) / std`, each step rounded to `f32` as
 //!   torch computes it, channel-major (CHW).
 //!
@@ -29,6 +32,7 @@ use super::convert::{Background, Rgb8};
 use super::decode::{decode, DecodedImage};
 use super::resample::{resize_bicubic_window, PassOrder, Window};
 use anyhow::Result;
+use std::borrow::Cow;
 
 /// OpenAI CLIP's per-channel mean and standard deviation as published (Python floats).
 const CLIP_MEAN_F64: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
@@ -51,7 +55,7 @@ pub const CLIP_STD: [f32; 3] = [
 /// How an image becomes an encoder's input tensor.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Preprocess {
-    /// Side of the square input, in pixels.
+    /// Side of the square input, in pixels (at least 1).
     pub size: u32,
     /// `true`: shorter side to `size`, then centre crop (CLIP). `false`: resize straight to
     /// `size × size` (SigLIP).
@@ -159,10 +163,10 @@ impl Preprocess {
         let grey =
             image.channels == 1 || (image.channels == 2 && self.background == Background::Drop);
         let data = if grey {
-            let plane: Vec<u8> = if image.channels == 1 {
-                image.data.clone()
+            let plane: Cow<[u8]> = if image.channels == 1 {
+                Cow::Borrowed(&image.data)
             } else {
-                image.data.chunks_exact(2).map(|px| px[0]).collect()
+                Cow::Owned(image.data.chunks_exact(2).map(|px| px[0]).collect())
             };
             let small = resize_bicubic_window(&plane, w, h, 1, size, g.window, self.pass_order);
             small.iter().flat_map(|&v| [v, v, v]).collect()
