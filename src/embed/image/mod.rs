@@ -24,4 +24,4 @@ pub mod resample;
 pub use convert::{Background, Rgb8};
 pub use decode::{decode, DecodedImage, MAX_PIXELS};
 pub use preprocess::{Geometry, Preprocess, CLIP_MEAN, CLIP_STD};
-pub use resample::{resize_bicubic, resize_bicubic_window, Window};
+pub use resample::{resize_bicubic, resize_bicubic_window, PassOrder, Window};
