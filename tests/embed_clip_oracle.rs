@@ -429,58 +429,6 @@ fn clip_config_from_hf(v: &serde_json::Value) -> ClipConfig {
     }
 }
 
-/// Writes a C-order `.npy` array (`descr` `<f4` or `<i8`).
-fn write_npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_text = if dims.len() == 1 {
-        format!("({},)", dims[0])
-    } else {
-        format!("({})", dims.join(", "))
-    };
-    let mut header =
-        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend((header.len() as u16).to_le_bytes());
-    bytes.extend(header.as_bytes());
-    bytes.extend(data);
-    std::fs::write(path, bytes).unwrap();
-}
-
-/// Reads a 2-D C-order float64 `.npy` array.
-fn read_npy_f64(path: &Path) -> (usize, usize, Vec<f64>) {
-    let bytes = std::fs::read(path).unwrap();
-    assert_eq!(&bytes[..6], b"\x93NUMPY");
-    let (header_len, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        _ => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
-    };
-    let header = std::str::from_utf8(&bytes[start..start + header_len]).unwrap();
-    assert!(header.contains("'descr': '<f8'"), "{header}");
-    assert!(header.contains("'fortran_order': False"), "{header}");
-    let shape = &header[header.find("'shape': (").unwrap() + 10..];
-    let shape = &shape[..shape.find(')').unwrap()];
-    let dims: Vec<usize> = shape
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().unwrap())
-        .collect();
-    assert_eq!(dims.len(), 2, "{header}");
-    let data: Vec<f64> = bytes[start + header_len..]
-        .chunks_exact(8)
-        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    assert_eq!(data.len(), dims[0] * dims[1]);
-    (dims[0], dims[1], data)
-}
-
 /// Largest |a − b| and largest per-row max|a − b| / max|b|.
 fn diffs(ours: &[Vec<f32>], reference: &[Vec<f64>]) -> (f64, f64) {
     assert_eq!(ours.len(), reference.len());
@@ -563,7 +511,7 @@ fn candle_clip_matches_numpy_oracle() {
         .collect();
     let pixels_npy = dir.path().join("pixels.npy");
     let pixel_bytes: Vec<u8> = pixels.iter().flat_map(|x| x.to_le_bytes()).collect();
-    write_npy(&pixels_npy, "<f4", &[batch, 3, side, side], &pixel_bytes);
+    common::write_npy_array(&pixels_npy, "<f4", &[batch, 3, side, side], &pixel_bytes);
     let pixel_tensor = Tensor::from_vec(pixels, (batch, 3, side, side), &device).unwrap();
     let image_features = rows(&model.get_image_features(&pixel_tensor).unwrap());
 
@@ -607,7 +555,7 @@ fn candle_clip_matches_numpy_oracle() {
             .map(|a| a.as_os_str())
             .collect::<Vec<_>>(),
     );
-    let (n, d, image_ref) = read_npy_f64(&dir.path().join("image_out.npy"));
+    let (n, d, image_ref) = common::read_npy_f64(&dir.path().join("image_out.npy"));
     assert_eq!((n, d), (batch, cfg.projection_dim));
     let image_ref: Vec<Vec<f64>> = image_ref.chunks(d).map(|c| c.to_vec()).collect();
     let (abs, rel) = diffs(&image_features, &image_ref);
@@ -623,7 +571,7 @@ fn candle_clip_matches_numpy_oracle() {
             .flatten()
             .flat_map(|&x| (x as i64).to_le_bytes())
             .collect();
-        write_npy(&ids_npy, "<i8", &[ids.len(), ids[0].len()], &bytes);
+        common::write_npy_array(&ids_npy, "<i8", &[ids.len(), ids[0].len()], &bytes);
         script_args.truncate(2);
         script_args.extend([
             "--ids".into(),
@@ -638,7 +586,7 @@ fn candle_clip_matches_numpy_oracle() {
                 .map(|a| a.as_os_str())
                 .collect::<Vec<_>>(),
         );
-        let (n, d, reference) = read_npy_f64(&out_npy);
+        let (n, d, reference) = common::read_npy_f64(&out_npy);
         assert_eq!((n, d), (ids.len(), cfg.projection_dim));
         let reference: Vec<Vec<f64>> = reference.chunks(d).map(|c| c.to_vec()).collect();
 
@@ -683,7 +631,7 @@ fn candle_clip_matches_numpy_oracle() {
     };
     let other = ClipModel::new(vb, &config).unwrap();
     let other_text = rows(&other.get_text_features(&ids_tensor(&batches[0].1)).unwrap());
-    let (n, d, reference) = read_npy_f64(&dir.path().join("text0.npy"));
+    let (n, d, reference) = common::read_npy_f64(&dir.path().join("text0.npy"));
     let reference: Vec<Vec<f64>> = reference.chunks(d).map(|c| c.to_vec()).collect();
     assert_eq!(n, other_text.len());
     let (abs, _) = diffs(&other_text, &reference);

@@ -45,7 +45,10 @@ impl ModelFiles {
     }
 
     pub fn config_json(&self) -> Result<serde_json::Value> {
-        read_json(self.get("config.json").expect("config.json is always located"))
+        read_json(
+            self.get("config.json")
+                .expect("config.json is always located"),
+        )
     }
 }
 

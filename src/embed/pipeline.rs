@@ -117,7 +117,12 @@ fn part_path(dir: &Path, part: usize, what: &str) -> PathBuf {
 
 /// The number of whole parts in `dir` from a run with the same part size; anything else there is
 /// removed. Also whether the last whole part ended the source.
-fn finished_parts(dir: &Path, part_size: usize, towers: usize, dims: &[usize]) -> Result<(usize, bool)> {
+fn finished_parts(
+    dir: &Path,
+    part_size: usize,
+    towers: usize,
+    dims: &[usize],
+) -> Result<(usize, bool)> {
     fs::create_dir_all(dir)?;
     let manifest_path = dir.join("parts.json");
     let manifest = Manifest { part_size };
@@ -128,7 +133,9 @@ fn finished_parts(dir: &Path, part_size: usize, towers: usize, dims: &[usize]) -
     if !same {
         for entry in fs::read_dir(dir)? {
             let p = entry?.path();
-            if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("part-")) {
+            if p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("part-"))
+            {
                 fs::remove_file(&p).ok();
             }
         }
@@ -137,10 +144,7 @@ fn finished_parts(dir: &Path, part_size: usize, towers: usize, dims: &[usize]) -
     }
     let mut done = 0;
     let mut ended = false;
-    loop {
-        let Ok(bytes) = fs::read(part_path(dir, done, "json")) else {
-            break;
-        };
+    while let Ok(bytes) = fs::read(part_path(dir, done, "json")) {
         let Ok(meta) = serde_json::from_slice::<PartMeta>(&bytes) else {
             break;
         };
@@ -160,8 +164,15 @@ fn finished_parts(dir: &Path, part_size: usize, towers: usize, dims: &[usize]) -
     // Whatever follows the whole parts is the debris of the interrupted one.
     for entry in fs::read_dir(dir)? {
         let p = entry?.path();
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if let Some(num) = name.strip_prefix("part-").and_then(|r| r.get(..6)).and_then(|n| n.parse::<usize>().ok()) {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Some(num) = name
+            .strip_prefix("part-")
+            .and_then(|r| r.get(..6))
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             if num >= done {
                 fs::remove_file(&p).ok();
             }
@@ -177,7 +188,10 @@ fn prepare_images(items: &[Item], pre: &Preprocess, pixels: &mut Vec<f32>) -> Ve
     let results: Vec<Result<Vec<f32>, String>> = items
         .par_iter()
         .map(|item| {
-            let bytes = item.image.as_deref().ok_or_else(|| "no image".to_string())?;
+            let bytes = item
+                .image
+                .as_deref()
+                .ok_or_else(|| "no image".to_string())?;
             let img = decode(bytes).map_err(|e| format!("cannot decode the image: {e:#}"))?;
             let rgb = pre.pixels(&img);
             let mut out = vec![0f32; per];
@@ -314,7 +328,11 @@ fn produce(
 /// Divides each row of `values` (rows × dim) by its L2 norm (zero rows stay zero).
 pub fn normalize_rows(values: &mut [f32], dim: usize) {
     for row in values.chunks_mut(dim) {
-        let norm = row.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
+        let norm = row
+            .iter()
+            .map(|x| (*x as f64) * (*x as f64))
+            .sum::<f64>()
+            .sqrt();
         if norm > 0.0 {
             for x in row {
                 *x = (*x as f64 / norm) as f32;
@@ -325,7 +343,12 @@ pub fn normalize_rows(values: &mut [f32], dim: usize) {
 
 /// Embeds texts under the templates: one template formats; several are averaged over
 /// normalised embeddings and renormalised.
-fn embed_texts(encoder: &Encoder, texts: &[String], templates: &[String], dim: usize) -> Result<Vec<f32>> {
+fn embed_texts(
+    encoder: &Encoder,
+    texts: &[String],
+    templates: &[String],
+    dim: usize,
+) -> Result<Vec<f32>> {
     if templates.is_empty() {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         return encoder.embed_texts(&refs);
@@ -398,7 +421,9 @@ impl PartBuffer {
 
 fn bytemuck_f32(values: &[f32]) -> &[u8] {
     // SAFETY: f32 has no padding or invalid bit patterns; the slice covers the same memory.
-    unsafe { std::slice::from_raw_parts(values.as_ptr() as *const u8, std::mem::size_of_val(values)) }
+    unsafe {
+        std::slice::from_raw_parts(values.as_ptr() as *const u8, std::mem::size_of_val(values))
+    }
 }
 
 /// Runs the embed: resumes from `partial`, writes every output, returns what happened.
@@ -418,7 +443,11 @@ pub fn run(
     }
     let mut dims = Vec::new();
     if settings.image {
-        dims.push(encoder.image_dim().context("the model has no image tower")?);
+        dims.push(
+            encoder
+                .image_dim()
+                .context("the model has no image tower")?,
+        );
     }
     if settings.text {
         dims.push(encoder.text_dim().context("the model has no text tower")?);
@@ -435,7 +464,15 @@ pub fn run(
             Ok(())
         })?;
     }
-    assemble(partial, settings, &dims, out, resumed, started, rows_this_run)
+    assemble(
+        partial,
+        settings,
+        &dims,
+        out,
+        resumed,
+        started,
+        rows_this_run,
+    )
 }
 
 /// Embeds the batches as they come and writes each part when it is complete.
@@ -456,12 +493,19 @@ fn consume(
     for batch in rx {
         let batch = batch?;
         if batch.part != current_part {
-            bail!("internal error: batch of part {} while filling part {current_part}", batch.part);
+            bail!(
+                "internal error: batch of part {} while filling part {current_part}",
+                batch.part
+            );
         }
         let n = batch.texts.len();
         let mut t = 0;
         if settings.image {
-            let mut v = if n > 0 { encoder.embed_images(batch.pixels, n)? } else { Vec::new() };
+            let mut v = if n > 0 {
+                encoder.embed_images(batch.pixels, n)?
+            } else {
+                Vec::new()
+            };
             if settings.normalize {
                 normalize_rows(&mut v, dims[t]);
             }
@@ -469,8 +513,16 @@ fn consume(
             t += 1;
         }
         if settings.text {
-            let texts: Vec<String> = batch.texts.iter().map(|x| x.clone().unwrap_or_default()).collect();
-            let mut v = if n > 0 { embed_texts(encoder, &texts, &settings.templates, dims[t])? } else { Vec::new() };
+            let texts: Vec<String> = batch
+                .texts
+                .iter()
+                .map(|x| x.clone().unwrap_or_default())
+                .collect();
+            let mut v = if n > 0 {
+                embed_texts(encoder, &texts, &settings.templates, dims[t])?
+            } else {
+                Vec::new()
+            };
             if settings.normalize {
                 normalize_rows(&mut v, dims[t]);
             }
@@ -553,13 +605,22 @@ fn assemble(
         f.flush()?;
         Ok(true)
     };
-    let wrote_texts = write_lines(&out.texts, metas.iter().flat_map(|m| m.texts.iter()).collect())?;
-    let wrote_labels = write_lines(&out.labels, metas.iter().flat_map(|m| m.labels.iter()).collect())?;
+    let wrote_texts = write_lines(
+        &out.texts,
+        metas.iter().flat_map(|m| m.texts.iter()).collect(),
+    )?;
+    let wrote_labels = write_lines(
+        &out.labels,
+        metas.iter().flat_map(|m| m.labels.iter()).collect(),
+    )?;
     Ok(Outcome {
         positions: metas.iter().map(|m| m.positions).sum(),
         rows,
         cols: dims[0],
-        skipped: metas.iter().flat_map(|m| m.skipped.iter().cloned()).collect(),
+        skipped: metas
+            .iter()
+            .flat_map(|m| m.skipped.iter().cloned())
+            .collect(),
         wrote_texts,
         wrote_labels,
         resumed_parts: resumed,

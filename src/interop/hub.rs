@@ -93,7 +93,12 @@ pub fn fetch_from(kind: Kind, name: &str, file: &str, revision: &str) -> Result<
 /// Like [`fetch_from`], but `None` when the repository does not have the file (optional files
 /// such as a sentence-transformers pooling configuration). Offline, "not in the cache" counts as
 /// not having it only if the cache holds the revision at all.
-pub fn fetch_optional(kind: Kind, name: &str, file: &str, revision: &str) -> Result<Option<HubFile>> {
+pub fn fetch_optional(
+    kind: Kind,
+    name: &str,
+    file: &str,
+    revision: &str,
+) -> Result<Option<HubFile>> {
     let cache = Cache::new(cache_dir());
     let hub_repo = repo(kind, name, revision);
     if let Some(path) = cache.repo(hub_repo.clone()).get(file) {

@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use crate::embed::encoder::{Encoder, ImageGeometry};
-use crate::embed::image::{Background, Preprocess};
+use crate::embed::image::{Background, PassOrder, Preprocess};
 use crate::embed::model_files::{self, ModelFiles};
 use crate::embed::pipeline::{self, OutputPaths, Settings};
 use crate::embed::source::image_folder::{self, ImageFolder};
@@ -44,6 +44,7 @@ static PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "templates", ty: ParamType::StrList, default: Default::Absent, doc: "prompt templates with {} for the text, e.g. [\"a photo of a {}.\"]; several are averaged (each embedding normalised, averaged, renormalised). The reference embeds texts verbatim", ..ParamSpec::BASE },
     ParamSpec { name: "normalize", ty: ParamType::Bool, default: Default::Bool(false), doc: "L2-normalise every embedding (the reference stores CLIP's raw projected features; sentence-transformers models normalise by their own pipeline)", ..ParamSpec::BASE },
     ParamSpec { name: "background", ty: ParamType::Str, default: Default::Str("white"), doc: "images with transparency are composited onto this colour (`white`, `black` or `#rrggbb`); `drop` discards the alpha channel as Pillow's convert(\"RGB\") does", ..ParamSpec::BASE },
+    ParamSpec { name: "resize_order", ty: ParamType::Choice(&["horizontal_first", "pillow13"]), default: Default::Str("horizontal_first"), doc: "order of the two bicubic passes: horizontal_first as the Pillow releases the reference ran on; pillow13 as Pillow 13, which resizes vertically first when the height shrinks much more than the width (pixels differ by a few levels on such images)", ..ParamSpec::BASE },
     ParamSpec { name: "limit", ty: ParamType::Int, default: Default::Absent, min: Some(1.0), doc: "read only the first `limit` items of the source", ..ParamSpec::BASE },
     ParamSpec { name: "image_column", ty: ParamType::Str, default: Default::Str("image"), doc: "parquet: the image column (struct of bytes and path, as Hugging Face stores images)", ..ParamSpec::BASE },
     ParamSpec { name: "text_column", ty: ParamType::Str, default: Default::Absent, doc: "parquet: a caption column", ..ParamSpec::BASE },
@@ -67,7 +68,11 @@ fn str_param<'a>(params: &'a BTreeMap<String, Value>, name: &str) -> Option<&'a 
 /// Where the data comes from, as written.
 enum DataLocation {
     Local(String),
-    Hub { dataset: String, files: String, revision: String },
+    Hub {
+        dataset: String,
+        files: String,
+        revision: String,
+    },
 }
 
 fn data_location(params: &BTreeMap<String, Value>) -> Result<DataLocation> {
@@ -93,7 +98,11 @@ fn locate_data(source: &str, params: &BTreeMap<String, Value>, base: &Path) -> R
                     let root = resolve(base, &written);
                     let mut files = Vec::new();
                     for image in image_folder::image_files(&root)? {
-                        let rel = image.strip_prefix(&root).unwrap_or(&image).to_string_lossy().into_owned();
+                        let rel = image
+                            .strip_prefix(&root)
+                            .unwrap_or(&image)
+                            .to_string_lossy()
+                            .into_owned();
                         let caption = image.with_extension("txt");
                         files.push((rel.clone(), image));
                         if caption.is_file() {
@@ -105,24 +114,40 @@ fn locate_data(source: &str, params: &BTreeMap<String, Value>, base: &Path) -> R
                 _ => {
                     let paths = source_files::expand(base, std::slice::from_ref(&written))?;
                     if source == "text" && paths.len() != 1 {
-                        bail!("a text source reads one file; `{written}` matches {}", paths.len());
+                        bail!(
+                            "a text source reads one file; `{written}` matches {}",
+                            paths.len()
+                        );
                     }
                     paths
                         .into_iter()
                         .map(|p| {
-                            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                            let name = p
+                                .file_name()
+                                .map(|n| n.to_string_lossy().into_owned())
+                                .unwrap_or_default();
                             (name, p)
                         })
                         .collect()
                 }
             };
-            Ok(Resource { name: "data".into(), described: written, files, identities: Vec::new() })
+            Ok(Resource {
+                name: "data".into(),
+                described: written,
+                files,
+                identities: Vec::new(),
+            })
         }
-        DataLocation::Hub { dataset, files, revision } => {
+        DataLocation::Hub {
+            dataset,
+            files,
+            revision,
+        } => {
             if source == "images" || source == "text" {
                 bail!("a Hugging Face `dataset` holds shards: use source = \"webdataset\" or \"parquet\"");
             }
-            let pattern = glob::Pattern::new(&files).with_context(|| format!("`files = \"{files}\"` is not a valid glob"))?;
+            let pattern = glob::Pattern::new(&files)
+                .with_context(|| format!("`files = \"{files}\"` is not a valid glob"))?;
             let (all, commit) = hub::list(Kind::Dataset, &dataset, &revision)?;
             let commit = commit.unwrap_or(revision.clone());
             let chosen: Vec<String> = all.into_iter().filter(|f| pattern.matches(f)).collect();
@@ -156,14 +181,21 @@ fn model_resource(m: &ModelFiles) -> Resource {
     Resource {
         name: "model".into(),
         described: m.described.clone(),
-        files: m.files.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        files: m
+            .files
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         identities: Vec::new(),
     }
 }
 
 /// The model files again from the resolved resource (the same files that were keyed).
 fn model_files(ctx: &StepContext) -> Result<ModelFiles> {
-    let r = ctx.resources.get("model").context("the model was not located")?;
+    let r = ctx
+        .resources
+        .get("model")
+        .context("the model was not located")?;
     Ok(ModelFiles {
         described: r.described.clone(),
         files: r.files.iter().cloned().collect(),
@@ -172,7 +204,10 @@ fn model_files(ctx: &StepContext) -> Result<ModelFiles> {
 
 /// The data files on this machine, downloading hub files now.
 fn data_files(ctx: &StepContext) -> Result<Vec<PathBuf>> {
-    let r = ctx.resources.get("data").context("the data was not located")?;
+    let r = ctx
+        .resources
+        .get("data")
+        .context("the data was not located")?;
     if r.identities.is_empty() {
         return Ok(r.files.iter().map(|(_, p)| p.clone()).collect());
     }
@@ -183,7 +218,9 @@ fn data_files(ctx: &StepContext) -> Result<Vec<PathBuf>> {
         .and_then(|(_, rest)| rest.split_once('/'))
         .map(|(c, _)| c.to_string())
         .context("the dataset's commit was not resolved")?;
-    let bar = ctx.progress.bar(r.identities.len() as u64, "embed: fetching shards");
+    let bar = ctx
+        .progress
+        .bar(r.identities.len() as u64, "embed: fetching shards");
     let mut out = Vec::new();
     for (name, _) in &r.identities {
         out.push(hub::fetch_from(Kind::Dataset, dataset, name, &commit)?.path);
@@ -203,24 +240,35 @@ pub fn parse_background(s: &str) -> Result<Background> {
             let byte = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16);
             match (byte(1), byte(3), byte(5)) {
                 (Ok(r), Ok(g), Ok(b)) => Background::Color([r, g, b]),
-                _ => bail!("`background = \"{s}\"`: not a colour; use white, black, #rrggbb or drop"),
+                _ => {
+                    bail!("`background = \"{s}\"`: not a colour; use white, black, #rrggbb or drop")
+                }
             }
         }
         _ => bail!("`background = \"{s}\"`: not a colour; use white, black, #rrggbb or drop"),
     })
 }
 
-fn preprocess(geometry: ImageGeometry, background: Background) -> Preprocess {
+fn preprocess(
+    geometry: ImageGeometry,
+    background: Background,
+    pass_order: PassOrder,
+) -> Preprocess {
     Preprocess {
         size: geometry.size,
         crop: geometry.crop,
         mean: geometry.mean,
         std: geometry.std,
         background,
+        pass_order,
     }
 }
 
-fn open_source(kind: &str, ctx: &StepContext, files: Vec<PathBuf>) -> Result<(Box<dyn Source>, Option<usize>)> {
+fn open_source(
+    kind: &str,
+    ctx: &StepContext,
+    files: Vec<PathBuf>,
+) -> Result<(Box<dyn Source>, Option<usize>)> {
     Ok(match kind {
         "text" => {
             let path = &files[0];
@@ -284,7 +332,10 @@ impl Step for Embed {
         let revision = str_param(params, "model_revision").unwrap_or("main");
         let source = str_param(params, "source").context("`source` is required")?;
         let located = model_files::locate(model, revision, base)?;
-        Ok(vec![model_resource(&located), locate_data(source, params, base)?])
+        Ok(vec![
+            model_resource(&located),
+            locate_data(source, params, base)?,
+        ])
     }
 
     fn run(&self, ctx: &mut StepContext) -> Result<Metrics> {
@@ -297,8 +348,15 @@ impl Step for Embed {
         let device = crate::steps::sae_common::device(ctx.device)?;
         let encoder = Encoder::load(&files, text, image, &device)?;
         let background = parse_background(ctx.str("background")?)?;
+        let pass_order = match ctx.str("resize_order")? {
+            "pillow13" => PassOrder::Pillow13,
+            _ => PassOrder::HorizontalFirst,
+        };
         let templates: Vec<String> = match ctx.params.get("templates") {
-            Some(Value::List(items)) => items.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+            Some(Value::List(items)) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect(),
             _ => Vec::new(),
         };
         if let Some(t) = templates.iter().find(|t| !t.contains("{}")) {
@@ -308,16 +366,33 @@ impl Step for Embed {
             image,
             text,
             templates: templates.clone(),
-            normalize: ctx.params.get("normalize").and_then(Value::as_bool).unwrap_or(false),
+            normalize: ctx
+                .params
+                .get("normalize")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             batch_size: ctx.usize("batch_size")?,
             part_size: ctx.usize("part_size")?,
-            limit: ctx.params.get("limit").and_then(Value::as_int).map(|l| l as usize),
-            preprocess: encoder.image_geometry().filter(|_| image).map(|g| preprocess(g, background)),
+            limit: ctx
+                .params
+                .get("limit")
+                .and_then(Value::as_int)
+                .map(|l| l as usize),
+            preprocess: encoder
+                .image_geometry()
+                .filter(|_| image)
+                .map(|g| preprocess(g, background, pass_order)),
         };
         let data = data_files(ctx)?;
         let (source, hint) = open_source(&source_kind, ctx, data)?;
-        let total = settings.limit.map(|l| hint.map_or(l, |h| h.min(l))).or(hint);
-        let bar = ctx.progress.bar(total.unwrap_or(0) as u64, &format!("embed {}", ctx.instance));
+        let total = settings
+            .limit
+            .map(|l| hint.map_or(l, |h| h.min(l)))
+            .or(hint);
+        let bar = ctx.progress.bar(
+            total.unwrap_or(0) as u64,
+            &format!("embed {}", ctx.instance),
+        );
         let outputs = OutputPaths {
             matrix: ctx.output_path("matrix"),
             text_matrix: ctx.output_path("text_matrix"),
@@ -330,7 +405,14 @@ impl Step for Embed {
             }
             bar.set_position(pos as u64);
         };
-        let outcome = pipeline::run(source, &encoder, &settings, &ctx.partial_dir, &outputs, &on_progress)?;
+        let outcome = pipeline::run(
+            source,
+            &encoder,
+            &settings,
+            &ctx.partial_dir,
+            &outputs,
+            &on_progress,
+        )?;
         bar.finish_and_clear();
         if !outcome.skipped.is_empty() {
             ctx.progress.println(&format!(
@@ -377,7 +459,10 @@ impl Step for Embed {
             "batch_size": settings.batch_size,
             "part_size": settings.part_size,
         });
-        std::fs::write(ctx.output_path("report"), serde_json::to_vec_pretty(&report)?)?;
+        std::fs::write(
+            ctx.output_path("report"),
+            serde_json::to_vec_pretty(&report)?,
+        )?;
         if !outcome.wrote_texts {
             std::fs::remove_file(ctx.output_path("texts")).ok();
         }
@@ -388,7 +473,10 @@ impl Step for Embed {
         metrics.insert("rows".into(), outcome.rows.into());
         metrics.insert("cols".into(), outcome.cols.into());
         metrics.insert("skipped".into(), outcome.skipped.len().into());
-        metrics.insert("rows_per_s".into(), per_s(outcome.rows, outcome.seconds).into());
+        metrics.insert(
+            "rows_per_s".into(),
+            per_s(outcome.rows, outcome.seconds).into(),
+        );
         metrics.insert("model".into(), files.described.clone().into());
         Ok(metrics)
     }

@@ -11,7 +11,9 @@
 use anyhow::{bail, Result};
 use candle_core::{Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
-use candle_transformers::models::clip::text_model::{Activation, ClipTextConfig, ClipTextTransformer};
+use candle_transformers::models::clip::text_model::{
+    Activation, ClipTextConfig, ClipTextTransformer,
+};
 use candle_transformers::models::clip::vision_model::{ClipVisionConfig, ClipVisionTransformer};
 use serde_json::Value;
 
@@ -21,10 +23,9 @@ const LAYER_NORM_EPS: f64 = 1e-5;
 fn field(section: &Value, name: &str, default: usize) -> Result<usize> {
     match section.get(name) {
         None | Some(Value::Null) => Ok(default),
-        Some(v) => v
-            .as_u64()
-            .map(|n| n as usize)
-            .ok_or_else(|| anyhow::anyhow!("config.json: `{name}` must be a positive integer, found {v}")),
+        Some(v) => v.as_u64().map(|n| n as usize).ok_or_else(|| {
+            anyhow::anyhow!("config.json: `{name}` must be a positive integer, found {v}")
+        }),
     }
 }
 
@@ -74,13 +75,17 @@ pub fn configs(config: &Value) -> Result<(ClipTextConfig, ClipVisionConfig)> {
     };
     for (what, hidden, heads) in [
         ("text", text_cfg.embed_dim, text_cfg.num_attention_heads),
-        ("image", vision_cfg.embed_dim, vision_cfg.num_attention_heads),
+        (
+            "image",
+            vision_cfg.embed_dim,
+            vision_cfg.num_attention_heads,
+        ),
     ] {
         if heads == 0 || hidden % heads != 0 {
             bail!("config.json: the {what} tower's hidden size {hidden} is not a multiple of its {heads} attention heads");
         }
     }
-    if vision_cfg.patch_size == 0 || vision_cfg.image_size % vision_cfg.patch_size != 0 {
+    if vision_cfg.patch_size == 0 || !vision_cfg.image_size.is_multiple_of(vision_cfg.patch_size) {
         bail!(
             "config.json: image size {} is not a multiple of the patch size {}",
             vision_cfg.image_size,
@@ -150,21 +155,34 @@ mod tests {
         )
         .unwrap();
         let (t, v) = configs(&cfg).unwrap();
-        assert_eq!((t.embed_dim, t.num_hidden_layers, t.projection_dim), (768, 12, 768));
-        assert_eq!((v.embed_dim, v.num_hidden_layers, v.patch_size, v.image_size), (1024, 24, 14, 224));
+        assert_eq!(
+            (t.embed_dim, t.num_hidden_layers, t.projection_dim),
+            (768, 12, 768)
+        );
+        assert_eq!(
+            (v.embed_dim, v.num_hidden_layers, v.patch_size, v.image_size),
+            (1024, 24, 14, 224)
+        );
     }
 
     #[test]
     fn unsupported_settings_are_refused() {
         let gelu: Value =
             serde_json::from_str(r#"{"vision_config": {"hidden_act": "gelu"}}"#).unwrap();
-        assert!(configs(&gelu).unwrap_err().to_string().contains("quick_gelu"));
+        assert!(configs(&gelu)
+            .unwrap_err()
+            .to_string()
+            .contains("quick_gelu"));
         let eps: Value =
             serde_json::from_str(r#"{"text_config": {"layer_norm_eps": 1e-6}}"#).unwrap();
         assert!(configs(&eps).unwrap_err().to_string().contains("1e-5"));
-        let heads: Value =
-            serde_json::from_str(r#"{"text_config": {"hidden_size": 100, "num_attention_heads": 8}}"#)
-                .unwrap();
-        assert!(configs(&heads).unwrap_err().to_string().contains("multiple"));
+        let heads: Value = serde_json::from_str(
+            r#"{"text_config": {"hidden_size": 100, "num_attention_heads": 8}}"#,
+        )
+        .unwrap();
+        assert!(configs(&heads)
+            .unwrap_err()
+            .to_string()
+            .contains("multiple"));
     }
 }

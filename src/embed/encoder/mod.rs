@@ -48,11 +48,10 @@ pub struct ImageGeometry {
     pub std: [f32; 3],
 }
 
-
 enum TextModel {
     Clip(clip::ClipText),
     Siglip(siglip::SiglipText),
-    Sentence(sentence::SentenceBert),
+    Sentence(Box<sentence::SentenceBert>),
 }
 
 enum ImageModel {
@@ -127,16 +126,27 @@ impl Encoder {
                 let (tcfg, vcfg) = clip::configs(&files.config_json()?)?;
                 if text {
                     let tok_path = tokenizer_file(files)?;
-                    let probe = TextTokenizer::load(tok_path, tcfg.max_position_embeddings, 0, PadTo::Longest)?;
+                    let probe = TextTokenizer::load(
+                        tok_path,
+                        tcfg.max_position_embeddings,
+                        0,
+                        PadTo::Longest,
+                    )?;
                     let end = probe
                         .token_id("<|endoftext|>")
                         .unwrap_or(tcfg.vocab_size as u32 - 1);
-                    let tok = TextTokenizer::load(tok_path, tcfg.max_position_embeddings, end, PadTo::Longest)?;
+                    let tok = TextTokenizer::load(
+                        tok_path,
+                        tcfg.max_position_embeddings,
+                        end,
+                        PadTo::Longest,
+                    )?;
                     let model = clip::ClipText::load(&vb, &tcfg).map_err(|e| loaded("text", e))?;
                     enc.text = Some((TextModel::Clip(model), tok, tcfg.projection_dim));
                 }
                 if image {
-                    let model = clip::ClipImage::load(&vb, &vcfg).map_err(|e| loaded("image", e))?;
+                    let model =
+                        clip::ClipImage::load(&vb, &vcfg).map_err(|e| loaded("image", e))?;
                     let geometry = ImageGeometry {
                         size: vcfg.image_size as u32,
                         crop: true,
@@ -156,12 +166,14 @@ impl Encoder {
                         t.pad_token_id,
                         PadTo::Fixed(t.max_position_embeddings),
                     )?;
-                    let model = siglip::SiglipText::load(&vb, &cfg).map_err(|e| loaded("text", e))?;
+                    let model =
+                        siglip::SiglipText::load(&vb, &cfg).map_err(|e| loaded("text", e))?;
                     enc.text = Some((TextModel::Siglip(model), tok, t.hidden_size));
                 }
                 if image {
                     let v = &cfg.vision_config;
-                    let model = siglip::SiglipImage::load(&vb, &cfg).map_err(|e| loaded("image", e))?;
+                    let model =
+                        siglip::SiglipImage::load(&vb, &cfg).map_err(|e| loaded("image", e))?;
                     let geometry = ImageGeometry {
                         size: v.image_size as u32,
                         crop: false,
@@ -176,7 +188,8 @@ impl Encoder {
                     bail!("model {} is a text encoder (sentence-transformers BERT); it has no image tower", files.described);
                 }
                 if text {
-                    let model = sentence::SentenceBert::load(files, &vb).map_err(|e| loaded("text", e))?;
+                    let model =
+                        sentence::SentenceBert::load(files, &vb).map_err(|e| loaded("text", e))?;
                     let tok = TextTokenizer::load(
                         tokenizer_file(files)?,
                         model.pipeline.max_len,
@@ -184,7 +197,7 @@ impl Encoder {
                         PadTo::Longest,
                     )?;
                     let dim = model.config.hidden_size;
-                    enc.text = Some((TextModel::Sentence(model), tok, dim));
+                    enc.text = Some((TextModel::Sentence(Box::new(model)), tok, dim));
                 }
             }
         }
@@ -205,7 +218,10 @@ impl Encoder {
 
     /// Embeds texts; returns `texts.len() × text_dim` values in input order.
     pub fn embed_texts(&self, texts: &[&str]) -> Result<Vec<f32>> {
-        let (model, tok, dim) = self.text.as_ref().context("the text tower was not loaded")?;
+        let (model, tok, dim) = self
+            .text
+            .as_ref()
+            .context("the text tower was not loaded")?;
         let encoded = tok.encode(texts)?;
         // Longest first, so each sub-batch pads to a length close to its own texts'.
         let mut order: Vec<usize> = (0..encoded.len()).collect();
@@ -238,7 +254,10 @@ impl Encoder {
 
     /// Embeds preprocessed images (`rows × 3 × size × size` values); returns `rows × image_dim`.
     pub fn embed_images(&self, pixels: Vec<f32>, rows: usize) -> Result<Vec<f32>> {
-        let (model, geometry, _) = self.image.as_ref().context("the image tower was not loaded")?;
+        let (model, geometry, _) = self
+            .image
+            .as_ref()
+            .context("the image tower was not loaded")?;
         let s = geometry.size as usize;
         let x = Tensor::from_vec(pixels, (rows, 3, s, s), &self.device)?;
         let features = match model {

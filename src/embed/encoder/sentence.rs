@@ -54,7 +54,10 @@ impl Pipeline {
                 match (on("pooling_mode_mean_tokens"), on("pooling_mode_cls_token")) {
                     (true, false) => Pooling::Mean,
                     (false, true) => Pooling::Cls,
-                    _ => bail!("{}: msae supports mean or first-token pooling, one at a time", p.display()),
+                    _ => bail!(
+                        "{}: msae supports mean or first-token pooling, one at a time",
+                        p.display()
+                    ),
                 }
             }
             None => Pooling::Mean,
@@ -84,8 +87,12 @@ pub struct SentenceBert {
 
 impl SentenceBert {
     pub fn load(files: &ModelFiles, vb: &VarBuilder) -> Result<SentenceBert> {
-        let config: Config = serde_json::from_value(files.config_json()?)
-            .map_err(|e| anyhow::anyhow!("config.json of {} is not a BERT configuration msae can read: {e}", files.described))?;
+        let config: Config = serde_json::from_value(files.config_json()?).map_err(|e| {
+            anyhow::anyhow!(
+                "config.json of {} is not a BERT configuration msae can read: {e}",
+                files.described
+            )
+        })?;
         let pipeline = Pipeline::read(files, config.max_position_embeddings)?;
         Ok(SentenceBert {
             model: BertModel::load(vb.clone(), &config)?,
@@ -119,6 +126,10 @@ impl SentenceBert {
 /// Rows divided by their L2 norm (a zero row stays zero, as sentence-transformers' clamp at
 /// 1e-12 leaves it).
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+    let norm = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f64::MAX)?;
     Ok(x.broadcast_div(&norm)?)
 }

@@ -22,7 +22,10 @@ pub struct SiglipText(TextModel);
 
 impl SiglipText {
     pub fn load(vb: &VarBuilder, cfg: &Config) -> Result<SiglipText> {
-        Ok(SiglipText(TextModel::new(&cfg.text_config, vb.pp("text_model"))?))
+        Ok(SiglipText(TextModel::new(
+            &cfg.text_config,
+            vb.pp("text_model"),
+        )?))
     }
 
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {

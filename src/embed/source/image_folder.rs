@@ -29,8 +29,8 @@ fn is_image(path: &Path) -> bool {
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let entries =
-        std::fs::read_dir(dir).with_context(|| format!("cannot list the folder {}", dir.display()))?;
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list the folder {}", dir.display()))?;
     for entry in entries {
         let entry = entry?;
         let path = entry.path();
@@ -51,7 +51,11 @@ pub fn image_files(root: &Path) -> Result<Vec<PathBuf>> {
     }
     let mut files = Vec::new();
     collect(root, &mut files)?;
-    files.sort_by(|a, b| a.as_os_str().as_encoded_bytes().cmp(b.as_os_str().as_encoded_bytes()));
+    files.sort_by(|a, b| {
+        a.as_os_str()
+            .as_encoded_bytes()
+            .cmp(b.as_os_str().as_encoded_bytes())
+    });
     if files.is_empty() {
         bail!(
             "the folder {} holds no image files ({})",
@@ -169,7 +173,14 @@ mod tests {
         assert_eq!(items[0].label.as_deref(), Some("a/x"));
         assert_eq!(items[0].text.as_deref(), Some("a red ball"));
         assert_eq!(items[0].image.as_deref(), Some(&b"jpg1"[..]));
-        assert_eq!((items[1].key.as_str(), items[1].label.as_deref(), items[1].text.as_deref()), ("b/2.png", Some("b"), None));
+        assert_eq!(
+            (
+                items[1].key.as_str(),
+                items[1].label.as_deref(),
+                items[1].text.as_deref()
+            ),
+            ("b/2.png", Some("b"), None)
+        );
         assert_eq!(items[2].label, None);
         let mut again = ImageFolder::open(root).unwrap();
         again.skip(2).unwrap();

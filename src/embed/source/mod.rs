@@ -30,7 +30,10 @@ pub struct Item {
 pub enum Entry {
     Item(Item),
     /// The item exists but cannot be read; it is skipped and reported.
-    Unreadable { key: String, reason: String },
+    Unreadable {
+        key: String,
+        reason: String,
+    },
 }
 
 /// A sequence of entries in a deterministic order.

@@ -106,7 +106,15 @@ mod tests {
     #[test]
     fn lines_are_stripped_and_a_final_newline_adds_nothing() {
         let got = texts(b" cat \n\ndog\r\nbird");
-        assert_eq!(got, vec![Ok("cat".into()), Ok("".into()), Ok("dog".into()), Ok("bird".into())]);
+        assert_eq!(
+            got,
+            vec![
+                Ok("cat".into()),
+                Ok("".into()),
+                Ok("dog".into()),
+                Ok("bird".into())
+            ]
+        );
         assert_eq!(texts(b"a\nb\n").len(), 2);
         assert!(texts(b"").is_empty());
     }
