@@ -1028,6 +1028,148 @@ mod tests {
         }
     }
 
+    /// JumpReLU's gradients against finite differences. Away from the thresholds the step is
+    /// constant, so the gradients of the weights and biases are those of the true loss. The
+    /// threshold's gradient is a straight-through estimate: it is the exact derivative of a
+    /// surrogate loss in which each step H(R − θ) is replaced by its rectangle-smoothed version
+    /// S(u) = clamp(u/ε + ½, 0, 1) — in the reconstruction with the fixed factor θ₀ (the paper's
+    /// −(θ/ε)·rect), in the L0 term as it is — so central differences of that surrogate in
+    /// log θ must reproduce it.
+    #[test]
+    fn jumprelu_gradients_match_finite_differences() {
+        for lossk in [
+            super::super::config::RecLoss::Nmse,
+            super::super::config::RecLoss::Mse,
+            super::super::config::RecLoss::Cosine,
+        ] {
+            let mut c = cfg(Arch::Jumprelu, 8);
+            c.loss = lossk;
+            c.jumprelu_bandwidth = 0.4;
+            c.jumprelu_theta0 = 0.3;
+            c.sparsity_weight = Some(0.05);
+            let lambda = c.sparsity_weight();
+            let eps = c.jumprelu_bandwidth;
+            let dev = Device::Cpu;
+            let mut m = Sae::new(&c, 5, &dev).unwrap();
+            m.scale_to_unit_norm().unwrap();
+            m.pre_bias = Tensor::new(&[0.1f32, -0.2, 0.05, 0.0, 0.3], &dev).unwrap();
+            m.latent_bias =
+                Tensor::new(&[0.1f32, 0.2, -0.1, 0.3, 0.04, 0.05, 0.15, -0.05], &dev).unwrap();
+            // Different thresholds per latent, so a mixed-up index cannot pass.
+            m.log_threshold = Some(
+                Tensor::new(&[0.3f32, 0.25, 0.35, 0.2, 0.4, 0.3, 0.28, 0.33], &dev)
+                    .unwrap()
+                    .log()
+                    .unwrap(),
+            );
+            let xs: Vec<f32> = (0..30)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.25)
+                .collect();
+            let x = Tensor::from_vec(xs, (6, 5), &dev).unwrap();
+            let fwd = m.forward_train(&x).unwrap();
+            let (_, grads) = m.loss_and_grads(&fwd, None).unwrap();
+
+            // The data must keep every R clear of θ, of 0 and of the window edges θ ± ε/2 by more
+            // than the perturbations move them, or the differences would straddle a kink.
+            let theta0 = m.theta().unwrap().unwrap().to_vec1::<f32>().unwrap();
+            let r = fwd.p.relu().unwrap().to_vec2::<f32>().unwrap();
+            let p = fwd.p.to_vec2::<f32>().unwrap();
+            let mut inside = 0;
+            for (rr, pp) in r.iter().zip(&p) {
+                for j in 0..8 {
+                    let u = rr[j] - theta0[j];
+                    assert!(
+                        pp[j].abs() > 0.003 && u.abs() > 0.003,
+                        "R near a kink: {pp:?}"
+                    );
+                    assert!(
+                        (u.abs() - eps as f32 / 2.0).abs() > 0.003,
+                        "R near a window edge"
+                    );
+                    inside += (u.abs() < eps as f32 / 2.0) as usize;
+                }
+            }
+            assert!(
+                inside >= 4,
+                "the threshold gradient is exercised ({inside} in windows)"
+            );
+
+            // Weights and biases: the true loss.
+            let loss_at = |m: &Sae| -> f64 {
+                let f = m.forward_train(&x).unwrap();
+                m.loss_and_grads(&f, None)
+                    .unwrap()
+                    .0
+                    .total
+                    .to_scalar::<f32>()
+                    .unwrap() as f64
+            };
+            let h = 5e-4f32;
+            for pi in 0..4 {
+                let g = grads.0[pi].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let base = m.params()[pi].clone();
+                let shape = base.dims().to_vec();
+                let vals = base.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                for idx in 0..vals.len() {
+                    let mut mp = m.clone();
+                    let mut at = |delta: f32| {
+                        let mut v = vals.clone();
+                        v[idx] += delta;
+                        *mp.params_mut()[pi] = Tensor::from_vec(v, shape.as_slice(), &dev).unwrap();
+                        loss_at(&mp)
+                    };
+                    let fd = (at(h) - at(-h)) / (2.0 * h as f64);
+                    assert!(
+                        (g[idx] as f64 - fd).abs() < 1e-3 + 1e-2 * fd.abs(),
+                        "{lossk:?} param {pi} idx {idx}: {} vs {fd}",
+                        g[idx]
+                    );
+                }
+            }
+
+            // log θ: the smoothed surrogate, written out here independently of the model's code.
+            let z0 = fwd.levels[0].z.to_vec2::<f32>().unwrap();
+            let surrogate = |log_theta: &[f32]| -> f64 {
+                let smooth = |u: f32| (u / eps as f32 + 0.5).clamp(0.0, 1.0);
+                let mut code = z0.clone();
+                let mut l0 = 0f64;
+                for (b, row) in code.iter_mut().enumerate() {
+                    for j in 0..8 {
+                        let th = log_theta[j].exp();
+                        row[j] += theta0[j] * (smooth(r[b][j] - th) - smooth(r[b][j] - theta0[j]));
+                        l0 += smooth(r[b][j] - th) as f64;
+                    }
+                }
+                let code = Tensor::new(code, &dev).unwrap();
+                let recon = m.decode(&code).unwrap();
+                let rec = loss::reconstruction(lossk, &recon, &x, None, false)
+                    .unwrap()
+                    .value;
+                rec.to_scalar::<f32>().unwrap() as f64 + lambda * l0 / 6.0
+            };
+            let g = grads.0[4].to_vec1::<f32>().unwrap();
+            let log0: Vec<f32> = theta0.iter().map(|t| t.ln()).collect();
+            let hl = 2e-3f32;
+            let mut nonzero = 0;
+            for j in 0..8 {
+                let (mut plus, mut minus) = (log0.clone(), log0.clone());
+                plus[j] += hl;
+                minus[j] -= hl;
+                let fd = (surrogate(&plus) - surrogate(&minus)) / (2.0 * hl as f64);
+                nonzero += (fd.abs() > 1e-4) as usize;
+                assert!(
+                    (g[j] as f64 - fd).abs() < 1e-4 + 1e-2 * fd.abs(),
+                    "{lossk:?} log θ[{j}]: {} vs {fd}",
+                    g[j]
+                );
+            }
+            assert!(
+                nonzero >= 2,
+                "{lossk:?}: the threshold gradient is not trivially zero"
+            );
+        }
+    }
+
     #[test]
     fn jumprelu_threshold_gradient_by_hand() {
         let mut c = cfg(Arch::Jumprelu, 2);
