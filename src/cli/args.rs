@@ -50,9 +50,18 @@ pub enum Command {
     Why {
         experiment: PathBuf,
         instance: String,
+        /// Machine-readable output (typed reasons with old and new values).
+        #[arg(long)]
+        json: bool,
     },
-    /// The state of each instance, including the last error of failed ones.
-    Status { experiment: PathBuf },
+    /// The state of each instance, including the last error of failed ones; while a run holds
+    /// the store, what it is doing now (running instances with their progress).
+    Status {
+        experiment: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Draw the instance DAG.
     Graph {
         experiment: PathBuf,
@@ -129,9 +138,20 @@ pub struct RunArgs {
     /// Where tensors live: cpu, cuda, cuda:N or auto (recorded, not part of any key).
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Worker threads for CPU work (default: all cores; recorded, not keyed).
+    /// Worker threads for CPU work (default: all cores; recorded, not keyed). With -j they are
+    /// divided among the instances that run at once.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Run up to N ready instances at once.
+    #[arg(short = 'j', long = "jobs", default_value_t = 1)]
+    pub jobs: usize,
+    /// GPUs to spread instances over, e.g. `cuda:0,cuda:1`: each instance of a step that uses a
+    /// device gets one of its own (default: the single --device).
+    #[arg(long, value_delimiter = ',')]
+    pub devices: Vec<String>,
+    /// Instances that may share one GPU of --devices at the same time.
+    #[arg(long, default_value_t = 1)]
+    pub per_device: usize,
     /// Folder for the result tables; they go to <results>/<experiment name>/.
     #[arg(long, default_value = "results")]
     pub results: PathBuf,
@@ -140,7 +160,11 @@ pub struct RunArgs {
 #[derive(Subcommand)]
 pub enum CacheCommand {
     /// Bytes stored per step.
-    Du,
+    Du {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-hash every object that a record refers to; damaged ones are removed so they are
     /// recomputed by the next run.
     Verify,

@@ -7,6 +7,7 @@ mod args;
 mod commands;
 mod device;
 mod export;
+mod status;
 
 use std::process::ExitCode;
 
