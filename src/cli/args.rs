@@ -90,6 +90,11 @@ pub enum Command {
     Cache(CacheCommand),
     /// List the step kinds with their parameters and outputs.
     Kinds,
+    /// Cancel the scheduler jobs of an experiment's run on this store (`--executor slurm`).
+    Cancel { experiment: PathBuf },
+    /// Run one instance from a job specification (what a scheduler job executes).
+    #[command(hide = true)]
+    Exec { spec: PathBuf },
     /// Copy an output of a finished instance out of the store, or write a model in the SAELens
     /// layout (`cfg.json` + `sae_weights.safetensors`).
     Export(ExportArgs),
@@ -152,9 +157,38 @@ pub struct RunArgs {
     /// Instances that may share one GPU of --devices at the same time.
     #[arg(long, default_value_t = 1)]
     pub per_device: usize,
+    /// Where instances run: threads of this process, or one Slurm job each.
+    #[arg(long, value_enum, default_value = "local")]
+    pub executor: ExecutorKind,
+    /// Slurm resources of steps that set none in `[steps.<id>.resources]`, as KEY=VALUE
+    /// (partition, gres, gpus, cpus, mem, time, account, qos, extra=FLAG); repeatable.
+    #[arg(long = "resource", value_name = "KEY=VALUE")]
+    pub resources: Vec<String>,
+    /// Slurm: most jobs in flight at once.
+    #[arg(long, default_value_t = 100)]
+    pub max_jobs: usize,
+    /// Slurm: most submissions per second.
+    #[arg(long, default_value_t = 5)]
+    pub submit_rate: usize,
+    /// Slurm: seconds between `squeue` calls while jobs change (doubling towards --poll-max
+    /// while nothing does).
+    #[arg(long, default_value_t = 5.0)]
+    pub poll: f64,
+    #[arg(long, default_value_t = 60.0)]
+    pub poll_max: f64,
+    /// Slurm: seconds a job may be gone from the queue before a missing result file counts as
+    /// a failure (shared filesystems can be slow to show it).
+    #[arg(long, default_value_t = 60.0)]
+    pub result_grace: f64,
     /// Folder for the result tables; they go to <results>/<experiment name>/.
     #[arg(long, default_value = "results")]
     pub results: PathBuf,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+pub enum ExecutorKind {
+    Local,
+    Slurm,
 }
 
 #[derive(Subcommand)]

@@ -6,15 +6,20 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 
-use super::args::{CacheCommand, Cli, Command, GraphFormat, RunArgs};
+use std::time::Duration;
+
+use super::args::{CacheCommand, Cli, Command, ExecutorKind, GraphFormat, RunArgs};
 use super::device;
 use crate::diagnostic::nearest;
+use crate::experiment::resources::Resources;
 use crate::experiment::{self, Experiment, Plan};
 use crate::report::{graph, table};
+use crate::runner::executor::Executor;
 use crate::runner::local::Local;
 use crate::runner::plan::{cached_records, plan, PlanStatus};
 use crate::runner::progress::Progress;
 use crate::runner::reasons::Reason;
+use crate::runner::slurm::{Slurm, SlurmOptions};
 use crate::runner::{self, RunOptions, Status};
 use crate::steps::spec::{Default, Role};
 use crate::store::Store;
@@ -54,6 +59,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Cache(CacheCommand::Verify) => verify(g),
         Command::Kinds => kinds(),
         Command::Export(args) => super::export::export(g, args),
+        Command::Cancel { experiment } => super::cancel::cancel(g, experiment),
+        Command::Exec { spec } => crate::runner::worker::exec(spec),
     }
 }
 
@@ -102,14 +109,38 @@ fn run(g: &super::args::Global, args: &RunArgs) -> Result<ExitCode> {
     } else {
         Progress::new(g.quiet)
     };
-    let mut executor = Local::new(
-        args.jobs,
-        threads,
-        devices,
-        args.per_device,
-        device.clone(),
-        progress.clone(),
-    )?;
+    let mut executor: Box<dyn Executor> = match args.executor {
+        ExecutorKind::Local => Box::new(Local::new(
+            args.jobs,
+            threads,
+            devices,
+            args.per_device,
+            device.clone(),
+            progress.clone(),
+        )?),
+        ExecutorKind::Slurm => {
+            let seconds = |s: f64, what: &str| {
+                if s.is_finite() && s >= 0.0 {
+                    Ok(Duration::from_secs_f64(s))
+                } else {
+                    Err(anyhow::anyhow!("{what} must be a number of seconds ≥ 0"))
+                }
+            };
+            Box::new(Slurm::new(
+                &store.root,
+                &exp.name,
+                SlurmOptions {
+                    defaults: Resources::from_assignments(&args.resources)?,
+                    max_jobs: args.max_jobs,
+                    submit_per_second: args.submit_rate,
+                    poll_min: seconds(args.poll, "--poll")?.max(Duration::from_millis(100)),
+                    poll_max: seconds(args.poll_max, "--poll-max")?.max(Duration::from_millis(100)),
+                    result_grace: seconds(args.result_grace, "--result-grace")?,
+                    device: device.clone(),
+                },
+            )?)
+        }
+    };
     let opts = RunOptions {
         keep_going: args.keep_going,
         verify: args.verify,
@@ -117,7 +148,7 @@ fn run(g: &super::args::Global, args: &RunArgs) -> Result<ExitCode> {
         threads,
         command,
     };
-    let outcomes = runner::run(&exp, &p, &store, &opts, &progress, &mut executor)?;
+    let outcomes = runner::run(&exp, &p, &store, &opts, &progress, executor.as_mut())?;
     let count = |s: Status| outcomes.iter().filter(|o| o.status == s).count();
     let (ran, cached, failed, skipped) = (
         count(Status::Ran),

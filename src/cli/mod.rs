@@ -4,6 +4,7 @@
 //! 2 a usage error (clap).
 
 mod args;
+mod cancel;
 mod commands;
 mod device;
 mod export;

@@ -19,6 +19,8 @@ pub struct Task {
     pub index: usize,
     pub needs: Needs,
     pub spec: TaskSpec,
+    /// Scheduler settings of the instance's step (`[steps.<id>.resources]`; not keyed).
+    pub resources: crate::experiment::resources::Resources,
 }
 
 /// An instance that stopped running, successfully or not.

@@ -22,7 +22,9 @@ pub mod local;
 pub mod plan;
 pub mod progress;
 pub mod reasons;
+pub mod slurm;
 pub mod task;
+pub mod worker;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -348,6 +350,10 @@ fn start_ready(
             index: i,
             needs,
             spec: task_spec(exp, store, inst, p),
+            resources: exp
+                .step(&inst.step)
+                .map(|s| s.resources.clone())
+                .unwrap_or_default(),
         })?;
         started.insert(i, Instant::now());
         board.set(i, LiveState::Running, Some(&p.key));

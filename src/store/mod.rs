@@ -130,10 +130,9 @@ impl Store {
     /// none yet does this wait (`wait`) or fail like [`Store::open`].
     pub fn open_read(root: &Path, command: &str, wait: bool) -> Result<Store> {
         let start = Instant::now();
+        fs::create_dir_all(root)
+            .with_context(|| format!("cannot create the store folder {}", root.display()))?;
         loop {
-            if !root.join("db").exists() {
-                return Store::open(root, command, wait);
-            }
             match sled::Config::new().path(root.join("db")).open() {
                 Ok(db) => return Store::held(root, command, db),
                 Err(e) if is_lock_error(&e) => {
