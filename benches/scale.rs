@@ -1,6 +1,9 @@
 //! Parallel instances: wall time of a 24-training CPU grid with `-j 1` and `-j 2` (same thread
 //! budget, `--threads 2`), each on a fresh store, alternating so both see the same machine load.
-//! Run with `cargo bench --bench scale -- [--rounds R] [--epochs E]`.
+//! Then, where a Slurm cluster answers (`sinfo`; e.g. `SLURM_CONF` of a local test cluster),
+//! the per-instance overhead of the Slurm executor: ten trivial instances with the local
+//! executor and with `--executor slurm`, side by side.
+//! Run with `cargo bench --bench scale -- [--rounds R] [--epochs E] [--no-grid]`.
 
 use std::path::Path;
 use std::process::Command;
@@ -82,8 +85,66 @@ fn load() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// Ten independent trivial instances.
+const TRIVIAL: &str = "[experiment]\nname = \"trivial\"\n\n[steps.data]\nkind = \"synth\"\ndim = 8\nn_features = 8\ntrain = 64\ntest = 8\nseed = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n";
+
+fn slurm_overhead(rounds: u32) {
+    let up = Command::new("sinfo")
+        .args(["-h", "-o", "%t"])
+        .output()
+        .map(|o| o.status.success() && !o.stdout.is_empty())
+        .unwrap_or(false);
+    if !up {
+        println!("\n(no Slurm cluster answers `sinfo`: the Slurm overhead row is left out)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("trivial.toml"), TRIVIAL).unwrap();
+    let timed = |store: &str, extra: &[&str]| {
+        let cache = dir.path().join(store);
+        std::fs::remove_dir_all(&cache).ok();
+        let start = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_msae"))
+            .args(["-q", "run"])
+            .args(extra)
+            .arg("trivial.toml")
+            .current_dir(dir.path())
+            .env("MSAE_CACHE", &cache)
+            .output()
+            .expect("msae runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        start.elapsed().as_secs_f64()
+    };
+    let (mut local, mut slurm) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        local.push(timed("local", &["-j", "2"]));
+        slurm.push(timed(
+            "slurm",
+            &["--executor", "slurm", "--poll", "0.5", "--poll-max", "2"],
+        ));
+    }
+    let (l, s) = (median(local), median(slurm));
+    println!("\nSlurm executor against the local one: 10 trivial instances (one `synth` each), median of {rounds} rounds; local `-j 2`, Slurm on the cluster that `sinfo` answers for, `--poll 0.5`\n");
+    println!("| executor | wall s | s per instance | overhead per instance vs local (s) |");
+    println!("|---|---:|---:|---:|");
+    println!("| local -j 2 | {l:.2} | {:.3} | — |", l / 10.0);
+    println!(
+        "| slurm | {s:.2} | {:.3} | {:.3} |",
+        s / 10.0,
+        (s - l) / 10.0
+    );
+}
+
 fn main() {
     let rounds = arg("--rounds", 3);
+    if std::env::args().any(|a| a == "--no-grid") {
+        slurm_overhead(rounds);
+        return;
+    }
     let epochs = arg("--epochs", 3);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("scale.toml"), grid(epochs)).unwrap();
@@ -109,4 +170,5 @@ fn main() {
             m1 / m
         );
     }
+    slurm_overhead(rounds);
 }

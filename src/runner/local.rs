@@ -171,3 +171,46 @@ impl Executor for Local {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(jobs: usize, devices: &[&str], per_device: usize) -> Local {
+        Local::new(
+            jobs,
+            8,
+            devices.iter().map(|d| d.to_string()).collect(),
+            per_device,
+            "cpu".into(),
+            Progress::hidden(true),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn threads_are_divided_among_the_slots() {
+        assert_eq!(local(1, &[], 1).threads_each, 8);
+        assert_eq!(local(3, &[], 1).threads_each, 2);
+        assert_eq!(local(16, &[], 1).threads_each, 1);
+        assert!(Local::new(0, 8, vec![], 1, "cpu".into(), Progress::hidden(true)).is_err());
+    }
+
+    #[test]
+    fn each_gpu_takes_one_instance_and_cpu_steps_never_wait_for_one() {
+        let mut l = local(4, &["cuda:0", "cuda:1"], 1);
+        assert_eq!(l.free_gpu(), Some(0));
+        l.devices[0].1 += 1;
+        assert_eq!(l.free_gpu(), Some(1));
+        l.devices[1].1 += 1;
+        assert_eq!(l.free_gpu(), None);
+        assert!(!l.has_room(Needs::DEVICE));
+        assert!(l.has_room(Needs::CPU));
+        // Two per GPU when asked; the least busy GPU first.
+        let mut l = local(4, &["cuda:0", "cuda:1"], 2);
+        l.devices[0].1 += 1;
+        assert_eq!(l.free_gpu(), Some(1));
+        l.devices[1].1 += 1;
+        assert_eq!(l.free_gpu(), Some(0));
+    }
+}

@@ -292,3 +292,67 @@ impl Index {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::record::KeyComponents;
+
+    fn record(key: &str, instance: &str) -> Record {
+        Record {
+            key: key.into(),
+            components: KeyComponents {
+                kind: "synth".into(),
+                version: 1,
+                params: Default::default(),
+                inputs: Default::default(),
+                files: Default::default(),
+            },
+            experiment: "e".into(),
+            instance: instance.into(),
+            coords: Default::default(),
+            input_from: Default::default(),
+            outputs: Default::default(),
+            metrics: Default::default(),
+            exec: Default::default(),
+            finished_unix: 0,
+            seconds: 0.0,
+            msae_version: "0".into(),
+        }
+    }
+
+    #[test]
+    fn a_published_snapshot_reads_like_the_index_and_refuses_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::new(sled::Config::new().temporary(true).open().unwrap()).unwrap();
+        let path = dir.path().join("snapshot.json");
+        index.put(&record("k1", "a")).unwrap();
+        index
+            .put_failure(
+                "e",
+                "b",
+                &FailureRecord {
+                    key: "k2".into(),
+                    error: "boom".into(),
+                    finished_unix: 0,
+                },
+            )
+            .unwrap();
+        assert!(index.publish(&path).unwrap());
+        // Nothing changed: no rewrite.
+        assert!(!index.publish(&path).unwrap());
+        let snap = Index::from_snapshot(Snapshot::read(&path).unwrap());
+        assert!(snap.is_snapshot());
+        assert_eq!(snap.record("k1").unwrap().unwrap().instance, "a");
+        assert_eq!(snap.latest("e", "a").unwrap().unwrap().key, "k1");
+        assert_eq!(snap.failure("e", "b").unwrap().unwrap().error, "boom");
+        assert_eq!(snap.all_records().unwrap().len(), 1);
+        let err = snap.put(&record("k3", "c")).unwrap_err().to_string();
+        assert!(err.contains("only reads"), "{err}");
+        // A change is published again.
+        index.put(&record("k3", "c")).unwrap();
+        assert!(index.publish(&path).unwrap());
+        let snap = Index::from_snapshot(Snapshot::read(&path).unwrap());
+        assert_eq!(snap.all_records().unwrap().len(), 2);
+    }
+}
