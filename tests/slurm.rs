@@ -400,6 +400,32 @@ fn assert_no_duplicate_jobs(cluster: &Cluster, env: &Env, experiment: &str, expe
     );
 }
 
+/// The instance key (comment) of job `id`.
+fn job_key(cluster: &Cluster, id: &str) -> String {
+    cluster
+        .jobs()
+        .into_iter()
+        .find(|j| j.0 == id)
+        .map(|j| j.2)
+        .expect("the job is listed")
+}
+
+/// Whether an `msae exec` process of this specification runs.
+fn worker_alive(spec: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries.flatten().any(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .map(|c| {
+                        let c = String::from_utf8_lossy(&c);
+                        c.contains(spec) && c.contains("exec")
+                    })
+                    .unwrap_or(false)
+            })
+        })
+        .unwrap_or(false)
+}
+
 #[test]
 fn slurm_executor_on_a_real_cluster() {
     let Some(cluster) = Cluster::start() else {
@@ -496,7 +522,20 @@ fn slurm_executor_on_a_real_cluster() {
         assert!(start.elapsed() < Duration::from_secs(60), "{}", text(&q));
         std::thread::sleep(Duration::from_millis(200));
     }
-    std::thread::sleep(Duration::from_secs(2));
+    // The killed attempt's worker must be gone (on this one node: no process runs its spec).
+    let spec = msae::runner::worker::job_dir(&env.cache(), &job_key(&cluster, &id))
+        .join("spec.json")
+        .to_string_lossy()
+        .to_string();
+    let start = Instant::now();
+    while worker_alive(&spec) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the killed worker lingers"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
     let out = cluster.cmd(
         "scontrol",
         &["update", &format!("jobid={id}"), "StartTime=now"],

@@ -150,3 +150,41 @@ pub fn read(exp: &Experiment, step: &str, e: &Entry) -> Result<Resources, Diagno
     }
     Ok(r)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    const BASE: &str =
+        "[steps.data]\nkind = \"synth\"\ndim = 8\nn_features = 16\ntrain = 100\ntest = 10\n";
+
+    #[test]
+    fn a_resources_table_is_read_and_never_a_parameter() {
+        let text = format!("{BASE}\n[steps.data.resources]\npartition = \"gpu\"\ngpus = 2\ntime = \"1:00:00\"\nextra = [\"--constraint=a100\"]\n");
+        let exp = crate::experiment::load::parse(Path::new("e.toml"), text).unwrap();
+        let r = &exp.step("data").unwrap().resources;
+        assert_eq!(r.settings["partition"], "gpu");
+        assert_eq!(r.settings["gpus"], "2");
+        assert_eq!(r.extra, ["--constraint=a100"]);
+        // Not part of the instance's parameters (so not of its key).
+        let plan = crate::experiment::expand(&exp).unwrap();
+        assert!(!plan.instances[0].params.contains_key("partition"));
+    }
+
+    #[test]
+    fn mistakes_in_a_resources_table_are_explained() {
+        for (table, expect) in [
+            ("partiton = \"gpu\"", "did you mean `partition`"),
+            ("cpus = -2", "must be a string or a positive integer"),
+            ("time = \"1 h\"", "one word without spaces"),
+            ("extra = \"--x\"", "list of sbatch flags"),
+        ] {
+            let text = format!("{BASE}\n[steps.data.resources]\n{table}\n");
+            let err = crate::experiment::load::parse(Path::new("e.toml"), text)
+                .err()
+                .unwrap_or_else(|| panic!("{table} must be refused"));
+            let shown = format!("{err}");
+            assert!(shown.contains(expect), "{table}: {shown}");
+        }
+    }
+}

@@ -100,13 +100,18 @@ pub fn squeue(name: &str) -> Result<BTreeMap<String, (String, String)>> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
+    Ok(parse_squeue(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// `squeue -o '%i|%T|%k'` lines → key (comment) → (id, state). Of several jobs with one key (an
+/// earlier, cancelled attempt and a new one), a live job wins over ended ones.
+pub fn parse_squeue(text: &str) -> BTreeMap<String, (String, String)> {
     let mut jobs: BTreeMap<String, (String, String)> = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    for line in text.lines() {
         let mut parts = line.trim().splitn(3, '|');
         let (Some(id), Some(state), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
         };
-        // A live job wins over ended ones of the same key (an earlier, cancelled attempt).
         let live = !ENDED.contains(&state);
         match jobs.get(key) {
             Some((_, s)) if !ENDED.contains(&s.as_str()) && !live => {}
@@ -115,7 +120,7 @@ pub fn squeue(name: &str) -> Result<BTreeMap<String, (String, String)>> {
             }
         }
     }
-    Ok(jobs)
+    jobs
 }
 
 /// The last `n` lines of a log file.
@@ -454,5 +459,62 @@ impl Executor for Slurm {
                 )
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_job_wins_over_an_ended_one_of_the_same_key() {
+        let q = parse_squeue("7|CANCELLED|abc\n9|RUNNING|abc\n8|COMPLETED|def\nnot a line\n");
+        assert_eq!(q["abc"], ("9".to_string(), "RUNNING".to_string()));
+        assert_eq!(q["def"], ("8".to_string(), "COMPLETED".to_string()));
+        let q = parse_squeue("9|PENDING|abc\n7|CANCELLED|abc\n");
+        assert_eq!(q["abc"].0, "9");
+        assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn resources_become_sbatch_flags_and_defaults_fill_gaps() {
+        let step = Resources::from_assignments(&["gpus=1".into(), "time=1:00:00".into()]).unwrap();
+        let defaults = Resources::from_assignments(&[
+            "partition=cpu".into(),
+            "time=0:10:00".into(),
+            "extra=--qos=low".into(),
+        ])
+        .unwrap();
+        let r = step.over(&defaults);
+        assert_eq!(
+            r.sbatch_args(),
+            ["--partition=cpu", "--gpus=1", "--time=1:00:00", "--qos=low"]
+        );
+        assert!(r.has_gpus());
+        assert!(Resources::from_assignments(&["partion=x".into()]).is_err());
+        assert!(Resources::from_assignments(&["cpus".into()]).is_err());
+    }
+
+    #[test]
+    fn job_names_differ_per_store_and_experiment() {
+        let a = job_name(Path::new("/x/cache"), "e");
+        assert_eq!(a, job_name(Path::new("/x/cache"), "e"));
+        assert_ne!(a, job_name(Path::new("/y/cache"), "e"));
+        assert_ne!(a, job_name(Path::new("/x/cache"), "f"));
+        assert!(a.starts_with("msae-") && a.len() == 17);
+    }
+
+    #[test]
+    fn log_tails_keep_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        std::fs::write(
+            &log,
+            (1..=20).map(|i| format!("line {i}\n")).collect::<String>(),
+        )
+        .unwrap();
+        let tail = log_tail(&log, 3);
+        assert_eq!(tail, "  | line 18\n  | line 19\n  | line 20");
+        assert!(log_tail(&dir.path().join("none"), 3).contains("empty"));
     }
 }
