@@ -70,6 +70,7 @@ impl LiveBoard {
         } else {
             e.progress = None;
             e.job = None;
+            e.device = None;
         }
         e.state = state;
         if let Some(k) = key {
