@@ -507,7 +507,7 @@ fn the_paper_experiments_plan_every_instance() {
             entries.iter().filter(|e| e["status"] == "error").collect();
         assert_eq!(embeds.len(), 8, "{file}");
         assert!(
-            embeds[0]["reasons"][0]
+            embeds[0]["reasons"][0]["message"]
                 .as_str()
                 .unwrap()
                 .contains("openai/clip-vit-"),

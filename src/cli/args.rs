@@ -50,9 +50,18 @@ pub enum Command {
     Why {
         experiment: PathBuf,
         instance: String,
+        /// Machine-readable output (typed reasons with old and new values).
+        #[arg(long)]
+        json: bool,
     },
-    /// The state of each instance, including the last error of failed ones.
-    Status { experiment: PathBuf },
+    /// The state of each instance, including the last error of failed ones; while a run holds
+    /// the store, what it is doing now (running instances with their progress).
+    Status {
+        experiment: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Draw the instance DAG.
     Graph {
         experiment: PathBuf,
@@ -81,6 +90,11 @@ pub enum Command {
     Cache(CacheCommand),
     /// List the step kinds with their parameters and outputs.
     Kinds,
+    /// Cancel the scheduler jobs of an experiment's run on this store (`--executor slurm`).
+    Cancel { experiment: PathBuf },
+    /// Run one instance from a job specification (what a scheduler job executes).
+    #[command(hide = true)]
+    Exec { spec: PathBuf },
     /// Copy an output of a finished instance out of the store, or write a model in the SAELens
     /// layout (`cfg.json` + `sae_weights.safetensors`).
     Export(ExportArgs),
@@ -129,18 +143,62 @@ pub struct RunArgs {
     /// Where tensors live: cpu, cuda, cuda:N or auto (recorded, not part of any key).
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Worker threads for CPU work (default: all cores; recorded, not keyed).
+    /// Worker threads for CPU work (default: all cores; recorded, not keyed). With -j they are
+    /// divided among the instances that run at once.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Run up to N ready instances at once.
+    #[arg(short = 'j', long = "jobs", default_value_t = 1)]
+    pub jobs: usize,
+    /// GPUs to spread instances over, e.g. `cuda:0,cuda:1`: each instance of a step that uses a
+    /// device gets one of its own (default: the single --device).
+    #[arg(long, value_delimiter = ',')]
+    pub devices: Vec<String>,
+    /// Instances that may share one GPU of --devices at the same time.
+    #[arg(long, default_value_t = 1)]
+    pub per_device: usize,
+    /// Where instances run: threads of this process, or one Slurm job each.
+    #[arg(long, value_enum, default_value = "local")]
+    pub executor: ExecutorKind,
+    /// Slurm resources of steps that set none in `[steps.<id>.resources]`, as KEY=VALUE
+    /// (partition, gres, gpus, cpus, mem, time, account, qos, extra=FLAG); repeatable.
+    #[arg(long = "resource", value_name = "KEY=VALUE")]
+    pub resources: Vec<String>,
+    /// Slurm: most jobs in flight at once.
+    #[arg(long, default_value_t = 100)]
+    pub max_jobs: usize,
+    /// Slurm: most submissions per second.
+    #[arg(long, default_value_t = 5)]
+    pub submit_rate: usize,
+    /// Slurm: seconds between `squeue` calls while jobs change (doubling towards --poll-max
+    /// while nothing does).
+    #[arg(long, default_value_t = 5.0)]
+    pub poll: f64,
+    #[arg(long, default_value_t = 60.0)]
+    pub poll_max: f64,
+    /// Slurm: seconds a job may be gone from the queue before a missing result file counts as
+    /// a failure (shared filesystems can be slow to show it).
+    #[arg(long, default_value_t = 60.0)]
+    pub result_grace: f64,
     /// Folder for the result tables; they go to <results>/<experiment name>/.
     #[arg(long, default_value = "results")]
     pub results: PathBuf,
 }
 
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+pub enum ExecutorKind {
+    Local,
+    Slurm,
+}
+
 #[derive(Subcommand)]
 pub enum CacheCommand {
     /// Bytes stored per step.
-    Du,
+    Du {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-hash every object that a record refers to; damaged ones are removed so they are
     /// recomputed by the next run.
     Verify,

@@ -6,13 +6,20 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 
-use super::args::{CacheCommand, Cli, Command, GraphFormat, RunArgs};
+use std::time::Duration;
+
+use super::args::{CacheCommand, Cli, Command, ExecutorKind, GraphFormat, RunArgs};
 use super::device;
 use crate::diagnostic::nearest;
+use crate::experiment::resources::Resources;
 use crate::experiment::{self, Experiment, Plan};
 use crate::report::{graph, table};
+use crate::runner::executor::Executor;
+use crate::runner::local::Local;
 use crate::runner::plan::{cached_records, plan, PlanStatus};
 use crate::runner::progress::Progress;
+use crate::runner::reasons::Reason;
+use crate::runner::slurm::{Slurm, SlurmOptions};
 use crate::runner::{self, RunOptions, Status};
 use crate::steps::spec::{Default, Role};
 use crate::store::Store;
@@ -25,8 +32,9 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Why {
             experiment,
             instance,
-        } => why(g, experiment, instance),
-        Command::Status { experiment } => status(g, experiment),
+            json,
+        } => why(g, experiment, instance, *json),
+        Command::Status { experiment, json } => super::status::status(g, experiment, *json),
         Command::Graph { experiment, format } => {
             let (_, p) = load(experiment)?;
             print!(
@@ -47,10 +55,12 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             experiments,
             dry_run,
         } => gc(g, experiments, *dry_run),
-        Command::Cache(CacheCommand::Du) => du(g),
+        Command::Cache(CacheCommand::Du { json }) => du(g, *json),
         Command::Cache(CacheCommand::Verify) => verify(g),
         Command::Kinds => kinds(),
         Command::Export(args) => super::export::export(g, args),
+        Command::Cancel { experiment } => super::cancel::cancel(g, experiment),
+        Command::Exec { spec } => crate::runner::worker::exec(spec),
     }
 }
 
@@ -62,6 +72,11 @@ pub(super) fn load(path: &Path) -> Result<(Experiment, Plan)> {
 
 pub(super) fn open(g: &super::args::Global, command: &str) -> Result<Store> {
     Store::open(&g.cache, command, g.wait)
+}
+
+/// For commands that only read: while a run holds the store, its published snapshot.
+pub(super) fn open_read(g: &super::args::Global, command: &str) -> Result<Store> {
+    Store::open_read(&g.cache, command, g.wait)
 }
 
 fn run(g: &super::args::Global, args: &RunArgs) -> Result<ExitCode> {
@@ -79,19 +94,61 @@ fn run(g: &super::args::Global, args: &RunArgs) -> Result<ExitCode> {
         .num_threads(threads)
         .build_global()
         .ok();
-    let store = open(g, &format!("msae run {}", args.experiment.display()))?;
-    let progress = if args.json || g.quiet {
-        Progress::hidden()
+    let devices = args
+        .devices
+        .iter()
+        .map(|d| device::resolve(d))
+        .collect::<Result<Vec<_>>>()?;
+    if devices.iter().any(|d| d == "cpu") {
+        bail!("--devices lists GPUs (e.g. cuda:0,cuda:1); for the CPU use --device cpu");
+    }
+    let command = format!("msae run {}", args.experiment.display());
+    let store = open(g, &command)?;
+    let progress = if args.json {
+        Progress::hidden(g.quiet)
     } else {
-        Progress::new(false)
+        Progress::new(g.quiet)
+    };
+    let mut executor: Box<dyn Executor> = match args.executor {
+        ExecutorKind::Local => Box::new(Local::new(
+            args.jobs,
+            threads,
+            devices,
+            args.per_device,
+            device.clone(),
+            progress.clone(),
+        )?),
+        ExecutorKind::Slurm => {
+            let seconds = |s: f64, what: &str| {
+                if s.is_finite() && s >= 0.0 {
+                    Ok(Duration::from_secs_f64(s))
+                } else {
+                    Err(anyhow::anyhow!("{what} must be a number of seconds ≥ 0"))
+                }
+            };
+            Box::new(Slurm::new(
+                &store.root,
+                &exp.name,
+                SlurmOptions {
+                    defaults: Resources::from_assignments(&args.resources)?,
+                    max_jobs: args.max_jobs,
+                    submit_per_second: args.submit_rate,
+                    poll_min: seconds(args.poll, "--poll")?.max(Duration::from_millis(100)),
+                    poll_max: seconds(args.poll_max, "--poll-max")?.max(Duration::from_millis(100)),
+                    result_grace: seconds(args.result_grace, "--result-grace")?,
+                    device: device.clone(),
+                },
+            )?)
+        }
     };
     let opts = RunOptions {
         keep_going: args.keep_going,
         verify: args.verify,
         device,
         threads,
+        command,
     };
-    let outcomes = runner::run(&exp, &p, &store, &opts, &progress)?;
+    let outcomes = runner::run(&exp, &p, &store, &opts, &progress, executor.as_mut())?;
     let count = |s: Status| outcomes.iter().filter(|o| o.status == s).count();
     let (ran, cached, failed, skipped) = (
         count(Status::Ran),
@@ -137,7 +194,7 @@ fn run(g: &super::args::Global, args: &RunArgs) -> Result<ExitCode> {
 
 fn plan_cmd(g: &super::args::Global, path: &Path, json: bool) -> Result<ExitCode> {
     let (exp, p) = load(path)?;
-    let store = open(g, "msae plan")?;
+    let store = open_read(g, "msae plan")?;
     let entries = plan(&exp, &p, &store)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&entries)?);
@@ -146,7 +203,7 @@ fn plan_cmd(g: &super::args::Global, path: &Path, json: bool) -> Result<ExitCode
     let width = entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
     for e in &entries {
         let status = format!("{:?}", e.status).to_lowercase();
-        println!("{status:8} {:width$}  {}", e.name, e.reasons.join("; "));
+        println!("{status:8} {:width$}  {}", e.name, join(&e.reasons));
     }
     let n = |s: PlanStatus| {
         entries
@@ -185,12 +242,30 @@ pub(super) fn find_instance<'p>(
     )
 }
 
-fn why(g: &super::args::Global, path: &Path, name: &str) -> Result<ExitCode> {
+fn join(reasons: &[Reason]) -> String {
+    reasons
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// One link of a `why` answer: the instance and its plan state.
+#[derive(serde::Serialize)]
+struct WhyLink {
+    instance: String,
+    status: PlanStatus,
+    key: Option<String>,
+    reasons: Vec<Reason>,
+}
+
+fn why(g: &super::args::Global, path: &Path, name: &str, json: bool) -> Result<ExitCode> {
     let (exp, p) = load(path)?;
     find_instance(&exp, &p, name)?;
-    let store = open(g, "msae why")?;
+    let store = open_read(g, "msae why")?;
     let entries = plan(&exp, &p, &store)?;
     // Follow "waits for" links upstream until an instance whose own state explains it.
+    let mut chain = Vec::new();
     let mut current = name.to_string();
     let mut seen = BTreeSet::new();
     while seen.insert(current.clone()) {
@@ -198,75 +273,55 @@ fn why(g: &super::args::Global, path: &Path, name: &str) -> Result<ExitCode> {
             .iter()
             .find(|e| e.name == current)
             .expect("instance of the plan");
-        match e.status {
+        chain.push(WhyLink {
+            instance: current.clone(),
+            status: e.status.clone(),
+            key: e.key.clone(),
+            reasons: e.reasons.clone(),
+        });
+        match e.reasons.first() {
+            Some(Reason::Upstream { instance }) if matches!(e.status, PlanStatus::Pending) => {
+                current = instance.clone();
+            }
+            _ => break,
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&chain)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for link in &chain {
+        let current = &link.instance;
+        match link.status {
             PlanStatus::Cached => println!(
                 "{current}: cached (key {}): nothing changed since its last run",
-                short(e.key.as_deref())
+                short(link.key.as_deref())
             ),
             PlanStatus::New => println!("{current}: never ran under this name: it will run"),
             PlanStatus::Changed => {
                 println!(
                     "{current}: will run again (new key {}) because:",
-                    short(e.key.as_deref())
+                    short(link.key.as_deref())
                 );
-                for r in &e.reasons {
+                for r in &link.reasons {
                     println!("  - {r}");
                 }
             }
-            PlanStatus::Error => println!("{current}: cannot run: {}", e.reasons.join("; ")),
+            PlanStatus::Error => println!("{current}: cannot run: {}", join(&link.reasons)),
             PlanStatus::Pending => {
-                let upstream = e
-                    .reasons
-                    .first()
-                    .and_then(|r| r.strip_prefix("waits for "))
-                    .unwrap_or("")
-                    .to_string();
+                let upstream = match link.reasons.first() {
+                    Some(Reason::Upstream { instance }) => instance.as_str(),
+                    _ => "",
+                };
                 println!("{current}: its key is known only after its input `{upstream}` runs again (if that yields the same bytes, {current} stays cached)");
-                current = upstream;
-                continue;
             }
         }
-        break;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn short(key: Option<&str>) -> &str {
     key.map(|k| &k[..k.len().min(12)]).unwrap_or("?")
-}
-
-fn status(g: &super::args::Global, path: &Path) -> Result<ExitCode> {
-    let (exp, p) = load(path)?;
-    let store = open(g, "msae status")?;
-    let entries = plan(&exp, &p, &store)?;
-    let width = entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
-    let mut failed = 0;
-    for e in &entries {
-        let mut state = format!("{:?}", e.status).to_lowercase();
-        let mut detail = String::new();
-        if !matches!(e.status, PlanStatus::Cached) {
-            if let Some(f) = store.index.failure(&exp.name, &e.name)? {
-                state = "failed".into();
-                detail = f.error;
-                failed += 1;
-            }
-        }
-        if let (PlanStatus::Cached, Some(k)) = (&e.status, &e.key) {
-            if let Some(r) = store.index.record(k)? {
-                detail = format!("{:.2} s, {} output(s)", r.seconds, r.outputs.len());
-            }
-        }
-        println!("{state:8} {:width$}  {detail}", e.name);
-    }
-    let cached = entries
-        .iter()
-        .filter(|e| matches!(e.status, PlanStatus::Cached))
-        .count();
-    println!(
-        "{cached} of {} cached, {failed} failed last time",
-        entries.len()
-    );
-    Ok(ExitCode::SUCCESS)
 }
 
 fn table_cmd(
@@ -276,7 +331,7 @@ fn table_cmd(
     kind: Option<&str>,
 ) -> Result<ExitCode> {
     let (exp, p) = load(path)?;
-    let store = open(g, "msae table")?;
+    let store = open_read(g, "msae table")?;
     let records = cached_records(&p, &store)?;
     let tables = table::build(&p, &records);
     if let Some(k) = kind {
@@ -404,8 +459,18 @@ pub fn human_bytes(b: u64) -> String {
 /// Records and distinct objects (hash → size) of one (experiment, step, kind).
 type DuGroups = BTreeMap<(String, String, String), (usize, BTreeMap<String, u64>)>;
 
-fn du(g: &super::args::Global) -> Result<ExitCode> {
-    let store = open(g, "msae cache du")?;
+/// One row of `cache du`.
+#[derive(serde::Serialize)]
+struct DuRow {
+    experiment: String,
+    step: String,
+    kind: String,
+    records: usize,
+    bytes: u64,
+}
+
+fn du(g: &super::args::Global, json: bool) -> Result<ExitCode> {
+    let store = open_read(g, "msae cache du")?;
     let mut groups = DuGroups::new();
     for r in store.index.all_records()? {
         let step = r
@@ -422,19 +487,43 @@ fn du(g: &super::args::Global) -> Result<ExitCode> {
             entry.1.insert(a.hash.clone(), a.size);
         }
     }
+    let rows: Vec<DuRow> = groups
+        .into_iter()
+        .map(|((experiment, step, kind), (records, objs))| DuRow {
+            experiment,
+            step,
+            kind,
+            records,
+            bytes: objs.values().sum(),
+        })
+        .collect();
+    let objects: u64 = store.objects.list()?.iter().map(|(_, s)| s).sum();
+    let checkpoints = dir_size(&store.root.join("partial"));
+    if json {
+        let report = serde_json::json!({
+            "steps": rows,
+            "objects_bytes": objects,
+            "checkpoints_bytes": checkpoints,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("| experiment | step | kind | records | bytes |");
     println!("|---|---|---|---|---|");
-    for ((exp, step, kind), (n, objs)) in &groups {
+    for r in &rows {
         println!(
-            "| {exp} | {step} | {kind} | {n} | {} |",
-            human_bytes(objs.values().sum())
+            "| {} | {} | {} | {} | {} |",
+            r.experiment,
+            r.step,
+            r.kind,
+            r.records,
+            human_bytes(r.bytes)
         );
     }
-    let objects: u64 = store.objects.list()?.iter().map(|(_, s)| s).sum();
     println!(
         "\nobjects on disk: {} (identical outputs stored once); checkpoints: {}",
         human_bytes(objects),
-        human_bytes(dir_size(&store.root.join("partial")))
+        human_bytes(checkpoints)
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::args::{ExportArgs, ExportFormat, Global};
-use super::commands::{find_instance, load, open};
+use super::commands::{find_instance, load, open_read};
 use crate::interop::saelens;
 use crate::runner::plan::{plan, PlanStatus};
 
@@ -17,7 +17,7 @@ pub fn export(g: &Global, args: &ExportArgs) -> Result<ExitCode> {
         Some(o) => o.clone(),
         None => inst.kind.outputs()[0].name.to_string(),
     };
-    let store = open(g, "msae export")?;
+    let store = open_read(g, "msae export")?;
     let entry = plan(&exp, &p, &store)?
         .into_iter()
         .find(|e| e.name == name)

@@ -4,9 +4,11 @@
 //! 2 a usage error (clap).
 
 mod args;
+mod cancel;
 mod commands;
 mod device;
 mod export;
+mod status;
 
 use std::process::ExitCode;
 

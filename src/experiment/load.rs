@@ -15,7 +15,7 @@ use crate::steps::spec::{quoted_list, ParamSpec, ParamType, Role};
 use crate::steps::{self, Step};
 
 /// Keys of a step table that are not parameters.
-const STEP_KEYS: &[&str] = &["kind", "variant", "match"];
+const STEP_KEYS: &[&str] = &["kind", "variant", "match", "resources"];
 const EXPERIMENT_KEYS: &[&str] = &["name", "seed", "description", "defaults"];
 
 /// A validated experiment file, before grid expansion.
@@ -38,6 +38,8 @@ pub struct StepDef {
     pub variants: Vec<Variant>,
     /// Coordinates on which fanned-out inputs must agree (explicit pairing).
     pub match_keys: Vec<(String, Range<usize>)>,
+    /// What a cluster scheduler gives each instance (`[steps.<id>.resources]`; not keyed).
+    pub resources: crate::experiment::resources::Resources,
 }
 
 /// The parameter settings of one variant (base table merged with one `[[variant]]`).
@@ -307,9 +309,11 @@ fn read_step(
     }
     let mut variant_nodes: Option<&Entry> = None;
     let mut match_keys = Vec::new();
+    let mut resources = Default::default();
     for e in fields {
         match e.key.as_str() {
             "kind" => {}
+            "resources" => resources = crate::experiment::resources::read(exp, &entry.key, e)?,
             "variant" => variant_nodes = Some(e),
             "match" => match_keys = read_match(exp, e)?,
             _ => {
@@ -373,6 +377,7 @@ fn read_step(
         kind,
         variants,
         match_keys,
+        resources,
     })
 }
 

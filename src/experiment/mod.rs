@@ -3,6 +3,7 @@
 pub mod expand;
 pub mod load;
 pub mod reference;
+pub mod resources;
 pub mod toml_tree;
 pub mod value;
 

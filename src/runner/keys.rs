@@ -1,11 +1,12 @@
 //! Computing an instance's key from its parameters and the content of its inputs, and explaining
 //! how it differs from the key of the instance's last run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use anyhow::Result;
 
+use super::reasons::Reason;
 use crate::experiment::{Instance, Plan};
 use crate::steps::spec::Role;
 use crate::steps::{InputArtifact, Resource};
@@ -149,88 +150,60 @@ fn resource_hash(resource: &Resource, store: &Store) -> Result<String> {
     Ok(h.finalize().to_hex().to_string())
 }
 
-fn show(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => s.strip_prefix("f:").unwrap_or(s).to_string(),
-        other => other.to_string(),
-    }
-}
-
-fn short(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
-}
-
-/// Each difference between the last run's key components and the current ones, in words.
+/// Each difference between the last run's key components and the current ones.
 pub fn explain(
     old: &KeyComponents,
     new: &KeyComponents,
     old_from: &BTreeMap<String, String>,
     new_from: &BTreeMap<String, String>,
-) -> Vec<String> {
+) -> Vec<Reason> {
     let mut out = Vec::new();
     if old.kind != new.kind {
-        out.push(format!("step kind {} → {}", old.kind, new.kind));
+        out.push(Reason::Kind {
+            old: old.kind.clone(),
+            new: new.kind.clone(),
+        });
     }
     if old.version != new.version {
-        out.push(format!(
-            "step version {} → {} (msae changed how `{}` computes its results)",
-            old.version, new.version, new.kind
-        ));
+        out.push(Reason::Version {
+            kind: new.kind.clone(),
+            old: old.version,
+            new: new.version,
+        });
     }
-    let names: std::collections::BTreeSet<&String> =
-        old.params.keys().chain(new.params.keys()).collect();
+    let names: BTreeSet<&String> = old.params.keys().chain(new.params.keys()).collect();
     for name in names {
-        match (old.params.get(name), new.params.get(name)) {
-            (Some(a), Some(b)) if a != b => {
-                out.push(format!("param {name}: {} → {}", show(a), show(b)))
-            }
-            (None, Some(b)) => out.push(format!("param {name}: (not set) → {}", show(b))),
-            (Some(a), None) => out.push(format!("param {name}: {} → (not set)", show(a))),
-            _ => {}
+        let (a, b) = (old.params.get(name), new.params.get(name));
+        if a != b {
+            out.push(Reason::Parameter {
+                name: name.clone(),
+                old: a.cloned(),
+                new: b.cloned(),
+            });
         }
     }
-    let names: std::collections::BTreeSet<&String> =
-        old.inputs.keys().chain(new.inputs.keys()).collect();
+    let names: BTreeSet<&String> = old.inputs.keys().chain(new.inputs.keys()).collect();
     for name in names {
-        match (old.inputs.get(name), new.inputs.get(name)) {
-            (Some(a), Some(b)) if a != b => {
-                let from_old = old_from.get(name).map(String::as_str).unwrap_or("?");
-                let from_new = new_from.get(name).map(String::as_str).unwrap_or("?");
-                let source = if from_old == from_new {
-                    format!("from {from_new}")
-                } else {
-                    format!("from {from_old} → {from_new}")
-                };
-                out.push(format!(
-                    "input {name}: new content ({source}; {} → {})",
-                    short(a),
-                    short(b)
-                ));
-            }
-            (None, Some(_)) => out.push(format!("input {name}: added")),
-            (Some(_), None) => out.push(format!("input {name}: removed")),
-            _ => {}
+        let (a, b) = (old.inputs.get(name), new.inputs.get(name));
+        if a != b {
+            out.push(Reason::Input {
+                name: name.clone(),
+                old: a.cloned(),
+                new: b.cloned(),
+                old_from: a.and(old_from.get(name).cloned()),
+                new_from: b.and(new_from.get(name).cloned()),
+            });
         }
     }
-    let names: std::collections::BTreeSet<&String> =
-        old.files.keys().chain(new.files.keys()).collect();
+    let names: BTreeSet<&String> = old.files.keys().chain(new.files.keys()).collect();
     for name in names {
-        match (old.files.get(name), new.files.get(name)) {
-            (Some(a), Some(b)) => {
-                if a.path != b.path {
-                    out.push(format!("file {name}: path {} → {}", a.path, b.path));
-                }
-                if a.hash != b.hash {
-                    out.push(format!(
-                        "file {name}: content changed ({} → {})",
-                        short(&a.hash),
-                        short(&b.hash)
-                    ));
-                }
-            }
-            (None, Some(b)) => out.push(format!("file {name}: added ({})", b.path)),
-            (Some(a), None) => out.push(format!("file {name}: removed ({})", a.path)),
-            _ => {}
+        let (a, b) = (old.files.get(name), new.files.get(name));
+        if a != b {
+            out.push(Reason::File {
+                name: name.clone(),
+                old: a.cloned(),
+                new: b.cloned(),
+            });
         }
     }
     out

@@ -9,29 +9,46 @@
 //!   everything downstream cached (early cut-off).
 //! * A step runs in a scratch folder; only after all its outputs are safely in the object store is
 //!   its record written and flushed. A crash at any point leaves finished steps intact.
+//!
+//! One scheduling loop ([`run`]) serves every executor: it keys each instance as soon as its
+//! inputs are known, serves cached ones, hands ready ones to an [`executor::Executor`] (threads
+//! here, or scheduler jobs) and alone writes records into the index. It publishes the index
+//! snapshot and the live state of the run for readers while it works.
 
+pub mod executor;
 pub mod keys;
+pub mod live_board;
+pub mod local;
 pub mod plan;
 pub mod progress;
+pub mod reasons;
+pub mod slurm;
+pub mod task;
+pub mod worker;
 
-use std::collections::BTreeMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Instant;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use crate::experiment::{Experiment, Instance, Plan};
-use crate::steps::StepContext;
-use crate::store::{now_unix, ArtifactRecord, FailureRecord, Record, Store};
+use crate::store::live::LiveState;
+use crate::store::{now_unix, FailureRecord, Record, Store};
+use executor::{Executor, Finished, Task};
 use keys::{prepare, Outputs, Prepared, Readiness};
+use live_board::LiveBoard;
 use progress::Progress;
+use task::{TaskResult, TaskSpec};
 
 pub struct RunOptions {
     pub keep_going: bool,
     pub verify: bool,
+    /// The device of steps that use one when no executor assigns another.
     pub device: String,
     pub threads: usize,
+    /// The command line, published for readers.
+    pub command: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -69,119 +86,324 @@ fn damaged_output(store: &Store, record: &Record, verify: bool) -> Result<Option
     Ok(None)
 }
 
-/// Runs every instance of the plan that is not cached.
+/// The cached outputs of a prepared instance, if its record can be served (re-pointing the
+/// instance's name at it); a damaged record is dropped so that the step runs again.
+fn serve_cached(
+    exp: &Experiment,
+    store: &Store,
+    inst: &Instance,
+    prepared: &Prepared,
+    opts: &RunOptions,
+    progress: &Progress,
+) -> Result<Option<Outputs>> {
+    let Some(record) = store.index.record(&prepared.key)? else {
+        return Ok(None);
+    };
+    match damaged_output(store, &record, opts.verify)? {
+        None => {
+            if record.experiment != exp.name || record.instance != inst.name {
+                // Same work under another name: serve it, and remember it for `why`.
+                let mut mine = record.clone();
+                mine.experiment = exp.name.clone();
+                mine.instance = inst.name.clone();
+                mine.coords = coords_json(inst);
+                store.index.put(&mine)?;
+            } else if store.index.latest(&exp.name, &inst.name)?.map(|r| r.key)
+                != Some(record.key.clone())
+            {
+                store.index.put(&record)?;
+            }
+            tracing::info!(instance = %inst.name, "cached");
+            Ok(Some(record.outputs))
+        }
+        Some(output) => {
+            progress.warn(&format!(
+                "warning: output `{output}` of {} is missing or damaged in the store; running it again",
+                inst.name
+            ));
+            for a in record.outputs.values() {
+                if !store.objects.verify(&a.hash, a.size).unwrap_or(false) {
+                    store.objects.discard(&a.hash);
+                }
+            }
+            store.index.remove_record(&record.key)?;
+            Ok(None)
+        }
+    }
+}
+
+/// The self-contained description of a ready instance's work.
+fn task_spec(exp: &Experiment, store: &Store, inst: &Instance, prepared: &Prepared) -> TaskSpec {
+    TaskSpec {
+        experiment: exp.name.clone(),
+        instance: inst.name.clone(),
+        kind: inst.kind.kind().to_string(),
+        key: prepared.key.clone(),
+        params: inst.params.clone(),
+        inputs: prepared.inputs.clone(),
+        files: prepared.files.clone(),
+        resources: prepared.resources.clone(),
+        device: String::new(),
+        threads: 1,
+        partial_dir: store.partial_dir(&prepared.key),
+        scratch_dir: store.root.join("tmp").join(&prepared.key[..16]),
+        objects_dir: store.root.join("objects"),
+    }
+}
+
+/// Runs every instance of the plan that is not cached, on `executor`.
 pub fn run(
     exp: &Experiment,
     plan: &Plan,
     store: &Store,
     opts: &RunOptions,
     progress: &Progress,
+    executor: &mut dyn Executor,
 ) -> Result<Vec<Outcome>> {
     store.clear_tmp()?;
-    let mut done: Vec<Option<Outputs>> = vec![None; plan.instances.len()];
-    let mut outcomes: Vec<Outcome> = Vec::with_capacity(plan.instances.len());
-    let overall = progress.bar(plan.instances.len() as u64, &exp.name);
+    let n = plan.instances.len();
+    let mut done: Vec<Option<Outputs>> = vec![None; n];
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
+    let mut prepared: BTreeMap<usize, Prepared> = BTreeMap::new();
+    let mut started: BTreeMap<usize, Instant> = BTreeMap::new();
+    let mut ready: VecDeque<usize> = VecDeque::new();
     let mut stop = false;
-    for inst in &plan.instances {
-        overall.inc(1);
-        if stop {
-            outcomes.push(skipped(inst, "the run stopped at an earlier failure"));
-            continue;
-        }
-        let prepared = match prepare(inst, plan, &done, store) {
-            Ok(Readiness::Ready(p)) => p,
-            Ok(Readiness::Waiting { upstream }) => {
-                outcomes.push(skipped(inst, &format!("input `{upstream}` did not finish")));
+    let overall = progress.bar(n as u64, &exp.name);
+    let mut board = LiveBoard::new(exp, plan, &opts.command, executor.name());
+    loop {
+        // Decide every instance whose inputs are known (plan order is topological, so one pass
+        // sees the effect of cached instances on their consumers).
+        for inst in &plan.instances {
+            let i = inst.index;
+            if outcomes[i].is_some() || prepared.contains_key(&i) {
                 continue;
             }
-            Err(e) => {
-                let msg = format!("{e:#}");
-                record_failure(exp, store, inst, None, &msg)?;
-                progress.println(&format!("failed  {}: {msg}", inst.name));
-                outcomes.push(Outcome {
-                    name: inst.name.clone(),
-                    key: None,
-                    status: Status::Failed,
-                    seconds: 0.0,
-                    error: Some(msg),
-                });
-                stop = !opts.keep_going;
+            let failed_input = inst.inputs.values().find(|input| {
+                matches!(&outcomes[input.instance], Some(o) if matches!(o.status, Status::Failed | Status::Skipped))
+            });
+            if let Some(input) = failed_input {
+                let upstream = &plan.instances[input.instance].name;
+                outcomes[i] = Some(skipped(inst, &format!("input `{upstream}` did not finish")));
+                board.set(i, LiveState::Skipped, None);
+                overall.inc(1);
                 continue;
             }
-        };
-        tracing::debug!(instance = %inst.name, key = %prepared.key, "key computed");
-        if let Some(record) = store.index.record(&prepared.key)? {
-            match damaged_output(store, &record, opts.verify)? {
-                None => {
-                    if record.experiment != exp.name || record.instance != inst.name {
-                        // Same work under another name: serve it, and remember it for `why`.
-                        let mut mine = record.clone();
-                        mine.experiment = exp.name.clone();
-                        mine.instance = inst.name.clone();
-                        mine.coords = coords_json(inst);
-                        store.index.put(&mine)?;
-                    } else if store.index.latest(&exp.name, &inst.name)?.map(|r| r.key)
-                        != Some(record.key.clone())
-                    {
-                        store.index.put(&record)?;
-                    }
-                    tracing::info!(instance = %inst.name, "cached");
-                    done[inst.index] = Some(record.outputs.clone());
-                    outcomes.push(Outcome {
+            if stop {
+                continue;
+            }
+            let p = match prepare(inst, plan, &done, store) {
+                Ok(Readiness::Ready(p)) => p,
+                Ok(Readiness::Waiting { .. }) => continue,
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    record_failure(exp, store, inst, None, &msg)?;
+                    progress.println(&format!("failed  {}: {msg}", inst.name));
+                    board.fail(i, &msg);
+                    outcomes[i] = Some(Outcome {
                         name: inst.name.clone(),
-                        key: Some(prepared.key.clone()),
-                        status: Status::Cached,
+                        key: None,
+                        status: Status::Failed,
                         seconds: 0.0,
-                        error: None,
+                        error: Some(msg),
                     });
+                    overall.inc(1);
+                    stop = !opts.keep_going;
                     continue;
                 }
-                Some(output) => {
-                    progress.println(&format!(
-                        "warning: output `{output}` of {} is missing or damaged in the store; running it again",
-                        inst.name
-                    ));
-                    for a in record.outputs.values() {
-                        if !store.objects.verify(&a.hash, a.size).unwrap_or(false) {
-                            store.objects.discard(&a.hash);
-                        }
-                    }
-                    store.index.remove_record(&record.key)?;
-                }
-            }
-        }
-        tracing::info!(instance = %inst.name, key = %&prepared.key[..12], "running");
-        let started = Instant::now();
-        match execute(exp, plan, store, opts, progress, inst, &prepared) {
-            Ok(outputs) => {
-                let seconds = started.elapsed().as_secs_f64();
-                progress.println(&format!("ran     {} ({seconds:.2} s)", inst.name));
-                done[inst.index] = Some(outputs);
-                outcomes.push(Outcome {
+            };
+            tracing::debug!(instance = %inst.name, key = %p.key, "key computed");
+            if let Some(outputs) = serve_cached(exp, store, inst, &p, opts, progress)? {
+                done[i] = Some(outputs);
+                board.set(i, LiveState::Cached, Some(&p.key));
+                outcomes[i] = Some(Outcome {
                     name: inst.name.clone(),
-                    key: Some(prepared.key.clone()),
-                    status: Status::Ran,
-                    seconds,
+                    key: Some(p.key.clone()),
+                    status: Status::Cached,
+                    seconds: 0.0,
                     error: None,
                 });
+                overall.inc(1);
+                continue;
             }
-            Err(e) => {
-                let msg = format!("{e:#}");
-                record_failure(exp, store, inst, Some(&prepared.key), &msg)?;
-                progress.println(&format!("failed  {}: {msg}", inst.name));
-                outcomes.push(Outcome {
-                    name: inst.name.clone(),
-                    key: Some(prepared.key.clone()),
-                    status: Status::Failed,
-                    seconds: started.elapsed().as_secs_f64(),
-                    error: Some(msg),
-                });
-                stop = !opts.keep_going;
+            if executor.adopt(&p.key, i)? {
+                // A job of an earlier coordinator runs (or ran) it: wait for that one.
+                started.insert(i, Instant::now());
+                board.set(i, LiveState::Running, Some(&p.key));
+                prepared.insert(i, p);
+            } else {
+                ready.push_back(i);
+                prepared.insert(i, p);
+                // Start at once where there is room, so that work before a failing instance
+                // in plan order still runs (as it does in a one-at-a-time run).
+                start_ready(
+                    exp,
+                    plan,
+                    store,
+                    &mut ready,
+                    &prepared,
+                    executor,
+                    &mut started,
+                    &mut board,
+                )?;
+            }
+        }
+        if !stop {
+            start_ready(
+                exp,
+                plan,
+                store,
+                &mut ready,
+                &prepared,
+                executor,
+                &mut started,
+                &mut board,
+            )?;
+        }
+        if executor.in_flight() == 0 && (ready.is_empty() || stop) {
+            break;
+        }
+        board.publish(store, executor, false);
+        for Finished { index: i, result } in executor.wait(Duration::from_millis(500))? {
+            let inst = &plan.instances[i];
+            let p = prepared.get(&i).expect("a started instance was prepared");
+            let seconds = started
+                .get(&i)
+                .map(|t| t.elapsed().as_secs_f64())
+                .unwrap_or_default();
+            overall.inc(1);
+            match result {
+                Ok(result) => {
+                    let outputs = result.outputs.clone();
+                    store.index.put(&record_of(exp, plan, inst, p, result))?;
+                    let partial = store.partial_dir(&p.key);
+                    if partial.exists() {
+                        std::fs::remove_dir_all(&partial).ok();
+                    }
+                    progress.println(&format!("ran     {} ({seconds:.2} s)", inst.name));
+                    done[i] = Some(outputs);
+                    board.set(i, LiveState::Ran, Some(&p.key));
+                    outcomes[i] = Some(Outcome {
+                        name: inst.name.clone(),
+                        key: Some(p.key.clone()),
+                        status: Status::Ran,
+                        seconds,
+                        error: None,
+                    });
+                }
+                Err(msg) => {
+                    record_failure(exp, store, inst, Some(&p.key), &msg)?;
+                    progress.println(&format!("failed  {}: {msg}", inst.name));
+                    board.fail(i, &msg);
+                    outcomes[i] = Some(Outcome {
+                        name: inst.name.clone(),
+                        key: Some(p.key.clone()),
+                        status: Status::Failed,
+                        seconds,
+                        error: Some(msg),
+                    });
+                    stop = !opts.keep_going;
+                }
             }
         }
     }
+    let outcomes: Vec<Outcome> = plan
+        .instances
+        .iter()
+        .map(|inst| {
+            outcomes[inst.index].take().unwrap_or_else(|| {
+                board.set(inst.index, LiveState::Skipped, None);
+                skipped(inst, "the run stopped at an earlier failure")
+            })
+        })
+        .collect();
     overall.finish_and_clear();
+    board.publish(store, executor, true);
     Ok(outcomes)
+}
+
+/// Hands ready instances to the executor while it has room for them (in plan order, skipping
+/// those whose needs cannot be met now).
+#[allow(clippy::too_many_arguments)]
+fn start_ready(
+    exp: &Experiment,
+    plan: &Plan,
+    store: &Store,
+    ready: &mut VecDeque<usize>,
+    prepared: &BTreeMap<usize, Prepared>,
+    executor: &mut dyn Executor,
+    started: &mut BTreeMap<usize, Instant>,
+    board: &mut LiveBoard,
+) -> Result<()> {
+    let mut k = 0;
+    while k < ready.len() {
+        let i = ready[k];
+        let inst = &plan.instances[i];
+        let needs = inst.kind.needs();
+        if !executor.has_room(needs) {
+            k += 1;
+            continue;
+        }
+        ready.remove(k);
+        let p = &prepared[&i];
+        tracing::info!(instance = %inst.name, key = %&p.key[..12], "running");
+        executor.start(Task {
+            index: i,
+            needs,
+            spec: task_spec(exp, store, inst, p),
+            resources: exp
+                .step(&inst.step)
+                .map(|s| s.resources.clone())
+                .unwrap_or_default(),
+        })?;
+        started.insert(i, Instant::now());
+        board.set(i, LiveState::Running, Some(&p.key));
+    }
+    Ok(())
+}
+
+/// The index record of an instance that just ran.
+fn record_of(
+    exp: &Experiment,
+    plan: &Plan,
+    inst: &Instance,
+    prepared: &Prepared,
+    result: TaskResult,
+) -> Record {
+    let input_from = inst
+        .inputs
+        .iter()
+        .map(|(k, v)| (k.clone(), plan.instances[v.instance].name.clone()))
+        .collect();
+    let exec = inst
+        .params
+        .iter()
+        .filter(|(name, _)| {
+            crate::steps::param(inst.kind, name)
+                .is_some_and(|p| p.role == crate::steps::spec::Role::Exec)
+        })
+        .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default()))
+        .chain([
+            ("device".to_string(), serde_json::Value::from(result.device)),
+            (
+                "threads".to_string(),
+                serde_json::Value::from(result.threads),
+            ),
+        ])
+        .collect();
+    Record {
+        key: prepared.key.clone(),
+        components: prepared.components.clone(),
+        experiment: exp.name.clone(),
+        instance: inst.name.clone(),
+        coords: coords_json(inst),
+        input_from,
+        outputs: result.outputs,
+        metrics: result.metrics,
+        exec,
+        finished_unix: now_unix(),
+        seconds: result.seconds,
+        msae_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
 }
 
 fn skipped(inst: &Instance, why: &str) -> Outcome {
@@ -217,102 +439,4 @@ pub fn coords_json(inst: &Instance) -> BTreeMap<String, serde_json::Value> {
         .iter()
         .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default()))
         .collect()
-}
-
-/// Runs one step in a scratch folder, moves its outputs into the store, writes its record.
-fn execute(
-    exp: &Experiment,
-    plan: &Plan,
-    store: &Store,
-    opts: &RunOptions,
-    progress: &Progress,
-    inst: &Instance,
-    prepared: &Prepared,
-) -> Result<Outputs> {
-    let started = Instant::now();
-    let scratch = store.scratch(&prepared.key)?;
-    let partial = store.partial_dir(&prepared.key);
-    let mut ctx = StepContext::new(
-        &inst.name,
-        &inst.params,
-        prepared.inputs.clone(),
-        prepared.files.clone(),
-        &opts.device,
-        opts.threads,
-        partial.clone(),
-        scratch.clone(),
-        progress,
-    );
-    ctx.resources = prepared.resources.clone();
-    let result = catch_unwind(AssertUnwindSafe(|| inst.kind.run(&mut ctx)));
-    let metrics = match result {
-        Ok(r) => r?,
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
-            return Err(anyhow!(
-                "internal error in step `{}`: {what}",
-                inst.kind.kind()
-            ));
-        }
-    };
-    let mut outputs = BTreeMap::new();
-    for spec in inst.kind.outputs() {
-        let file = scratch.join(spec.name);
-        if file.exists() {
-            let (hash, size) = store.objects.insert(&file)?;
-            tracing::debug!(output = spec.name, %hash, size, "stored");
-            outputs.insert(spec.name.to_string(), ArtifactRecord { hash, size });
-        } else if !spec.optional {
-            return Err(anyhow!(
-                "internal error: step `{}` finished without writing its output `{}`",
-                inst.kind.kind(),
-                spec.name
-            ));
-        }
-    }
-    let input_from = inst
-        .inputs
-        .iter()
-        .map(|(k, v)| (k.clone(), plan.instances[v.instance].name.clone()))
-        .collect();
-    let exec = inst
-        .params
-        .iter()
-        .filter(|(name, _)| {
-            crate::steps::param(inst.kind, name)
-                .is_some_and(|p| p.role == crate::steps::spec::Role::Exec)
-        })
-        .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default()))
-        .chain([
-            (
-                "device".to_string(),
-                serde_json::Value::from(opts.device.clone()),
-            ),
-            ("threads".to_string(), serde_json::Value::from(opts.threads)),
-        ])
-        .collect();
-    let record = Record {
-        key: prepared.key.clone(),
-        components: prepared.components.clone(),
-        experiment: exp.name.clone(),
-        instance: inst.name.clone(),
-        coords: coords_json(inst),
-        input_from,
-        outputs: outputs.clone(),
-        metrics,
-        exec,
-        finished_unix: now_unix(),
-        seconds: started.elapsed().as_secs_f64(),
-        msae_version: env!("CARGO_PKG_VERSION").to_string(),
-    };
-    store.index.put(&record)?;
-    std::fs::remove_dir_all(&scratch).ok();
-    if partial.exists() {
-        std::fs::remove_dir_all(&partial).ok();
-    }
-    Ok(outputs)
 }

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::experiment::{Experiment, Plan};
 use crate::runner::keys::{explain, prepare, Outputs, Readiness};
+use crate::runner::reasons::Reason;
 use crate::store::{Record, Store};
 
 #[derive(Debug, Clone, Serialize)]
@@ -28,7 +29,7 @@ pub struct PlanEntry {
     pub step: String,
     pub status: PlanStatus,
     pub key: Option<String>,
-    pub reasons: Vec<String>,
+    pub reasons: Vec<Reason>,
 }
 
 /// The state of every instance, walking the DAG as `run` would but running nothing.
@@ -49,23 +50,41 @@ pub fn plan(exp: &Experiment, plan: &Plan, store: &Store) -> Result<Vec<PlanEntr
                 out.push(entry(
                     PlanStatus::Pending,
                     None,
-                    vec![format!("waits for {upstream}")],
+                    vec![Reason::Upstream { instance: upstream }],
                 ));
                 continue;
             }
             Err(e) => {
-                out.push(entry(PlanStatus::Error, None, vec![format!("{e:#}")]));
+                out.push(entry(
+                    PlanStatus::Error,
+                    None,
+                    vec![Reason::Error {
+                        message: format!("{e:#}"),
+                    }],
+                ));
                 continue;
             }
         };
         let record = store.index.record(&prepared.key)?;
-        if let Some(r) = record.filter(|r| {
-            r.outputs
-                .values()
-                .all(|a| store.objects.present(&a.hash, a.size))
-        }) {
-            done[inst.index] = Some(r.outputs.clone());
-            out.push(entry(PlanStatus::Cached, Some(prepared.key), Vec::new()));
+        if let Some(r) = &record {
+            let missing = r
+                .outputs
+                .iter()
+                .find(|(_, a)| !store.objects.present(&a.hash, a.size));
+            match missing {
+                None => {
+                    done[inst.index] = Some(r.outputs.clone());
+                    out.push(entry(PlanStatus::Cached, Some(prepared.key), Vec::new()));
+                }
+                Some((output, a)) => out.push(entry(
+                    PlanStatus::Changed,
+                    Some(prepared.key),
+                    vec![Reason::MissingOutput {
+                        output: output.clone(),
+                        hash: a.hash.clone(),
+                    }],
+                )),
+            }
             continue;
         }
         let new_from = inst
@@ -75,21 +94,18 @@ pub fn plan(exp: &Experiment, plan: &Plan, store: &Store) -> Result<Vec<PlanEntr
             .collect();
         match store.index.latest(&exp.name, &inst.name)? {
             Some(last) => {
-                let mut reasons = explain(
+                let reasons = explain(
                     &last.components,
                     &prepared.components,
                     &last.input_from,
                     &new_from,
                 );
-                if reasons.is_empty() {
-                    reasons.push("an output of its last run is missing from the store".into());
-                }
                 out.push(entry(PlanStatus::Changed, Some(prepared.key), reasons));
             }
             None => out.push(entry(
                 PlanStatus::New,
                 Some(prepared.key),
-                vec!["never ran".into()],
+                vec![Reason::NeverRan],
             )),
         }
     }

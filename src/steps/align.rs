@@ -110,6 +110,10 @@ fn median(values: &[f32]) -> f64 {
 impl Step for Align {
     step_info!(kind: "align", version: 1, about: "optimal one-to-one matching of two SAEs' latents by direction cosine (dictionary alignment)");
 
+    fn needs(&self) -> crate::steps::Needs {
+        crate::steps::Needs::DEVICE
+    }
+
     fn run(&self, ctx: &mut StepContext) -> Result<Metrics> {
         let dev = device(ctx.device)?;
         let a = load_model(&ctx.input("a")?.path, &dev)?;

@@ -13,7 +13,7 @@ pub type Metrics = BTreeMap<String, serde_json::Value>;
 
 /// A group of external files read by a step (a model folder, a dataset's shards), resolved before
 /// keying. The key holds `described` and one hash over every file's name and content.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Resource {
     /// The group's name in the key and in `why` (e.g. `model`, `source`).
     pub name: String,
@@ -28,7 +28,7 @@ pub struct Resource {
 }
 
 /// An immutable input file produced by an upstream instance.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct InputArtifact {
     pub path: PathBuf,
     pub hash: String,

@@ -349,6 +349,10 @@ fn towers(ctx: &StepContext) -> Result<(bool, bool)> {
 impl Step for Embed {
     step_info!(kind: "embed", version: 1, about: "embed texts or images with a pretrained encoder (CLIP, SigLIP, sentence-transformers BERT)");
 
+    fn needs(&self) -> crate::steps::Needs {
+        crate::steps::Needs::DEVICE
+    }
+
     fn resources(&self, params: &BTreeMap<String, Value>, base: &Path) -> Result<Vec<Resource>> {
         let model = str_param(params, "model").context("`model` is required")?;
         let revision = str_param(params, "model_revision").unwrap_or("main");

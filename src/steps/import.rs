@@ -80,6 +80,10 @@ fn copy_lines(ctx: &StepContext, param: &str, rows: usize) -> Result<Option<usiz
 impl Step for Import {
     step_info!(kind: "import", version: 1, about: "register an existing embedding matrix (.npy or headerless), with optional texts and labels");
 
+    fn needs(&self) -> crate::steps::Needs {
+        crate::steps::Needs::LIGHT
+    }
+
     fn run(&self, ctx: &mut StepContext) -> Result<Metrics> {
         let path = ctx
             .file("path")

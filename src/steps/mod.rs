@@ -66,6 +66,11 @@ pub trait Step: Sync {
     /// Computes the outputs into `ctx.output_path(..)` and returns the metrics for the tables.
     fn run(&self, ctx: &mut StepContext) -> anyhow::Result<Metrics>;
 
+    /// What one instance needs to run; the runner schedules by it (see [`Needs`]).
+    fn needs(&self) -> Needs {
+        Needs::CPU
+    }
+
     /// External files this instance reads beyond its `File` parameters — a model's folder, a
     /// dataset's shards — resolved before the key is computed (relative paths against `base`,
     /// the experiment file's folder). Each group's combined content hash enters the key, and the
@@ -77,6 +82,34 @@ pub trait Step: Sync {
     ) -> anyhow::Result<Vec<Resource>> {
         Ok(Vec::new())
     }
+}
+
+/// What a step kind needs from the machine, declared once per kind.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Needs {
+    /// Puts tensors on the chosen device: with GPUs, each running instance gets one of its own.
+    /// Steps without it always run on the CPU and never wait for a GPU.
+    pub device: bool,
+    /// Uses many CPU threads: it gets its share of `--threads` (else one thread).
+    pub threads: bool,
+}
+
+impl Needs {
+    /// CPU work spread over threads (the default).
+    pub const CPU: Needs = Needs {
+        device: false,
+        threads: true,
+    };
+    /// Tensor work on the run's device.
+    pub const DEVICE: Needs = Needs {
+        device: true,
+        threads: true,
+    };
+    /// Light bookkeeping: one thread.
+    pub const LIGHT: Needs = Needs {
+        device: false,
+        threads: false,
+    };
 }
 
 static REGISTRY: &[&dyn Step] = &[

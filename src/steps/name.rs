@@ -63,6 +63,10 @@ fn flag(ctx: &StepContext, name: &str) -> bool {
 impl Step for Name {
     step_info!(kind: "name", version: 1, about: "name every latent by its most similar vocabulary entry; similarity matrix and most frequent latents");
 
+    fn needs(&self) -> crate::steps::Needs {
+        crate::steps::Needs::DEVICE
+    }
+
     fn run(&self, ctx: &mut StepContext) -> Result<Metrics> {
         let dev = device(ctx.device)?;
         let sae = load_model(&ctx.input("sae")?.path, &dev)?;

@@ -93,6 +93,10 @@ pub fn cosines(a: &[f32], b: &[f32], d: usize) -> Vec<f32> {
 impl Step for Recovery {
     step_info!(kind: "recovery", version: 1, about: "how well an SAE's decoder recovers a known dictionary (mean max cosine, optimal matching)");
 
+    fn needs(&self) -> crate::steps::Needs {
+        crate::steps::Needs::DEVICE
+    }
+
     fn run(&self, ctx: &mut StepContext) -> Result<Metrics> {
         let dev = device(ctx.device)?;
         let sae = load_model(&ctx.input("sae")?.path, &dev)?;

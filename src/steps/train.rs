@@ -122,6 +122,10 @@ pub fn config_from_params(params: &BTreeMap<String, Value>) -> Result<TrainConfi
 impl Step for Train {
     step_info!(kind: "train", version: 1, about: "train an SAE (relu, topk, batchtopk, jumprelu, msae) with the reference recipe");
 
+    fn needs(&self) -> crate::steps::Needs {
+        crate::steps::Needs::DEVICE
+    }
+
     fn run(&self, ctx: &mut StepContext) -> Result<Metrics> {
         let config = config_from_params(ctx.params)?;
         let input = ctx.input("data")?;
@@ -146,6 +150,12 @@ impl Step for Train {
             if keep_snapshots && snap.exists() && epoch + 1 < config.epochs {
                 continue;
             }
+            bar.set_message(format!(
+                "train {} epoch {}/{}",
+                ctx.instance,
+                epoch + 1,
+                config.epochs
+            ));
             let options = TrainOptions {
                 checkpoint_dir: Some(ctx.partial_dir.clone()),
                 checkpoint_every_steps: ctx

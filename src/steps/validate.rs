@@ -220,6 +220,10 @@ fn validate_epoch(
 impl Step for Validate {
     step_info!(kind: "validate", version: 2, about: "per-epoch validation metrics of a training run on any matrix (from its epoch snapshots)");
 
+    fn needs(&self) -> crate::steps::Needs {
+        crate::steps::Needs::DEVICE
+    }
+
     fn run(&self, ctx: &mut StepContext) -> Result<Metrics> {
         let dev = device(ctx.device)?;
         let input = ctx.input("sae")?;

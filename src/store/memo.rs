@@ -28,8 +28,8 @@ impl Index {
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        let key = path.to_string_lossy().as_bytes().to_vec();
-        if let Some(bytes) = self.file_memo.get(&key)? {
+        let key = path.to_string_lossy().to_string();
+        if let Some(bytes) = self.memo_get(&key)? {
             if let Ok(m) = serde_json::from_slice::<Memo>(&bytes) {
                 if m.size == meta.len() && m.mtime_ns == mtime_ns {
                     return Ok(m.hash);
@@ -42,7 +42,7 @@ impl Index {
             mtime_ns,
             hash: hash.clone(),
         };
-        self.file_memo.insert(key, serde_json::to_vec(&memo)?)?;
+        self.memo_put(&key, serde_json::to_vec(&memo)?)?;
         Ok(hash)
     }
 }

@@ -6,14 +6,21 @@
 //! * `partial/`  checkpoints of unfinished steps, by step key (kept across interrupted runs)
 //! * `tmp/`      scratch folders of steps being run (emptied when a run starts)
 //! * `holder.json` who holds the store now (for the message a second process gets)
+//! * `snapshot.json` the index as the holder last published it (see [`snapshot`])
+//! * `live.json` what the holder's run is doing now (see [`live`])
+//! * `jobs/`     per-instance folders of scheduler jobs (specification, log, result)
 //!
-//! One process at a time: sled locks its database with an OS file lock that the kernel drops when
-//! the process dies, so there is never a lock file to clean by hand after a crash.
+//! One writer at a time: sled locks its database with an OS file lock that the kernel drops when
+//! the process dies, so there is never a lock file to clean by hand after a crash. Commands that
+//! only read ([`Store::open_read`]) fall back to the published snapshot while another process
+//! holds the store, so they never wait for, block or disturb a run.
 
 pub mod index;
+pub mod live;
 pub mod memo;
 pub mod objects;
 pub mod record;
+pub mod snapshot;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -23,6 +30,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub use index::Index;
+pub use live::LiveRun;
 pub use objects::Objects;
 pub use record::{ArtifactRecord, FailureRecord, FileComponent, KeyComponents, Record};
 
@@ -30,7 +38,13 @@ pub struct Store {
     pub root: PathBuf,
     pub index: Index,
     pub objects: Objects,
+    /// For a reader of a held store: what the holder's run was doing when it last published.
+    pub live: Option<LiveRun>,
 }
+
+/// How long a writer retries a lock held by another process before it reports the store busy:
+/// readers that found the store free hold it for a moment only.
+const WRITER_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Holder {
@@ -79,6 +93,10 @@ impl Store {
             match sled::Config::new().path(root.join("db")).open() {
                 Ok(db) => break db,
                 Err(e) if is_lock_error(&e) => {
+                    if start.elapsed() < WRITER_GRACE {
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
                     let who = describe_holder(root);
                     if !wait {
                         return Err(StoreBusy(format!(
@@ -104,6 +122,53 @@ impl Store {
         if told {
             eprintln!("store free after {:.1} s", start.elapsed().as_secs_f64());
         }
+        Store::held(root, command, db)
+    }
+
+    /// Opens the store for a command that only reads. When another process holds it, the index
+    /// is the snapshot that process published (with its live run state); only when there is
+    /// none yet does this wait (`wait`) or fail like [`Store::open`].
+    pub fn open_read(root: &Path, command: &str, wait: bool) -> Result<Store> {
+        let start = Instant::now();
+        fs::create_dir_all(root)
+            .with_context(|| format!("cannot create the store folder {}", root.display()))?;
+        loop {
+            match sled::Config::new().path(root.join("db")).open() {
+                Ok(db) => return Store::held(root, command, db),
+                Err(e) if is_lock_error(&e) => {
+                    let path = root.join(snapshot::FILE);
+                    if path.exists() {
+                        let snap = snapshot::Snapshot::read(&path)?;
+                        return Ok(Store {
+                            root: root.to_path_buf(),
+                            index: Index::from_snapshot(snap),
+                            objects: Objects::new(root.join("objects")),
+                            live: LiveRun::read(root),
+                        });
+                    }
+                    // The holder publishes its first snapshot right after opening the index.
+                    if start.elapsed() >= WRITER_GRACE {
+                        return Store::open(root, command, wait);
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(_) => return Store::open(root, command, wait),
+            }
+        }
+    }
+
+    /// True when this process reads a store that another process holds.
+    pub fn is_reader(&self) -> bool {
+        self.index.is_snapshot()
+    }
+
+    /// Publishes the index for readers if it changed (see [`snapshot`]).
+    pub fn publish(&self) -> Result<()> {
+        self.index.publish(&self.root.join(snapshot::FILE))?;
+        Ok(())
+    }
+
+    fn held(root: &Path, command: &str, db: sled::Db) -> Result<Store> {
         let holder = Holder {
             pid: std::process::id(),
             command: command.to_string(),
@@ -113,11 +178,16 @@ impl Store {
         for sub in ["objects", "partial", "tmp"] {
             fs::create_dir_all(root.join(sub))?;
         }
-        Ok(Store {
+        let store = Store {
             root: root.to_path_buf(),
             index: Index::new(db)?,
             objects: Objects::new(root.join("objects")),
-        })
+            live: None,
+        };
+        // A reader must never see records the holder does not have (e.g. after a `gc` by an
+        // older msae, or a lost snapshot write): start every hold with a fresh snapshot.
+        store.publish()?;
+        Ok(store)
     }
 
     /// Scratch space of an unfinished run is stale once we hold the lock.
@@ -142,6 +212,16 @@ impl Store {
 
     pub fn partial_dir(&self, key: &str) -> PathBuf {
         self.root.join("partial").join(key)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if !self.is_reader() {
+            if let Err(e) = self.publish() {
+                tracing::warn!("cannot publish the index snapshot: {e:#}");
+            }
+        }
     }
 }
 

@@ -1,0 +1,193 @@
+//! `msae status`: the state of every instance — from the index, and while a run holds the store
+//! from what that run publishes (running instances with progress, ETA, device or scheduler job).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::args::Global;
+use super::commands::{load, open_read};
+use crate::runner::plan::{plan, PlanStatus};
+use crate::store::live::{LiveInstance, LiveState};
+use crate::store::now_unix;
+
+#[derive(Serialize)]
+struct Row {
+    name: String,
+    step: String,
+    /// done, running, waiting, failed, skipped, new, changed, pending, error
+    state: String,
+    key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    live: Option<LiveInstance>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    experiment: String,
+    /// The run that holds the store now, if any.
+    run: Option<RunInfo>,
+    counts: std::collections::BTreeMap<String, usize>,
+    instances: Vec<Row>,
+}
+
+#[derive(Serialize)]
+struct RunInfo {
+    pid: u32,
+    command: String,
+    executor: String,
+    started_unix: u64,
+    updated_unix: u64,
+}
+
+fn duration(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// "step 120/500, 1m05s elapsed, eta 2m10s, cuda:1, job 42 RUNNING"
+fn describe_live(l: &LiveInstance) -> String {
+    let mut parts = Vec::new();
+    if let Some(p) = &l.progress {
+        if !p.message.is_empty() {
+            parts.push(p.message.clone());
+        }
+        match p.length {
+            Some(len) => parts.push(format!("{}/{len}", p.position)),
+            None if p.position > 0 => parts.push(p.position.to_string()),
+            None => {}
+        }
+        parts.push(format!("{} elapsed", duration(p.elapsed_seconds)));
+        if let Some(eta) = p.eta_seconds {
+            parts.push(format!("eta {}", duration(eta)));
+        }
+    } else if let Some(t) = l.started_unix {
+        parts.push(format!(
+            "{} elapsed",
+            duration(now_unix().saturating_sub(t) as f64)
+        ));
+    }
+    if let Some(d) = &l.device {
+        parts.push(d.clone());
+    }
+    if let Some(j) = &l.job {
+        parts.push(format!("job {} {}", j.id, j.state));
+    }
+    parts.join(", ")
+}
+
+pub fn status(g: &Global, path: &Path, json: bool) -> Result<ExitCode> {
+    let (exp, p) = load(path)?;
+    let store = open_read(g, "msae status")?;
+    let entries = plan(&exp, &p, &store)?;
+    // The holder's run state counts only while the store is held by a run of this experiment.
+    let live = store
+        .live
+        .as_ref()
+        .filter(|l| store.is_reader() && !l.finished && l.experiment == exp.name);
+    let mut rows = Vec::new();
+    for e in &entries {
+        let mut row = Row {
+            name: e.name.clone(),
+            step: e.step.clone(),
+            state: format!("{:?}", e.status).to_lowercase(),
+            key: e.key.clone(),
+            seconds: None,
+            error: None,
+            live: None,
+        };
+        if let (PlanStatus::Cached, Some(k)) = (&e.status, &e.key) {
+            row.state = "done".into();
+            if let Some(r) = store.index.record(k)? {
+                row.seconds = Some(r.seconds);
+            }
+        } else if let Some(f) = store.index.failure(&exp.name, &e.name)? {
+            row.state = "failed".into();
+            row.error = Some(f.error);
+        }
+        if let Some(l) = live.and_then(|l| l.instances.get(&e.name)) {
+            match l.state {
+                LiveState::Running => row.state = "running".into(),
+                LiveState::Waiting if row.state != "done" => row.state = "waiting".into(),
+                LiveState::Failed => {
+                    row.state = "failed".into();
+                    row.error = l.error.clone().or(row.error);
+                }
+                LiveState::Skipped if row.state != "done" => row.state = "skipped".into(),
+                _ => {}
+            }
+            if l.state == LiveState::Running {
+                row.live = Some(l.clone());
+            }
+        }
+        rows.push(row);
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    for r in &rows {
+        *counts.entry(r.state.clone()).or_insert(0) += 1;
+    }
+    let report = Report {
+        experiment: exp.name.clone(),
+        run: live.map(|l| RunInfo {
+            pid: l.pid,
+            command: l.command.clone(),
+            executor: l.executor.clone(),
+            started_unix: l.started_unix,
+            updated_unix: l.updated_unix,
+        }),
+        counts,
+        instances: rows,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(r) = &report.run {
+        println!(
+            "live: `{}` (pid {}, {} executor) running for {}, last update {} ago",
+            r.command,
+            r.pid,
+            r.executor,
+            duration(now_unix().saturating_sub(r.started_unix) as f64),
+            duration(now_unix().saturating_sub(r.updated_unix) as f64)
+        );
+    }
+    let width = report
+        .instances
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(0);
+    for r in &report.instances {
+        let detail = if let Some(l) = &r.live {
+            describe_live(l)
+        } else if let Some(e) = &r.error {
+            e.clone()
+        } else if let Some(s) = r.seconds {
+            format!("{s:.2} s")
+        } else {
+            String::new()
+        };
+        println!("{:8} {:width$}  {detail}", r.state, r.name);
+    }
+    let total = report.instances.len();
+    let summary: Vec<String> = report
+        .counts
+        .iter()
+        .map(|(state, n)| format!("{n} {state}"))
+        .collect();
+    println!("{total} instances: {}", summary.join(", "));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,111 @@
+//! `msae exec SPEC`: the work of one instance inside a scheduler job.
+//!
+//! The job's folder (`<store>/jobs/<key prefix>/`) holds the [`TaskSpec`] the coordinator
+//! wrote, the job's log, `progress.json` (rewritten every few seconds for `msae status`) and,
+//! written last (temporary file + rename), `result.json`: the outputs and metrics, or the error.
+//! The worker never opens the index: only the coordinator does. A requeued or pre-empted job
+//! runs again from the start of this function; a training then resumes from its checkpoints in
+//! `partial/<key>/`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::runner::progress::Progress;
+use crate::runner::task::{read_json, run_task, with_threads, TaskResult, TaskSpec};
+use crate::store::snapshot::write_atomic;
+
+pub const SPEC: &str = "spec.json";
+pub const RESULT: &str = "result.json";
+pub const PROGRESS: &str = "progress.json";
+pub const LOG: &str = "log";
+
+/// What a job leaves behind: decides success, whatever the scheduler says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobResult {
+    pub key: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ok: Option<TaskResult>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
+
+/// The folder of an instance's jobs.
+pub fn job_dir(store_root: &Path, key: &str) -> PathBuf {
+    store_root.join("jobs").join(&key[..16])
+}
+
+pub fn exec(spec_path: &Path) -> Result<ExitCode> {
+    let spec: TaskSpec = read_json(spec_path)?;
+    let dir = spec_path
+        .parent()
+        .context("the specification has no folder")?
+        .to_path_buf();
+    // The scheduler's CPU grant wins over the coordinator's guess.
+    let threads = std::env::var("SLURM_CPUS_PER_TASK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(spec.threads)
+        .max(1);
+    let attempt = std::env::var("SLURM_RESTART_COUNT").unwrap_or_else(|_| "0".into());
+    eprintln!(
+        "msae exec: {} (key {}), {threads} thread(s), device {}, restart {attempt}",
+        spec.instance,
+        &spec.key[..12],
+        spec.device
+    );
+    let mut spec = spec;
+    spec.threads = threads;
+    let progress = Progress::hidden(true).for_instance(&spec.instance);
+    let stop = Arc::new(AtomicBool::new(false));
+    let reporter = {
+        let (progress, stop, path) = (progress.clone(), stop.clone(), dir.join(PROGRESS));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if let Some(p) = progress.snapshot() {
+                    if let Ok(bytes) = serde_json::to_vec(&p) {
+                        write_atomic(&path, &bytes).ok();
+                    }
+                }
+                for _ in 0..20 {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        })
+    };
+    let outcome = with_threads(threads, || run_task(&spec, &progress)).and_then(|r| r);
+    stop.store(true, Ordering::SeqCst);
+    reporter.join().ok();
+    let (result, code) = match outcome {
+        Ok(r) => (
+            JobResult {
+                key: spec.key.clone(),
+                ok: Some(r),
+                error: None,
+            },
+            ExitCode::SUCCESS,
+        ),
+        Err(e) => {
+            eprintln!("msae exec: {} failed: {e:#}", spec.instance);
+            (
+                JobResult {
+                    key: spec.key.clone(),
+                    ok: None,
+                    error: Some(format!("{e:#}")),
+                },
+                ExitCode::from(1),
+            )
+        }
+    };
+    write_atomic(&dir.join(RESULT), &serde_json::to_vec_pretty(&result)?)?;
+    eprintln!("msae exec: result written");
+    Ok(code)
+}

@@ -1,0 +1,299 @@
+//! Through the binary: live inspection of a held store, typed reasons, `-q`, and `-j N`
+//! (results independent of `-j`, kill -9 during a parallel run loses only instances in flight).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{text, with_status, Env};
+
+/// A grid of six trainings (two architectures × three sizes) plus scores: long enough per
+/// training (`epochs`) to be caught while running.
+fn grid(epochs: u32) -> String {
+    format!(
+        r#"
+[experiment]
+name = "grid"
+seed = 3
+
+[steps.data]
+kind = "synth"
+dim = 32
+n_features = 64
+train = 4000
+test = 400
+
+[steps.sae]
+kind = "train"
+data = "data.train"
+expansion = [2, 3, 4]
+epochs = {epochs}
+batch_size = 128
+checkpoint_steps = 20
+
+[[steps.sae.variant]]
+arch = "topk"
+k = 4
+
+[[steps.sae.variant]]
+arch = "relu"
+l1 = 0.003
+
+[steps.score]
+kind = "score_topk"
+sae = "sae"
+data = "data.test"
+"#
+    )
+}
+
+fn spawn_run(env: &Env, args: &[&str]) -> Child {
+    env.command()
+        .arg("run")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", text(out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
+}
+
+/// Polls `msae status --json` until `pred` holds (or panics after `limit`).
+fn wait_for_status(
+    env: &Env,
+    exp: &str,
+    limit: Duration,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let out = env.msae(&["status", "--json", exp]);
+        let v = json(&out);
+        if pred(&v) {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "status never matched: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn states(status: &serde_json::Value, state: &str) -> Vec<String> {
+    status["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["state"] == state)
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn every_reading_command_works_and_shows_live_state_while_a_run_holds_the_store() {
+    let env = Env::new();
+    let exp = env.write("grid.toml", &grid(40));
+    let e = exp.to_str().unwrap();
+    let mut run = spawn_run(&env, &["-j", "2", e]);
+    // A training in flight with its progress, while the data step is finished.
+    let status = wait_for_status(&env, e, Duration::from_secs(120), |v| {
+        v["instances"].as_array().unwrap().iter().any(|i| {
+            i["state"] == "running"
+                && i["live"]["progress"]["position"].as_u64().unwrap_or(0) > 0
+                && i["live"]["progress"]["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("epoch")
+        })
+    });
+    assert!(run.try_wait().unwrap().is_none(), "the run ended too early");
+    assert!(status["run"]["pid"].as_u64().is_some(), "{status}");
+    assert_eq!(status["run"]["executor"], "local");
+    assert_eq!(states(&status, "done"), vec!["data"], "{status}");
+    let running = states(&status, "running");
+    assert!(!running.is_empty() && running.len() <= 2, "{status}");
+    let text_status = text(&env.msae(&["status", e]));
+    assert!(text_status.contains("live: `msae run"), "{text_status}");
+    assert!(text_status.contains("running  sae["), "{text_status}");
+    assert!(text_status.contains("epoch"), "{text_status}");
+
+    // Tables, plan, why, du, graph and export all answer without waiting for the run.
+    let started = Instant::now();
+    let table = env.msae(&["table", e, "--format", "json", "--kind", "synth"]);
+    assert_eq!(json(&table).as_array().unwrap().len(), 1);
+    let plan = json(&env.msae(&["plan", "--json", e]));
+    assert_eq!(plan[0]["status"], "cached", "{plan}");
+    let why = json(&env.msae(&["why", "--json", e, "score[arch=topk,expansion=2,k=4]"]));
+    assert!(!why.as_array().unwrap().is_empty(), "{why}");
+    let du = json(&env.msae(&["cache", "du", "--json"]));
+    assert_eq!(du["steps"][0]["step"], "data", "{du}");
+    assert!(env.msae(&["graph", e]).status.success());
+    let exported = env.msae(&["export", e, "data", "--output", "test", "--to", "out"]);
+    assert!(exported.status.success(), "{}", text(&exported));
+    assert!(env.path("out/test").exists());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "readers must not wait for the run"
+    );
+    // A command that writes still gets the one-writer message.
+    let gc = env.msae(&["gc", e]);
+    assert_eq!(gc.status.code(), Some(1));
+    assert!(text(&gc).contains("is in use by another msae process"));
+
+    let out = run.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("13 run, 0 cached, 0 failed"),
+        "{}",
+        text(&out)
+    );
+    // The run was not disturbed, and with the store free the readers use the index itself.
+    let status = json(&env.msae(&["status", "--json", e]));
+    assert!(status["run"].is_null(), "{status}");
+    assert_eq!(states(&status, "done").len(), 13, "{status}");
+}
+
+#[test]
+fn reasons_are_typed_values_with_old_and_new() {
+    let env = Env::new();
+    let exp = env.write("grid.toml", &grid(1));
+    let e = exp.to_str().unwrap();
+    env.run_json(&exp);
+    env.write(
+        "grid.toml",
+        &grid(1).replace("n_features = 64", "n_features = 80"),
+    );
+    let plan = json(&env.msae(&["plan", "--json", e]));
+    let data = &plan[0];
+    assert_eq!(data["status"], "changed");
+    assert_eq!(
+        data["reasons"][0],
+        serde_json::json!({"type": "parameter", "name": "n_features", "old": 64, "new": 80})
+    );
+    let why = json(&env.msae(&["why", "--json", e, "score[arch=relu,expansion=3,l1=0.003]"]));
+    let chain: Vec<&str> = why
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["instance"].as_str().unwrap())
+        .collect();
+    // The score waits for its first input (the data), whose parameter changed.
+    assert_eq!(chain, ["score[arch=relu,expansion=3,l1=0.003]", "data"]);
+    assert_eq!(why[0]["reasons"][0]["type"], "upstream");
+    assert_eq!(why[0]["reasons"][0]["instance"], "data");
+    assert_eq!(why[1]["reasons"][0]["name"], "n_features");
+    // The text form says the same in words.
+    let words = text(&env.msae(&["why", e, "data"]));
+    assert!(words.contains("param n_features: 64 → 80"), "{words}");
+
+    // A missing object is its own reason, naming the output.
+    env.write("grid.toml", &grid(1));
+    let record = common::output_file(&env, "grid", "data", "test");
+    std::fs::remove_file(&record).unwrap();
+    let plan = json(&env.msae(&["plan", "--json", e]));
+    assert_eq!(
+        plan[0]["reasons"][0]["type"], "missing_output",
+        "{}",
+        plan[0]
+    );
+    assert_eq!(plan[0]["reasons"][0]["output"], "test");
+}
+
+#[test]
+fn quiet_silences_per_instance_lines() {
+    let env = Env::new();
+    let exp = env.write("grid.toml", &grid(1));
+    let loud = env.msae(&["run", exp.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&loud.stderr).contains("ran     data"));
+    std::fs::remove_dir_all(env.cache()).unwrap();
+    let quiet = env.msae(&["-q", "run", exp.to_str().unwrap()]);
+    assert!(quiet.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&quiet.stderr),
+        "",
+        "-q must print no per-instance lines"
+    );
+    assert!(String::from_utf8_lossy(&quiet.stdout).contains("13 run, 0 cached, 0 failed"));
+}
+
+/// Every output object's bytes, by (instance, output).
+fn objects(env: &Env, summary: &serde_json::Value) -> BTreeMap<(String, String), Vec<u8>> {
+    let store = msae::store::Store::open(&env.cache(), "test reader", true).unwrap();
+    let mut out = BTreeMap::new();
+    for inst in summary["instances"].as_array().unwrap() {
+        let name = inst["name"].as_str().unwrap();
+        let record = store.index.latest("grid", name).unwrap().unwrap();
+        for (output, a) in &record.outputs {
+            let bytes = std::fs::read(store.objects.path(&a.hash)).unwrap();
+            out.insert((name.to_string(), output.clone()), bytes);
+        }
+    }
+    out
+}
+
+#[test]
+fn outputs_do_not_depend_on_the_number_of_parallel_instances() {
+    let one = Env::new();
+    let three = Env::new();
+    let text_exp = grid(2);
+    let e1 = one.write("grid.toml", &text_exp);
+    let e3 = three.write("grid.toml", &text_exp);
+    let s1 = json(&one.msae(&["run", "--json", "-j", "1", e1.to_str().unwrap()]));
+    let s3 = json(&three.msae(&["run", "--json", "-j", "3", e3.to_str().unwrap()]));
+    assert_eq!(s1["run"], 13);
+    assert_eq!(s3["run"], 13);
+    let (o1, o3) = (objects(&one, &s1), objects(&three, &s3));
+    assert_eq!(o1.len(), o3.len());
+    assert!(o1.len() >= 13 * 2, "{}", o1.len());
+    for (k, bytes) in &o1 {
+        assert!(o3[k] == *bytes, "{k:?} differs between -j 1 and -j 3");
+    }
+}
+
+#[test]
+fn kill_9_during_a_parallel_run_loses_only_the_instances_in_flight() {
+    let env = Env::new();
+    let exp = env.write("grid.toml", &grid(15));
+    let e = exp.to_str().unwrap();
+    let mut run = spawn_run(&env, &["-j", "2", e]);
+    // Kill once two trainings have finished and others are running.
+    let before = wait_for_status(&env, e, Duration::from_secs(300), |v| {
+        v["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["state"] == "done" && i["step"] == "sae")
+            .count()
+            >= 2
+            && !states(v, "running").is_empty()
+    });
+    run.kill().unwrap();
+    run.wait().unwrap();
+    // What the index holds after the kill (the store is free now: the index itself).
+    let after = json(&env.msae(&["status", "--json", e]));
+    let done_after = states(&after, "done");
+    for name in states(&before, "done") {
+        assert!(done_after.contains(&name), "{name} was lost: {after}");
+    }
+    let summary = env.run_json(&exp);
+    let ran = with_status(&summary, "ran");
+    let cached = with_status(&summary, "cached");
+    assert_eq!(cached.len(), done_after.len(), "{summary}");
+    for name in &done_after {
+        assert!(cached.contains(name), "{name} ran again: {summary}");
+    }
+    assert_eq!(ran.len() + cached.len(), 13);
+    // The resumed store yields the bytes of an uninterrupted run.
+    let clean = Env::new();
+    let ce = clean.write("grid.toml", &grid(15));
+    let clean_summary = clean.run_json(&ce);
+    let (a, b) = (objects(&env, &summary), objects(&clean, &clean_summary));
+    assert_eq!(a.len(), b.len());
+    for (k, bytes) in &a {
+        assert!(b[k] == *bytes, "{k:?} differs after the kill and resume");
+    }
+}

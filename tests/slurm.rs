@@ -1,0 +1,605 @@
+//! The Slurm executor on a real one-node Slurm cluster that this test starts itself (`munged`,
+//! `slurmctld`, `slurmd`; settings from the project's measurements, no systemd, no accounting
+//! database). Needs root and Debian's `slurmctld slurmd slurm-client munge` packages (`.ci/run`
+//! installs them); without them the test prints a notice and skips.
+//!
+//! One test function runs the scenarios one after another on one cluster: the same records and
+//! bytes as the local executor; a coordinator killed and restarted finishes without a duplicate
+//! job; a job cancelled with `scancel` is reported failed with its log tail and a rerun finishes
+//! it; a running training requeued with `scontrol requeue` completes with the bytes of an
+//! uninterrupted run.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{text, Env};
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    pids: Vec<u32>,
+    munged_pid_file: Option<PathBuf>,
+}
+
+fn sh(cmd: &str, args: &[&str], conf: &Path) -> Output {
+    Command::new(cmd)
+        .args(args)
+        .env("SLURM_CONF", conf)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"))
+}
+
+fn munge_works() -> bool {
+    Command::new("munge")
+        .arg("-n")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn read_pid(path: &Path, limit: Duration) -> u32 {
+    let start = Instant::now();
+    loop {
+        if let Some(pid) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            return pid;
+        }
+        assert!(start.elapsed() < limit, "no pid file {}", path.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Cluster {
+    /// Starts a private cluster, or says why it cannot and returns `None`.
+    fn start() -> Option<Cluster> {
+        let missing: Vec<&str> = [
+            "/usr/sbin/slurmctld",
+            "/usr/sbin/slurmd",
+            "/usr/bin/sbatch",
+            "/usr/sbin/munged",
+        ]
+        .into_iter()
+        .filter(|p| !Path::new(p).exists())
+        .collect();
+        if !missing.is_empty() {
+            eprintln!("skipping the Slurm tests: {} not installed (apt-get install slurmctld slurmd slurm-client munge)", missing.join(", "));
+            return None;
+        }
+        let uid = Command::new("id").arg("-u").output().ok()?;
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            eprintln!("skipping the Slurm tests: starting the daemons needs root");
+            return None;
+        }
+        let mut munged_pid_file = None;
+        if !munge_works() {
+            if !Path::new("/etc/munge/munge.key").exists() {
+                let ok = Command::new("mungekey").arg("--create").status().ok()?;
+                assert!(ok.success(), "mungekey --create failed");
+                Command::new("chown")
+                    .args(["munge:munge", "/etc/munge/munge.key"])
+                    .status()
+                    .ok()?;
+            }
+            std::fs::create_dir_all("/run/munge").ok()?;
+            Command::new("chown")
+                .args(["munge:munge", "/run/munge"])
+                .status()
+                .ok()?;
+            let st = Command::new("runuser")
+                .args(["-u", "munge", "--", "/usr/sbin/munged"])
+                .status()
+                .ok()?;
+            assert!(st.success(), "munged did not start");
+            munged_pid_file = Some(PathBuf::from("/run/munge/munged.pid"));
+            let start = Instant::now();
+            while !munge_works() {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "munge never answered"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        for sub in ["state", "spool", "log"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        // Ports of this process alone, so that another cluster on the machine never answers.
+        let port = 20000 + (std::process::id() % 20000) as u16;
+        let conf = format!(
+            "ClusterName=msaetest
+SlurmctldHost=localhost
+SlurmctldPort={port}
+SlurmdPort={}
+SlurmUser=root
+AuthType=auth/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/filetxt
+JobCompLoc={d}/log/jobcomp.txt
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ReturnToService=2
+MinJobAge=600
+SlurmdParameters=config_overrides
+StateSaveLocation={d}/state
+SlurmdSpoolDir={d}/spool
+SlurmctldPidFile={d}/slurmctld.pid
+SlurmdPidFile={d}/slurmd.pid
+SlurmctldLogFile={d}/log/slurmctld.log
+SlurmdLogFile={d}/log/slurmd.log
+NodeName=localhost NodeAddr=127.0.0.1 CPUs=2 RealMemory=1000 State=UNKNOWN
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+",
+            port + 1
+        );
+        let conf_path = dir.path().join("slurm.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let mut cluster = Cluster {
+            dir,
+            pids: Vec::new(),
+            munged_pid_file,
+        };
+        let c = conf_path.to_str().unwrap();
+        assert!(sh("/usr/sbin/slurmctld", &["-c", "-f", c], &conf_path)
+            .status
+            .success());
+        cluster.pids.push(read_pid(
+            &cluster.dir.path().join("slurmctld.pid"),
+            Duration::from_secs(10),
+        ));
+        assert!(sh(
+            "/usr/sbin/slurmd",
+            &["-N", "localhost", "-f", c],
+            &conf_path
+        )
+        .status
+        .success());
+        cluster.pids.push(read_pid(
+            &cluster.dir.path().join("slurmd.pid"),
+            Duration::from_secs(10),
+        ));
+        let start = Instant::now();
+        loop {
+            let out = sh("sinfo", &["-h", "-o", "%t"], &conf_path);
+            if String::from_utf8_lossy(&out.stdout).trim() == "idle" {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the node never became idle: {}",
+                text(&out)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("Slurm cluster up in {:.1} s", start.elapsed().as_secs_f64());
+        Some(cluster)
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("slurm.conf")
+    }
+
+    fn cmd(&self, cmd: &str, args: &[&str]) -> Output {
+        sh(cmd, args, &self.conf())
+    }
+
+    /// msae with this cluster's configuration.
+    fn msae(&self, env: &Env) -> Command {
+        let mut c = env.command();
+        c.env("SLURM_CONF", self.conf());
+        c
+    }
+
+    /// Every job of the cluster: (id, state, comment, name).
+    fn jobs(&self) -> Vec<(String, String, String, String)> {
+        let out = self.cmd("squeue", &["-h", "-t", "all", "-o", "%i|%T|%k|%j"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let p: Vec<&str> = l.trim().splitn(4, '|').collect();
+                (p.len() == 4).then(|| {
+                    (
+                        p[0].to_string(),
+                        p[1].to_string(),
+                        p[2].to_string(),
+                        p[3].to_string(),
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.path().join("log/slurmctld.log"))
+                .unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "slurmctld log (last 40 lines):\n{}",
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
+        }
+        for pid in self.pids.iter().rev() {
+            Command::new("kill").arg(pid.to_string()).status().ok();
+        }
+        if let Some(f) = &self.munged_pid_file {
+            if let Ok(pid) = std::fs::read_to_string(f) {
+                Command::new("kill").arg(pid.trim()).status().ok();
+            }
+        }
+    }
+}
+
+const SLURM_ARGS: &[&str] = &[
+    "--executor",
+    "slurm",
+    "--poll",
+    "0.5",
+    "--poll-max",
+    "2",
+    "--result-grace",
+    "3",
+];
+
+fn experiment(epochs: u32, expansions: &str) -> String {
+    format!(
+        r#"
+[experiment]
+name = "cluster"
+seed = 5
+
+[steps.data]
+kind = "synth"
+dim = 32
+n_features = 64
+train = 4000
+test = 400
+
+[steps.sae]
+kind = "train"
+data = "data.train"
+arch = "topk"
+k = 4
+expansion = {expansions}
+epochs = {epochs}
+batch_size = 128
+checkpoint_steps = 10
+
+[steps.sae.resources]
+cpus = 1
+time = "30:00"
+
+[steps.score]
+kind = "score_topk"
+sae = "sae"
+data = "data.test"
+"#
+    )
+}
+
+fn run(cluster: &Cluster, env: &Env, exp: &Path, extra: &[&str]) -> Output {
+    cluster
+        .msae(env)
+        .arg("run")
+        .args(SLURM_ARGS)
+        .args(extra)
+        .arg(exp)
+        .output()
+        .unwrap()
+}
+
+fn spawn(cluster: &Cluster, env: &Env, exp: &Path) -> Child {
+    cluster
+        .msae(env)
+        .arg("run")
+        .args(SLURM_ARGS)
+        .arg(exp)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Records of every instance: (key, outputs' bytes, metrics without timings).
+type Records = BTreeMap<String, (String, BTreeMap<String, Vec<u8>>, String)>;
+
+fn records(env: &Env, experiment: &str) -> Records {
+    let store = msae::store::Store::open(&env.cache(), "test reader", true).unwrap();
+    let mut out = Records::new();
+    for r in store.index.all_records().unwrap() {
+        if r.experiment != experiment {
+            continue;
+        }
+        let bytes = r
+            .outputs
+            .iter()
+            .map(|(n, a)| {
+                (
+                    n.clone(),
+                    std::fs::read(store.objects.path(&a.hash)).unwrap(),
+                )
+            })
+            .collect();
+        let metrics: BTreeMap<_, _> = r
+            .metrics
+            .iter()
+            .filter(|(k, _)| !k.ends_with("seconds"))
+            .collect();
+        out.insert(
+            r.instance.clone(),
+            (
+                r.key.clone(),
+                bytes,
+                serde_json::to_string(&metrics).unwrap(),
+            ),
+        );
+    }
+    out
+}
+
+fn status(cluster: &Cluster, env: &Env, exp: &Path) -> serde_json::Value {
+    let out = cluster
+        .msae(env)
+        .args(["status", "--json"])
+        .arg(exp)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Waits until a training's job runs and has made `min_steps` steps; returns (instance, job id).
+fn running_training(cluster: &Cluster, env: &Env, exp: &Path, min_steps: u64) -> (String, String) {
+    let start = Instant::now();
+    loop {
+        let s = status(cluster, env, exp);
+        for i in s["instances"].as_array().unwrap() {
+            if i["step"] == "sae"
+                && i["state"] == "running"
+                && i["live"]["job"]["state"] == "RUNNING"
+                && i["live"]["progress"]["position"].as_u64().unwrap_or(0) >= min_steps
+            {
+                return (
+                    i["name"].as_str().unwrap().to_string(),
+                    i["live"]["job"]["id"].as_str().unwrap().to_string(),
+                );
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "no training was seen running: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn assert_no_duplicate_jobs(cluster: &Cluster, env: &Env, experiment: &str, expected: usize) {
+    let name = msae::runner::slurm::job_name(&env.cache(), experiment);
+    let jobs: Vec<_> = cluster.jobs().into_iter().filter(|j| j.3 == name).collect();
+    let mut per_key: BTreeMap<&str, usize> = BTreeMap::new();
+    for j in &jobs {
+        *per_key.entry(j.2.as_str()).or_default() += 1;
+    }
+    assert_eq!(per_key.len(), expected, "{jobs:?}");
+    assert!(
+        per_key.values().all(|n| *n == 1),
+        "a duplicate job: {jobs:?}"
+    );
+}
+
+/// The instance key (comment) of job `id`.
+fn job_key(cluster: &Cluster, id: &str) -> String {
+    cluster
+        .jobs()
+        .into_iter()
+        .find(|j| j.0 == id)
+        .map(|j| j.2)
+        .expect("the job is listed")
+}
+
+/// Whether an `msae exec` process of this specification runs.
+fn worker_alive(spec: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries.flatten().any(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .map(|c| {
+                        let c = String::from_utf8_lossy(&c);
+                        c.contains(spec) && c.contains("exec")
+                    })
+                    .unwrap_or(false)
+            })
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn slurm_executor_on_a_real_cluster() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+
+    // 1. The same records and bytes as the local executor.
+    let local = Env::new();
+    let on_slurm = Env::new();
+    let text_exp = experiment(2, "[2, 3]");
+    let el = local.write("c.toml", &text_exp);
+    let es = on_slurm.write("c.toml", &text_exp);
+    local.run_json(&el);
+    let started = Instant::now();
+    let out = run(&cluster, &on_slurm, &es, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("5 run, 0 cached, 0 failed"),
+        "{}",
+        text(&out)
+    );
+    eprintln!(
+        "5 instances on Slurm: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let (a, b) = (records(&local, "cluster"), records(&on_slurm, "cluster"));
+    assert_eq!(a.len(), 5);
+    assert_eq!(
+        a, b,
+        "the Slurm executor must give the local executor's records and bytes"
+    );
+    assert_no_duplicate_jobs(&cluster, &on_slurm, "cluster", 5);
+    // A second run is a no-op and submits nothing.
+    let out = run(&cluster, &on_slurm, &es, &[]);
+    assert!(text(&out).contains("0 run, 5 cached"), "{}", text(&out));
+    assert_no_duplicate_jobs(&cluster, &on_slurm, "cluster", 5);
+
+    // 2. The coordinator killed mid-run and started again: re-attaches, no duplicate job.
+    let env = Env::new();
+    let exp = env.write("c.toml", &experiment(40, "[2, 3]"));
+    let mut coordinator = spawn(&cluster, &env, &exp);
+    running_training(&cluster, &env, &exp, 1);
+    coordinator.kill().unwrap();
+    coordinator.wait().unwrap();
+    let out = run(&cluster, &env, &exp, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_no_duplicate_jobs(&cluster, &env, "cluster", 5);
+    assert_eq!(records(&env, "cluster").len(), 5);
+
+    // 3. A job cancelled with scancel: reported failed with its log tail; a rerun finishes it.
+    let env = Env::new();
+    let exp = env.write("c.toml", &experiment(40, "[2]"));
+    let coordinator = spawn(&cluster, &env, &exp);
+    let (name, id) = running_training(&cluster, &env, &exp, 1);
+    assert!(cluster.cmd("scancel", &[&id]).status.success());
+    let out = coordinator.wait_with_output().unwrap();
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "error: {name} failed: Slurm job {id} ended (CANCELLED) without writing a result"
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("last lines of its log"), "{msg}");
+    assert!(msg.contains("| msae exec: sae[expansion=2]"), "{msg}");
+    let out = run(&cluster, &env, &exp, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("2 run, 1 cached, 0 failed"),
+        "{}",
+        text(&out)
+    );
+
+    // 4. A running training requeued: it resumes from its checkpoints and ends with the bytes
+    //    of an uninterrupted run.
+    let env = Env::new();
+    let exp = env.write("c.toml", &experiment(40, "[2]"));
+    let coordinator = spawn(&cluster, &env, &exp);
+    let (_, id) = running_training(&cluster, &env, &exp, 200);
+    assert!(
+        cluster.cmd("scontrol", &["requeue", &id]).status.success(),
+        "scontrol requeue failed"
+    );
+    // A requeued job waits about two minutes before it may start again; skip the wait, but
+    // only once the killed attempt is over (pending again, and its processes given time to
+    // exit): made eligible earlier, Slurm can take the old attempt's exit for the new one's.
+    let start = Instant::now();
+    loop {
+        let q = cluster.cmd("squeue", &["-h", "-j", &id, "-o", "%T"]);
+        if String::from_utf8_lossy(&q.stdout).trim() == "PENDING" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{}", text(&q));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The killed attempt's worker must be gone (on this one node: no process runs its spec).
+    let spec = msae::runner::worker::job_dir(&env.cache(), &job_key(&cluster, &id))
+        .join("spec.json")
+        .to_string_lossy()
+        .to_string();
+    let start = Instant::now();
+    while worker_alive(&spec) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the killed worker lingers"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let out = cluster.cmd(
+        "scontrol",
+        &["update", &format!("jobid={id}"), "StartTime=now"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = coordinator.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    {
+        let show = String::from_utf8_lossy(&cluster.cmd("scontrol", &["show", "job", &id]).stdout)
+            .to_string();
+        assert!(show.contains("Restarts=1"), "{show}");
+        let log = std::fs::read_to_string(
+            msae::runner::worker::job_dir(
+                &env.cache(),
+                &records(&env, "cluster")["sae[expansion=2]"].0,
+            )
+            .join("log"),
+        )
+        .unwrap();
+        assert!(log.contains("restart 1"), "{log}");
+    }
+    let clean = Env::new();
+    let ce = clean.write("c.toml", &experiment(40, "[2]"));
+    clean.run_json(&ce);
+    assert_eq!(records(&env, "cluster"), records(&clean, "cluster"));
+
+    // `msae cancel` finds nothing left to cancel.
+    let out = cluster
+        .msae(&env)
+        .args(["cancel"])
+        .arg(&exp)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("no live Slurm jobs"), "{}", text(&out));
+
+    // 5. `msae cancel` cancels the run's live jobs; the coordinator reports them failed; the
+    //    text status shows the job id and state while it runs.
+    let env = Env::new();
+    let exp = env.write("c.toml", &experiment(40, "[3]"));
+    let coordinator = spawn(&cluster, &env, &exp);
+    let (name, id) = running_training(&cluster, &env, &exp, 1);
+    let shown = text(&cluster.msae(&env).arg("status").arg(&exp).output().unwrap());
+    assert!(shown.contains("slurm executor"), "{shown}");
+    assert!(shown.contains(&format!("job {id} RUNNING")), "{shown}");
+    let out = cluster
+        .msae(&env)
+        .args(["cancel"])
+        .arg(&exp)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("cancelled 1 job(s): {id}")),
+        "{}",
+        text(&out)
+    );
+    let out = coordinator.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "error: {name} failed: Slurm job {id} ended (CANCELLED)"
+        )),
+        "{}",
+        text(&out)
+    );
+}
