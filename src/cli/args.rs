@@ -37,7 +37,7 @@ pub struct Global {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Run every instance that is not cached, then write the result tables.
+    /// Run every instance that is not cached, then write the result tables and the report page.
     Run(RunArgs),
     /// Dry run: say for each instance whether it is cached, new or changed, and why.
     Plan {
@@ -75,6 +75,14 @@ pub enum Command {
         /// Report what would be removed without removing it.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Write the report page (figures, tables, instances) of the cached results to
+    /// <results>/<experiment>/index.html.
+    Report {
+        experiment: PathBuf,
+        /// Folder for the results; the page goes to <results>/<experiment name>/.
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
     },
     /// Inspect the store.
     #[command(subcommand)]
@@ -132,7 +140,7 @@ pub struct RunArgs {
     /// Worker threads for CPU work (default: all cores; recorded, not keyed).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Folder for the result tables; they go to <results>/<experiment name>/.
+    /// Folder for the result tables and the report page; they go to <results>/<experiment name>/.
     #[arg(long, default_value = "results")]
     pub results: PathBuf,
 }

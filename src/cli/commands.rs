@@ -10,7 +10,9 @@ use super::args::{CacheCommand, Cli, Command, GraphFormat, RunArgs};
 use super::device;
 use crate::diagnostic::nearest;
 use crate::experiment::{self, Experiment, Plan};
-use crate::report::{graph, table};
+use crate::report::live::LiveReport;
+use crate::report::state::Snapshot;
+use crate::report::{self, graph, table};
 use crate::runner::plan::{cached_records, plan, PlanStatus};
 use crate::runner::progress::Progress;
 use crate::runner::{self, RunOptions, Status};
@@ -51,6 +53,10 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Cache(CacheCommand::Verify) => verify(g),
         Command::Kinds => kinds(),
         Command::Export(args) => super::export::export(g, args),
+        Command::Report {
+            experiment,
+            results,
+        } => report_cmd(g, experiment, results),
     }
 }
 
@@ -85,11 +91,15 @@ fn run(g: &super::args::Global, args: &RunArgs) -> Result<ExitCode> {
     } else {
         Progress::new(false)
     };
+    let results_dir = args.results.join(&exp.name);
     let opts = RunOptions {
         keep_going: args.keep_going,
         verify: args.verify,
         device,
         threads,
+        observer: Some(Box::new(LiveReport {
+            dir: results_dir.clone(),
+        })),
     };
     let outcomes = runner::run(&exp, &p, &store, &opts, &progress)?;
     let count = |s: Status| outcomes.iter().filter(|o| o.status == s).count();
@@ -101,8 +111,13 @@ fn run(g: &super::args::Global, args: &RunArgs) -> Result<ExitCode> {
     );
     let records = cached_records(&p, &store)?;
     let tables = table::build(&p, &records);
-    let results_dir = args.results.join(&exp.name);
     table::write_all(&results_dir, &tables)?;
+    // The final page: what is cached now, failures with their errors.
+    let page = Snapshot::from_outcomes(&p, &store, &outcomes, None, false)
+        .and_then(|snap| report::page::write(&results_dir, &exp, &p, &snap, &store.objects));
+    if let Err(e) = page {
+        eprintln!("warning: the report page could not be written: {e:#}");
+    }
     if args.json {
         let summary = serde_json::json!({
             "experiment": exp.name,
@@ -133,6 +148,15 @@ fn run(g: &super::args::Global, args: &RunArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn report_cmd(g: &super::args::Global, path: &Path, results: &Path) -> Result<ExitCode> {
+    let (exp, p) = load(path)?;
+    let store = open(g, "msae report")?;
+    let snap = Snapshot::from_store(&exp, &p, &store)?;
+    let page = report::page::write(&results.join(&exp.name), &exp, &p, &snap, &store.objects)?;
+    println!("{}", page.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn plan_cmd(g: &super::args::Global, path: &Path, json: bool) -> Result<ExitCode> {

@@ -32,6 +32,21 @@ pub struct RunOptions {
     pub verify: bool,
     pub device: String,
     pub threads: usize,
+    /// Told before each instance runs (e.g. to refresh the report page); may be absent.
+    pub observer: Option<Box<dyn Observer>>,
+}
+
+/// Watches a run: called before each instance that is not cached starts, with the outcomes so
+/// far. It must not fail the run; problems are its own to report.
+pub trait Observer {
+    fn before_instance(
+        &self,
+        exp: &Experiment,
+        plan: &Plan,
+        store: &Store,
+        outcomes: &[Outcome],
+        running: &Instance,
+    );
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -151,6 +166,9 @@ pub fn run(
             }
         }
         tracing::info!(instance = %inst.name, key = %&prepared.key[..12], "running");
+        if let Some(observer) = &opts.observer {
+            observer.before_instance(exp, plan, store, &outcomes, inst);
+        }
         let started = Instant::now();
         match execute(exp, plan, store, opts, progress, inst, &prepared) {
             Ok(outputs) => {
