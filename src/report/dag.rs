@@ -19,6 +19,7 @@ const PER_ROW: i32 = 15;
 const HEADER: i32 = 40;
 const TOP: i32 = 46;
 const LEFT: i32 = 16;
+const LANE: i32 = 6;
 
 fn draw_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("drawing the graph: {e}")
@@ -62,6 +63,12 @@ pub fn render(plan: &Plan, states: &[State]) -> Result<String> {
             .unwrap_or(0);
         depth.insert(step, d);
     }
+    // Edges that skip a column run along a lane above the boxes instead of through them.
+    let long: Vec<&(String, String)> = edges
+        .iter()
+        .filter(|(from, to)| depth[to.as_str()] - depth[from.as_str()] > 1)
+        .collect();
+    let top = TOP + LANE * long.len() as i32;
     let mut column_y: BTreeMap<i32, i32> = BTreeMap::new();
     let mut boxes: Vec<StepBox> = Vec::new();
     for step in &plan.step_order {
@@ -72,7 +79,7 @@ pub fn render(plan: &Plan, states: &[State]) -> Result<String> {
         let d = depth[step.as_str()];
         let rows = (members.len() as i32 + PER_ROW - 1) / PER_ROW;
         let h = HEADER + rows * CELL + 8;
-        let y = column_y.entry(d).or_insert(TOP);
+        let y = column_y.entry(d).or_insert(top);
         boxes.push(StepBox {
             step: step.clone(),
             kind: plan.instances[first].kind.kind().to_string(),
@@ -85,7 +92,7 @@ pub fn render(plan: &Plan, states: &[State]) -> Result<String> {
     }
     let columns = depth.values().copied().max().unwrap_or(0) + 1;
     let width = (LEFT * 2 + columns * BOX_W + (columns - 1) * COL_GAP).max(640) as u32;
-    let height = (column_y.values().copied().max().unwrap_or(TOP) + 4) as u32;
+    let height = (column_y.values().copied().max().unwrap_or(top) + 4) as u32;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
@@ -120,9 +127,19 @@ pub fn render(plan: &Plan, states: &[State]) -> Result<String> {
             if let (Some(a), Some(b)) = (find(from), find(to)) {
                 let start = (a.x + BOX_W, a.y + a.h / 2);
                 let end = (b.x, b.y + b.h / 2);
-                let mid = (start.0 + end.0) / 2;
+                let path = match long.iter().position(|e| e.0 == *from && e.1 == *to) {
+                    Some(lane) => {
+                        let (out, inn) = (start.0 + COL_GAP / 3, end.0 - COL_GAP / 3);
+                        let y = TOP - 4 + LANE * lane as i32;
+                        vec![start, (out, start.1), (out, y), (inn, y), (inn, end.1), end]
+                    }
+                    None => {
+                        let mid = (start.0 + end.0) / 2;
+                        vec![start, (mid, start.1), (mid, end.1), end]
+                    }
+                };
                 root.draw(&PathElement::new(
-                    vec![start, (mid, start.1), (mid, end.1), end],
+                    path,
                     RGBColor(0x88, 0x88, 0x88).stroke_width(1),
                 ))
                 .map_err(draw_err)?;

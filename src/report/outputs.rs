@@ -9,8 +9,9 @@ use anyhow::{Context, Result};
 
 use crate::store::{ArtifactRecord, Objects};
 
-/// Outputs up to this size are copied into the report folder.
-pub const COPY_LIMIT: u64 = 2 << 20;
+/// Outputs up to this size (256 KiB: JSON reports, small matrices) are copied into the report
+/// folder; models and large matrices stay in the store.
+pub const COPY_LIMIT: u64 = 256 << 10;
 
 /// A file extension from the first bytes of a stored output.
 pub fn extension(path: &Path) -> &'static str {
