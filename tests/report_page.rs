@@ -529,3 +529,66 @@ fn report_of_an_unknown_experiment_file_fails_cleanly() {
     assert!(text(&out).contains("missing.toml"));
     assert!(!env.path("results").exists());
 }
+
+const BROKEN: &str = r#"
+[experiment]
+name = "broken"
+description = "one good step, an import of a missing file, and a step that reads it"
+
+[steps.data]
+kind = "synth"
+dim = 8
+n_features = 8
+train = 64
+test = 16
+
+[steps.emb]
+kind = "import"
+path = "missing.npy"
+
+[steps.st]
+kind = "stats"
+data = "emb"
+"#;
+
+/// The state label shown in front of an instance on the page.
+fn state_of(html: &str, instance: &str) -> String {
+    let anchor = format!("id=\"inst-{instance}\"");
+    let at = html
+        .find(&anchor)
+        .unwrap_or_else(|| panic!("no instance {instance}"));
+    let span = &html[at..];
+    let start = span.find("<span class=\"state\"").unwrap();
+    let text = &span[start..];
+    let open = text.find('>').unwrap() + 1;
+    let close = text.find("</span>").unwrap();
+    text[open..close].to_string()
+}
+
+#[test]
+fn failed_and_skipped_instances_show_their_state_and_error() {
+    let env = Env::new();
+    let exp = env.write("broken.toml", BROKEN);
+    let out = env.msae(&["run", "--keep-going", exp.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let index = env.path("results/broken/index.html");
+    let html = std::fs::read_to_string(&index).unwrap();
+    assert_eq!(state_of(&html, "data"), "done");
+    assert_eq!(state_of(&html, "emb"), "failed");
+    assert_eq!(state_of(&html, "st"), "skipped");
+    assert!(html.contains("the file `missing.npy` given as `path` does not exist"));
+    assert!(html.contains("input `emb` did not finish"));
+    // Outside a run the store tells done, failed last time, and not run.
+    let out = env.msae(&["report", exp.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let html = std::fs::read_to_string(&index).unwrap();
+    assert_eq!(state_of(&html, "data"), "done");
+    assert_eq!(state_of(&html, "emb"), "failed");
+    assert_eq!(state_of(&html, "st"), "not run");
+    assert!(
+        html.contains("failed (1)"),
+        "the graph's legend counts the failure"
+    );
+    let tables = BTreeMap::from([("synth", 1)]);
+    check_in_browser(&env.path("results/broken"), &BTreeSet::new(), &tables);
+}
