@@ -237,7 +237,7 @@ fn an_embed_killed_mid_run_resumes_at_its_last_part_with_identical_output() {
     let partial = env.cache().join("partial");
     let started = Instant::now();
     let finished_parts = |dir: &Path| -> usize {
-        walk(dir)
+        common::walk(dir)
             .iter()
             .filter(|p| {
                 p.to_string_lossy().ends_with(".json") && p.to_string_lossy().contains("part-")
@@ -276,34 +276,6 @@ fn an_embed_killed_mid_run_resumes_at_its_last_part_with_identical_output() {
     );
     assert_eq!(report["rows"], 160);
     eprintln!("killed after {parts_before} finished parts; the rerun resumed after {resumed_parts} and gave identical bytes");
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-/// A model folder laid out as the Hugging Face hub cache keeps `org/name` at `commit`.
-fn hub_cache_layout(cache: &Path, repo: &str, commit: &str, files_from: &Path) {
-    let repo_dir = cache.join(format!("models--{}", repo.replace('/', "--")));
-    let snapshot = repo_dir.join("snapshots").join(commit);
-    std::fs::create_dir_all(&snapshot).unwrap();
-    std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
-    std::fs::write(repo_dir.join("refs/main"), commit).unwrap();
-    for e in std::fs::read_dir(files_from).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, snapshot.join(p.file_name().unwrap())).unwrap();
-    }
 }
 
 #[test]
@@ -362,7 +334,7 @@ fn a_small_clip_from_the_hub_cache_agrees_with_numpy_on_both_towers() {
     msae::embed::clip_bpe::write_clip_tokenizer_json(&bpe, &tokenizer).unwrap();
     tiny_clip(&env.path("model"), Some(&tokenizer));
     let hub = env.path("hub");
-    hub_cache_layout(&hub, "tests/tiny-clip", "0123abcd", &env.path("model"));
+    common::hub_cache_layout(&hub, "tests/tiny-clip", "0123abcd", &env.path("model"));
     // Real photos where available (RGBA, odd sizes), else generated ones.
     let photos = env.path("photos");
     match common::debian_data(
@@ -371,7 +343,7 @@ fn a_small_clip_from_the_hub_cache_agrees_with_numpy_on_both_towers() {
     ) {
         Some(dir) => {
             std::fs::create_dir_all(photos.join("birds")).unwrap();
-            let mut pngs: Vec<PathBuf> = walk(&dir)
+            let mut pngs: Vec<PathBuf> = common::walk(&dir)
                 .into_iter()
                 .filter(|p| p.extension().is_some_and(|e| e == "png"))
                 .collect();
@@ -428,7 +400,7 @@ path = "captions.txt"
     );
 
     // The oracle: Pillow's pixels and tensors, then a float64 NumPy CLIP.
-    let mut files: Vec<PathBuf> = walk(&photos)
+    let mut files: Vec<PathBuf> = common::walk(&photos)
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "png"))
         .collect();

@@ -8,6 +8,9 @@
 //!   it without decoding them. Memory is bounded by one part of embeddings plus two batches.
 //! * **Overlap.** A producer thread reads and decodes the next batch (images in parallel) while
 //!   the encoder works on the current one; a channel of two batches keeps it just ahead.
+//! * **Splitting.** With a split rule, each item's side (training or held out) is decided by a
+//!   hash of its key; items on the other side are counted, not embedded and not reported as
+//!   skipped, so two embeds of the same source with opposite sides partition it.
 //! * **Skipping.** An item that cannot be read or decoded, or lacks what the towers need, is
 //!   recorded with its position and reason, and its row is not written, so matrices, texts and
 //!   labels stay aligned. Order is the source's order.
@@ -44,6 +47,29 @@ pub struct Settings {
     /// Stop after this many positions.
     pub limit: Option<usize>,
     pub preprocess: Option<Preprocess>,
+    /// Keep only one side of a deterministic train/held-out split of the items.
+    pub split: Option<SplitRule>,
+}
+
+/// A train/held-out split decided per item by a hash of its key, so that an item's side does not
+/// depend on the order of the source, on the other items, or on how the embed was cut in parts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SplitRule {
+    /// Share of the items held out (0 < fraction < 1).
+    pub holdout: f64,
+    /// Keep the held-out side (else the training side).
+    pub keep_holdout: bool,
+}
+
+impl SplitRule {
+    /// Whether the item with this key is on the kept side: the first 8 bytes of the key's BLAKE3
+    /// hash, read as a fraction of 2^64, fall below `holdout` for held-out items.
+    pub fn keeps(&self, key: &str) -> bool {
+        let h = blake3::hash(key.as_bytes());
+        let x = u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"));
+        let held_out = (x as f64) < self.holdout * 18_446_744_073_709_551_616.0;
+        held_out == self.keep_holdout
+    }
 }
 
 /// An item that was not embedded.
@@ -62,6 +88,9 @@ struct PartMeta {
     texts: Vec<Option<String>>,
     labels: Vec<Option<String>>,
     skipped: Vec<Skipped>,
+    /// Items on the other side of the split (not rows, not skipped).
+    #[serde(default)]
+    excluded: usize,
     /// Seconds spent on this part (for the throughput of a resumed run).
     seconds: f64,
 }
@@ -88,6 +117,8 @@ pub struct Outcome {
     pub rows: usize,
     pub cols: usize,
     pub skipped: Vec<Skipped>,
+    /// Items left out because they are on the other side of the split.
+    pub excluded: usize,
     pub wrote_texts: bool,
     pub wrote_labels: bool,
     /// Parts found finished from an earlier, interrupted run.
@@ -107,6 +138,7 @@ struct Batch {
     labels: Vec<Option<String>>,
     pixels: Vec<f32>,
     skipped: Vec<Skipped>,
+    excluded: usize,
     /// The source has no more positions (or the limit is reached) after this batch.
     last: bool,
 }
@@ -233,12 +265,19 @@ fn produce(
             let mut item_positions = Vec::with_capacity(want);
             let mut skipped = Vec::new();
             let mut read = 0;
+            let mut excluded = 0;
             let mut exhausted = want == 0;
+            let other_side = |key: &str| settings.split.is_some_and(|r| !r.keeps(key));
             while read < want {
                 match source.next_entry()? {
                     None => {
                         exhausted = true;
                         break;
+                    }
+                    Some(Entry::Unreadable { key, .. } | Entry::Item(Item { key, .. }))
+                        if other_side(&key) =>
+                    {
+                        excluded += 1
                     }
                     Some(Entry::Unreadable { key, reason }) => skipped.push(Skipped {
                         position: position + read,
@@ -306,6 +345,7 @@ fn produce(
                 labels,
                 pixels,
                 skipped,
+                excluded,
                 last: exhausted,
             };
             if tx.send(Ok(batch)).is_err() {
@@ -395,6 +435,7 @@ impl PartBuffer {
                 texts: Vec::new(),
                 labels: Vec::new(),
                 skipped: Vec::new(),
+                excluded: 0,
                 seconds: 0.0,
             },
             started: Instant::now(),
@@ -536,6 +577,7 @@ fn consume(
         current.meta.texts.extend(batch.texts);
         current.meta.labels.extend(batch.labels);
         current.meta.skipped.extend(batch.skipped);
+        current.meta.excluded += batch.excluded;
         rows += n;
         done_positions += batch.positions;
         on_progress(done_positions);
@@ -577,6 +619,10 @@ fn assemble(
     let rows: usize = metas.iter().map(|m| m.rows).sum();
     if rows == 0 {
         let skipped: usize = metas.iter().map(|m| m.skipped.len()).sum();
+        let excluded: usize = metas.iter().map(|m| m.excluded).sum();
+        if excluded > 0 && skipped == 0 {
+            bail!("no item is on this side of the split ({excluded} on the other side); use a larger source or another `holdout`");
+        }
         bail!("no item could be embedded ({skipped} skipped); see the reasons with a smaller source or check the paths and formats");
     }
     let targets = [&out.matrix, &out.text_matrix];
@@ -621,6 +667,7 @@ fn assemble(
             .iter()
             .flat_map(|m| m.skipped.iter().cloned())
             .collect(),
+        excluded: metas.iter().map(|m| m.excluded).sum(),
         wrote_texts,
         wrote_labels,
         resumed_parts: resumed,
@@ -629,4 +676,36 @@ fn assemble(
         rows_this_run,
     })
     .map_err(|e: anyhow::Error| anyhow!(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SplitRule;
+
+    #[test]
+    fn the_two_sides_of_a_split_partition_the_items_in_the_asked_share() {
+        let train = SplitRule {
+            holdout: 0.2,
+            keep_holdout: false,
+        };
+        let held = SplitRule {
+            keep_holdout: true,
+            ..train
+        };
+        let keys: Vec<String> = (0..20_000).map(|i| format!("cats/{i:05}.png")).collect();
+        let mut held_out = 0;
+        for k in &keys {
+            assert_ne!(train.keeps(k), held.keeps(k), "{k} is on exactly one side");
+            held_out += held.keeps(k) as usize;
+        }
+        // Binomial(20000, 0.2): standard deviation about 57.
+        assert!((3_700..4_300).contains(&held_out), "{held_out}");
+        // A key's side is a property of the key alone.
+        assert_eq!(held.keeps("cats/00017.png"), held.keeps("cats/00017.png"));
+        let bigger = SplitRule {
+            holdout: 0.5,
+            keep_holdout: true,
+        };
+        assert!(keys.iter().all(|k| !held.keeps(k) || bigger.keeps(k)), "nested as the share grows");
+    }
 }

@@ -87,10 +87,12 @@ pub fn prepare(
     let mut resources = BTreeMap::new();
     for resource in inst.kind.resources(&inst.params, &plan.base_dir)? {
         let hash = resource_hash(&resource, store)?;
+        // Where a resource was found is not part of its identity: the same weights in a folder
+        // or in the hub cache, the same images under another root, give the same key.
         file_components.insert(
             resource.name.clone(),
             FileComponent {
-                path: resource.described.clone(),
+                path: String::new(),
                 hash,
             },
         );

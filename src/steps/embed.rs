@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::embed::encoder::{Encoder, ImageGeometry};
 use crate::embed::image::{Background, PassOrder, Preprocess};
 use crate::embed::model_files::{self, ModelFiles};
-use crate::embed::pipeline::{self, OutputPaths, Settings};
+use crate::embed::pipeline::{self, OutputPaths, Settings, SplitRule};
 use crate::embed::source::image_folder::{self, ImageFolder};
 #[cfg(feature = "parquet")]
 use crate::embed::source::parquet::{ParquetOptions, ParquetSource};
@@ -46,6 +46,8 @@ static PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "background", ty: ParamType::Str, default: Default::Str("white"), doc: "images with transparency are composited onto this colour (`white`, `black` or `#rrggbb`); `drop` discards the alpha channel as Pillow's convert(\"RGB\") does", ..ParamSpec::BASE },
     ParamSpec { name: "resize_order", ty: ParamType::Choice(&["horizontal_first", "pillow13"]), default: Default::Str("horizontal_first"), doc: "order of the two bicubic passes: horizontal_first as the Pillow releases the reference ran on; pillow13 as Pillow 13, which resizes vertically first when the height shrinks much more than the width (pixels differ by a few levels on such images)", ..ParamSpec::BASE },
     ParamSpec { name: "limit", ty: ParamType::Int, default: Default::Absent, min: Some(1.0), doc: "read only the first `limit` items of the source", ..ParamSpec::BASE },
+    ParamSpec { name: "split", ty: ParamType::Choice(&["all", "train", "holdout"]), default: Default::Str("all"), gridable: true, doc: "keep every item, or one side of a deterministic split: an item is held out when the BLAKE3 hash of its key (relative path, shard:member, …) falls in the first `holdout` share, whatever the order or size of the source", ..ParamSpec::BASE },
+    ParamSpec { name: "holdout", ty: ParamType::Float, default: Default::Float(0.2), min: Some(0.0), max: Some(1.0), doc: "with split = \"train\"/\"holdout\": the share of items held out", ..ParamSpec::BASE },
     ParamSpec { name: "image_column", ty: ParamType::Str, default: Default::Str("image"), doc: "parquet: the image column (struct of bytes and path, as Hugging Face stores images)", ..ParamSpec::BASE },
     ParamSpec { name: "text_column", ty: ParamType::Str, default: Default::Absent, doc: "parquet: a caption column", ..ParamSpec::BASE },
     ParamSpec { name: "label_column", ty: ParamType::Str, default: Default::Absent, doc: "parquet: a label column (integer class ids are named through the dataset's class names)", ..ParamSpec::BASE },
@@ -313,6 +315,26 @@ fn wants_image(ctx: &StepContext) -> bool {
     towers(ctx).map(|(i, _)| i).unwrap_or(true)
 }
 
+/// The split this instance keeps, if any.
+fn split_rule(ctx: &StepContext) -> Result<Option<SplitRule>> {
+    let side = ctx.str("split")?;
+    if side == "all" {
+        return Ok(None);
+    }
+    let holdout = ctx
+        .params
+        .get("holdout")
+        .and_then(Value::as_float)
+        .unwrap_or(0.2);
+    if !(holdout > 0.0 && holdout < 1.0) {
+        bail!("`holdout` must lie strictly between 0 and 1 (got {holdout})");
+    }
+    Ok(Some(SplitRule {
+        holdout,
+        keep_holdout: side == "holdout",
+    }))
+}
+
 /// (image tower, text tower) for this instance.
 fn towers(ctx: &StepContext) -> Result<(bool, bool)> {
     let source = ctx.str("source")?;
@@ -382,6 +404,7 @@ impl Step for Embed {
                 .image_geometry()
                 .filter(|_| image)
                 .map(|g| preprocess(g, background, pass_order)),
+            split: split_rule(ctx)?,
         };
         let data = data_files(ctx)?;
         let (source, hint) = open_source(&source_kind, ctx, data)?;
@@ -439,6 +462,7 @@ impl Step for Embed {
             "skipped": outcome.skipped.len(),
             "skip_reasons": reasons,
             "skipped_items": outcome.skipped,
+            "split": settings.split.map(|r| json!({ "side": if r.keep_holdout { "holdout" } else { "train" }, "holdout": r.holdout, "other_side": outcome.excluded })),
             "preprocessing": settings.preprocess.as_ref().map(|p| json!({
                 "size": p.size,
                 "resize": if p.crop { "shorter side bicubic (Pillow semantics), centre crop" } else { "bicubic to size × size (Pillow semantics)" },

@@ -31,7 +31,8 @@ static PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "train", ty: ParamType::Str, role: Role::Input, default: Default::Required, doc: "probe training embeddings, e.g. \"train\" (an import's matrix)", ..ParamSpec::BASE },
     ParamSpec { name: "train_labels", ty: ParamType::Str, role: Role::Input, default: Default::Required, doc: "one class label per training row, e.g. \"train.labels\"", ..ParamSpec::BASE },
     ParamSpec { name: "eval", ty: ParamType::Str, role: Role::Input, default: Default::Required, doc: "evaluation embeddings (probe selection and the reported metrics)", ..ParamSpec::BASE },
-    ParamSpec { name: "eval_labels", ty: ParamType::Str, role: Role::Input, default: Default::Required, doc: "one class label per evaluation row; every label must occur in the training labels", ..ParamSpec::BASE },
+    ParamSpec { name: "eval_labels", ty: ParamType::Str, role: Role::Input, default: Default::Required, doc: "one class label per evaluation row; every label must occur in the training labels (see `unseen_labels`)", ..ParamSpec::BASE },
+    ParamSpec { name: "unseen_labels", ty: ParamType::Choice(&["error", "drop"]), default: Default::Str("error"), doc: "evaluation rows whose label never occurs in training: `error` stops with a message, `drop` leaves them out and counts them in the report (small datasets with rare classes)", ..ParamSpec::BASE },
     ParamSpec { name: "ks", ty: ParamType::IntList, default: Default::Absent, min: Some(1.0), doc: "also measure the reconstructions from the k largest code entries, for these k", ..ParamSpec::BASE },
     ParamSpec { name: "max_epochs", ty: ParamType::Int, default: Default::Int(100), min: Some(1.0), doc: "probe training epochs at most", ..ParamSpec::BASE },
     ParamSpec { name: "patience", ty: ParamType::Int, default: Default::Int(5), min: Some(1.0), doc: "stop after this many epochs without a better evaluation macro-F1", ..ParamSpec::BASE },
@@ -59,6 +60,21 @@ struct Prepared {
     x: Vec<f32>,
     dense: Vec<f32>,
     topk: Vec<Vec<f32>>,
+}
+
+impl Prepared {
+    /// Keeps only the rows in `keep` (ascending row indices) of every matrix.
+    fn keep_rows(&mut self, keep: &[usize], d: usize) {
+        let select = |v: &mut Vec<f32>| {
+            *v = keep
+                .iter()
+                .flat_map(|&r| v[r * d..(r + 1) * d].iter().copied())
+                .collect();
+        };
+        select(&mut self.x);
+        select(&mut self.dense);
+        self.topk.iter_mut().for_each(select);
+    }
 }
 
 fn prepare(
@@ -108,7 +124,7 @@ fn pres_json(train: &PreservationReport, eval: &PreservationReport) -> serde_jso
 }
 
 impl Step for LinearProbe {
-    step_info!(kind: "linear_probe", version: 1, about: "semantic preservation: a linear probe's KL and agreement between embeddings and their SAE reconstructions");
+    step_info!(kind: "linear_probe", version: 2, about: "semantic preservation: a linear probe's KL and agreement between embeddings and their SAE reconstructions");
 
     fn run(&self, ctx: &mut StepContext) -> Result<Metrics> {
         let dev = device(ctx.device)?;
@@ -125,7 +141,26 @@ impl Step for LinearProbe {
             }
         }
         let train_labels = labels_for(ctx, "train_labels", "train", train_m.rows())?;
-        let eval_labels = labels_for(ctx, "eval_labels", "eval", eval_m.rows())?;
+        let mut eval_labels = labels_for(ctx, "eval_labels", "eval", eval_m.rows())?;
+        // With `unseen_labels = "drop"`, the evaluation rows whose class the probe never sees in
+        // training are left out; with "error" the probe's own check reports them.
+        let seen: std::collections::HashSet<&str> =
+            train_labels.iter().map(String::as_str).collect();
+        let keep: Vec<usize> = (0..eval_labels.len())
+            .filter(|&r| seen.contains(eval_labels[r].as_str()))
+            .collect();
+        let dropped = match ctx.str("unseen_labels")? {
+            "drop" => eval_labels.len() - keep.len(),
+            _ => 0,
+        };
+        if dropped > 0 {
+            if keep.is_empty() {
+                bail!(
+                    "no evaluation label occurs in the training labels: nothing left to evaluate"
+                );
+            }
+            eval_labels = keep.iter().map(|&r| eval_labels[r].clone()).collect();
+        }
         let source = stats_source(ctx.str("statistics")?, ctx.str("scale_rule")?);
         let ks: Vec<usize> = match ctx.params.get("ks") {
             Some(Value::List(items)) => items
@@ -139,7 +174,10 @@ impl Step for LinearProbe {
         let train_std = standardization_for(&sae, &train_m, source)?;
         let eval_std = standardization_for(&sae, &eval_m, source)?;
         let tr = prepare(&sae, &train_m, &train_std, &ks, &dev)?;
-        let ev = prepare(&sae, &eval_m, &eval_std, &ks, &dev)?;
+        let mut ev = prepare(&sae, &eval_m, &eval_std, &ks, &dev)?;
+        if dropped > 0 {
+            ev.keep_rows(&keep, sae.d);
+        }
         bar.set_position(1);
 
         let d = sae.d;
@@ -157,7 +195,7 @@ impl Step for LinearProbe {
                 .unwrap_or(false),
             ..ProbeOptions::default()
         };
-        let (n_tr, n_ev) = (train_m.rows(), eval_m.rows());
+        let (n_tr, n_ev) = (train_m.rows(), eval_labels.len());
         let trained = train_probe(
             LabelledSet {
                 x: MatRef::new(&tr.x, n_tr, d)?,
@@ -182,6 +220,9 @@ impl Step for LinearProbe {
         metrics.insert("macro_f1".into(), trained.report.final_macro_f1.into());
         metrics.insert("kl".into(), dense_ev.kl_mean.into());
         metrics.insert("agreement".into(), dense_ev.agreement_mean.into());
+        if dropped > 0 {
+            metrics.insert("eval_dropped".into(), dropped.into());
+        }
         let mut topk = serde_json::Map::new();
         for (i, k) in ks.iter().enumerate() {
             let t = preserve(&tr.x, &tr.topk[i], n_tr)?;
@@ -196,6 +237,7 @@ impl Step for LinearProbe {
             "probe": trained.report,
             "dense": pres_json(&dense_tr, &dense_ev),
             "topk": topk,
+            "eval_rows_dropped_unseen_label": dropped,
         });
         std::fs::write(
             ctx.output_path("report"),

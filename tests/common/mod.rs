@@ -219,3 +219,32 @@ pub fn read_npy_f64(path: &Path) -> (usize, usize, Vec<f64>) {
     assert_eq!(data.len(), dims[0] * dims[1]);
     (dims[0], dims[1], data)
 }
+
+/// Every file under `dir`, recursively (unordered).
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// A model folder laid out as the Hugging Face hub cache keeps `org/name` at `commit`.
+pub fn hub_cache_layout(cache: &Path, repo: &str, commit: &str, files_from: &Path) {
+    let repo_dir = cache.join(format!("models--{}", repo.replace('/', "--")));
+    let snapshot = repo_dir.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
+    std::fs::write(repo_dir.join("refs/main"), commit).unwrap();
+    for e in std::fs::read_dir(files_from).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, snapshot.join(p.file_name().unwrap())).unwrap();
+    }
+}

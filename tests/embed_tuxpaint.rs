@@ -1,0 +1,183 @@
+//! The shipped experiment `experiments/tuxpaint.toml` end to end through the binary, offline, on
+//! the real Tux Paint stamps: images with the small random CLIP, captions with the real
+//! all-MiniLM-L6-v2, SAEs, top-k scores, names and a linear probe on the categories. Expected
+//! counts are worked out here from the stamps folder itself, not copied from a run.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use common::{output_file, table_rows, text, with_status, Env};
+use msae::embed::clip_bpe::write_clip_tokenizer_json;
+use msae::embed::random_clip::{write_random_clip, TinyClipConfig};
+
+const STAMPS: &str = "/usr/share/tuxpaint/stamps";
+
+/// Captioned pictures (a PNG with a `.txt` beside it) and the category folder of each.
+fn captioned_stamps(root: &Path) -> BTreeMap<PathBuf, String> {
+    common::walk(root)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png") && p.with_extension("txt").is_file())
+        .map(|p| {
+            let category = p
+                .parent()
+                .unwrap()
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            (p, category)
+        })
+        .collect()
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn metric(row: &serde_json::Value, name: &str) -> f64 {
+    row[name]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no metric {name} in {row}"))
+}
+
+#[test]
+fn the_tuxpaint_experiment_runs_offline_from_pictures_to_probe() {
+    let (Some(stamps), Some(minilm), Some(bpe)) = (
+        common::debian_data(STAMPS, "tuxpaint-stamps-default"),
+        common::test_asset("all-MiniLM-L6-v2"),
+        common::test_asset("open_clip/bpe_simple_vocab_16e6.txt.gz"),
+    ) else {
+        return;
+    };
+    let env = Env::new();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/tuxpaint.toml");
+    let toml = std::fs::read_to_string(&shipped).unwrap();
+    let exp = env.write("tuxpaint.toml", &toml);
+    // What scripts/tuxpaint-setup.sh makes beside the experiment file.
+    let models = env.path("models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::os::unix::fs::symlink(&minilm, models.join("all-MiniLM-L6-v2")).unwrap();
+    let tokenizer = env.path("tokenizer.json");
+    write_clip_tokenizer_json(&bpe, &tokenizer).unwrap();
+    let clip = models.join("test-clip");
+    write_random_clip(&clip, &TinyClipConfig::default(), 7, Some(&tokenizer)).unwrap();
+
+    let out = env
+        .command()
+        .env("HF_HUB_OFFLINE", "1")
+        .args(["run", "--json", exp.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ran = with_status(&summary, "ran");
+    assert_eq!(ran.len(), 20, "every instance runs: {summary}");
+
+    // Every captioned picture becomes one row, on exactly one side of the split.
+    let expected = captioned_stamps(&stamps);
+    let pictures = common::walk(&stamps)
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .count();
+    let embeds = table_rows(&env, &exp, "embed");
+    let rows_of = |prefix: &str| -> usize {
+        embeds
+            .iter()
+            .filter(|r| r["instance"].as_str().unwrap().starts_with(prefix))
+            .map(|r| metric(r, "rows") as usize)
+            .sum()
+    };
+    assert_eq!(rows_of("stamps["), expected.len());
+    assert_eq!(rows_of("captions["), expected.len());
+    let skipped: usize = embeds
+        .iter()
+        .filter(|r| r["instance"].as_str().unwrap().starts_with("stamps["))
+        .map(|r| metric(r, "skipped") as usize)
+        .sum();
+    assert_eq!(
+        skipped,
+        pictures - expected.len(),
+        "pictures without a caption"
+    );
+
+    // Labels are the category folders; the two sides together hold every captioned category.
+    let labels = |instance: &str| lines(&output_file(&env, "tuxpaint", instance, "labels"));
+    let (train_labels, eval_labels) = (
+        labels("stamps[split=train]"),
+        labels("stamps[split=holdout]"),
+    );
+    let all: BTreeSet<String> = train_labels.iter().chain(&eval_labels).cloned().collect();
+    let want: BTreeSet<String> = expected.values().cloned().collect();
+    assert_eq!(all, want);
+    assert_eq!(
+        labels("captions[split=train]"),
+        train_labels,
+        "both encoders see the same rows in the same order"
+    );
+    let seen: BTreeSet<&String> = train_labels.iter().collect();
+    let unseen = eval_labels.iter().filter(|l| !seen.contains(l)).count();
+
+    // The probe on MiniLM's caption embeddings finds the categories far above chance (1/121);
+    // held-out rows of categories absent from training are counted, not silently used.
+    let probes = table_rows(&env, &exp, "linear_probe");
+    assert_eq!(probes.len(), 4);
+    for row in &probes {
+        assert_eq!(metric(row, "eval_dropped") as usize, unseen, "{row}");
+        let agreement = metric(row, "agreement");
+        assert!((0.0..=1.0).contains(&agreement), "{row}");
+        if row["instance"]
+            .as_str()
+            .unwrap()
+            .starts_with("caption_probe")
+        {
+            assert!(metric(row, "macro_f1") > 0.2, "{row}");
+        }
+    }
+
+    // Names are captions of the training pictures.
+    let captions: BTreeSet<String> = lines(&output_file(
+        &env,
+        "tuxpaint",
+        "captions[split=train]",
+        "texts",
+    ))
+    .into_iter()
+    .collect();
+    let names_file = output_file(&env, "tuxpaint", "caption_names[arch=topk,k=16]", "names");
+    let names: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(names_file).unwrap()).unwrap();
+    assert_eq!(names.len(), 384 * 4, "one name per latent");
+    assert!(names
+        .iter()
+        .all(|n| captions.contains(n["word"].as_str().unwrap())));
+
+    // Scores on the held-out rows, one row per SAE and k.
+    assert!(!table_rows(&env, &exp, "score_topk").is_empty());
+
+    // With the same CLIP found in a Hugging Face cache under a hub id, the file runs unchanged
+    // but for the model name — and the same weights give the same keys, so nothing reruns.
+    let hub = env.path("hub");
+    common::hub_cache_layout(&hub, "openai/clip-vit-base-patch32", "5a7b0c1d", &clip);
+    let renamed = toml.replace(
+        "model = \"models/test-clip\"",
+        "model = \"openai/clip-vit-base-patch32\"",
+    );
+    assert_ne!(renamed, toml, "the experiment names the test CLIP once");
+    let exp2 = env.write("tuxpaint.toml", &renamed);
+    let out = env
+        .command()
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HUB_CACHE", &hub)
+        .args(["run", "--json", exp2.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(with_status(&summary, "cached").len(), 20, "{summary}");
+}
