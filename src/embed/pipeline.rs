@@ -706,6 +706,9 @@ mod tests {
             holdout: 0.5,
             keep_holdout: true,
         };
-        assert!(keys.iter().all(|k| !held.keeps(k) || bigger.keeps(k)), "nested as the share grows");
+        assert!(
+            keys.iter().all(|k| !held.keeps(k) || bigger.keeps(k)),
+            "nested as the share grows"
+        );
     }
 }
