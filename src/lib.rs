@@ -2,7 +2,8 @@
 //!
 //! Layers, each using only those below it: `cli` → `experiment` (TOML → instances) → `runner`
 //! (walk the DAG, cache, resume) → `store` (sled index + content-addressed objects) and `steps`
-//! (one file per step kind) → `data` (matrix files). `report` renders tables and graphs.
+//! (one file per step kind) → `data` (matrix files). `report` renders tables, graphs, figures
+//! and the report page.
 
 // Diagnostics carry a quoted source line and are built only on the error path; boxing them
 // would buy nothing measurable.

@@ -37,7 +37,7 @@ pub struct Global {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Run every instance that is not cached, then write the result tables.
+    /// Run every instance that is not cached, then write the result tables and the report page.
     Run(RunArgs),
     /// Dry run: say for each instance whether it is cached, new or changed, and why.
     Plan {
@@ -84,6 +84,14 @@ pub enum Command {
         /// Report what would be removed without removing it.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Write the report page (figures, tables, instances) of the cached results to
+    /// <results>/<experiment>/index.html.
+    Report {
+        experiment: PathBuf,
+        /// Folder for the results; the page goes to <results>/<experiment name>/.
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
     },
     /// Inspect the store.
     #[command(subcommand)]
@@ -180,7 +188,7 @@ pub struct RunArgs {
     /// a failure (shared filesystems can be slow to show it).
     #[arg(long, default_value_t = 60.0)]
     pub result_grace: f64,
-    /// Folder for the result tables; they go to <results>/<experiment name>/.
+    /// Folder for the result tables and the report page; they go to <results>/<experiment name>/.
     #[arg(long, default_value = "results")]
     pub results: PathBuf,
 }

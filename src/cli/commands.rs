@@ -13,7 +13,9 @@ use super::device;
 use crate::diagnostic::nearest;
 use crate::experiment::resources::Resources;
 use crate::experiment::{self, Experiment, Plan};
-use crate::report::{graph, table};
+use crate::report::live::LiveReport;
+use crate::report::state::Snapshot;
+use crate::report::{self, graph, table};
 use crate::runner::executor::Executor;
 use crate::runner::local::Local;
 use crate::runner::plan::{cached_records, plan, PlanStatus};
@@ -61,6 +63,10 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Export(args) => super::export::export(g, args),
         Command::Cancel { experiment } => super::cancel::cancel(g, experiment),
         Command::Exec { spec } => crate::runner::worker::exec(spec),
+        Command::Report {
+            experiment,
+            results,
+        } => report_cmd(g, experiment, results),
     }
 }
 
@@ -141,12 +147,16 @@ fn run(g: &super::args::Global, args: &RunArgs) -> Result<ExitCode> {
             )?)
         }
     };
+    let results_dir = args.results.join(&exp.name);
     let opts = RunOptions {
         keep_going: args.keep_going,
         verify: args.verify,
         device,
         threads,
         command,
+        observer: Some(Box::new(LiveReport {
+            dir: results_dir.clone(),
+        })),
     };
     let outcomes = runner::run(&exp, &p, &store, &opts, &progress, executor.as_mut())?;
     let count = |s: Status| outcomes.iter().filter(|o| o.status == s).count();
@@ -158,8 +168,13 @@ fn run(g: &super::args::Global, args: &RunArgs) -> Result<ExitCode> {
     );
     let records = cached_records(&p, &store)?;
     let tables = table::build(&p, &records);
-    let results_dir = args.results.join(&exp.name);
     table::write_all(&results_dir, &tables)?;
+    // The final page: what is cached now, failures with their errors.
+    let page = Snapshot::from_outcomes(&p, &store, &outcomes, &[], false)
+        .and_then(|snap| report::page::write(&results_dir, &exp, &p, &snap, &store.objects));
+    if let Err(e) = page {
+        eprintln!("warning: the report page could not be written: {e:#}");
+    }
     if args.json {
         let summary = serde_json::json!({
             "experiment": exp.name,
@@ -190,6 +205,15 @@ fn run(g: &super::args::Global, args: &RunArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn report_cmd(g: &super::args::Global, path: &Path, results: &Path) -> Result<ExitCode> {
+    let (exp, p) = load(path)?;
+    let store = open(g, "msae report")?;
+    let snap = Snapshot::from_store(&exp, &p, &store)?;
+    let page = report::page::write(&results.join(&exp.name), &exp, &p, &snap, &store.objects)?;
+    println!("{}", page.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn plan_cmd(g: &super::args::Global, path: &Path, json: bool) -> Result<ExitCode> {

@@ -49,6 +49,21 @@ pub struct RunOptions {
     pub threads: usize,
     /// The command line, published for readers.
     pub command: String,
+    /// Told before each instance runs (e.g. to refresh the report page); may be absent.
+    pub observer: Option<Box<dyn Observer>>,
+}
+
+/// Watches a run: called before each instance that is not cached starts, with the outcomes so
+/// far and the instances in flight (that one included). It must not fail the run; problems are its own to report.
+pub trait Observer {
+    fn before_instance(
+        &self,
+        exp: &Experiment,
+        plan: &Plan,
+        store: &Store,
+        outcomes: &[Outcome],
+        running: &[usize],
+    );
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -244,6 +259,8 @@ pub fn run(
                     executor,
                     &mut started,
                     &mut board,
+                    opts,
+                    &outcomes,
                 )?;
             }
         }
@@ -257,6 +274,8 @@ pub fn run(
                 executor,
                 &mut started,
                 &mut board,
+                opts,
+                &outcomes,
             )?;
         }
         if executor.in_flight() == 0 && (ready.is_empty() || stop) {
@@ -333,6 +352,8 @@ fn start_ready(
     executor: &mut dyn Executor,
     started: &mut BTreeMap<usize, Instant>,
     board: &mut LiveBoard,
+    opts: &RunOptions,
+    outcomes: &[Option<Outcome>],
 ) -> Result<()> {
     let mut k = 0;
     while k < ready.len() {
@@ -346,6 +367,12 @@ fn start_ready(
         ready.remove(k);
         let p = &prepared[&i];
         tracing::info!(instance = %inst.name, key = %&p.key[..12], "running");
+        if let Some(observer) = &opts.observer {
+            let finished: Vec<Outcome> = outcomes.iter().flatten().cloned().collect();
+            let mut running: Vec<usize> = started.keys().copied().collect();
+            running.push(i);
+            observer.before_instance(exp, plan, store, &finished, &running);
+        }
         executor.start(Task {
             index: i,
             needs,
