@@ -465,7 +465,7 @@ fn slurm_executor_on_a_real_cluster() {
 
     // 2. The coordinator killed mid-run and started again: re-attaches, no duplicate job.
     let env = Env::new();
-    let exp = env.write("c.toml", &experiment(40, "[2, 3]"));
+    let exp = env.write("c.toml", &experiment(300, "[2, 3]"));
     let mut coordinator = spawn(&cluster, &env, &exp);
     running_training(&cluster, &env, &exp, 1);
     coordinator.kill().unwrap();
@@ -477,7 +477,7 @@ fn slurm_executor_on_a_real_cluster() {
 
     // 3. A job cancelled with scancel: reported failed with its log tail; a rerun finishes it.
     let env = Env::new();
-    let exp = env.write("c.toml", &experiment(40, "[2]"));
+    let exp = env.write("c.toml", &experiment(300, "[2]"));
     let coordinator = spawn(&cluster, &env, &exp);
     let (name, id) = running_training(&cluster, &env, &exp, 1);
     assert!(cluster.cmd("scancel", &[&id]).status.success());
@@ -503,7 +503,7 @@ fn slurm_executor_on_a_real_cluster() {
     // 4. A running training requeued: it resumes from its checkpoints and ends with the bytes
     //    of an uninterrupted run.
     let env = Env::new();
-    let exp = env.write("c.toml", &experiment(40, "[2]"));
+    let exp = env.write("c.toml", &experiment(300, "[2]"));
     let coordinator = spawn(&cluster, &env, &exp);
     let (_, id) = running_training(&cluster, &env, &exp, 200);
     assert!(
@@ -558,7 +558,7 @@ fn slurm_executor_on_a_real_cluster() {
         assert!(log.contains("restart 1"), "{log}");
     }
     let clean = Env::new();
-    let ce = clean.write("c.toml", &experiment(40, "[2]"));
+    let ce = clean.write("c.toml", &experiment(300, "[2]"));
     clean.run_json(&ce);
     assert_eq!(records(&env, "cluster"), records(&clean, "cluster"));
 
@@ -575,7 +575,7 @@ fn slurm_executor_on_a_real_cluster() {
     // 5. `msae cancel` cancels the run's live jobs; the coordinator reports them failed; the
     //    text status shows the job id and state while it runs.
     let env = Env::new();
-    let exp = env.write("c.toml", &experiment(40, "[3]"));
+    let exp = env.write("c.toml", &experiment(300, "[3]"));
     let coordinator = spawn(&cluster, &env, &exp);
     let (name, id) = running_training(&cluster, &env, &exp, 1);
     let shown = text(&cluster.msae(&env).arg("status").arg(&exp).output().unwrap());

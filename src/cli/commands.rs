@@ -209,7 +209,7 @@ fn run(g: &super::args::Global, args: &RunArgs) -> Result<ExitCode> {
 
 fn report_cmd(g: &super::args::Global, path: &Path, results: &Path) -> Result<ExitCode> {
     let (exp, p) = load(path)?;
-    let store = open(g, "msae report")?;
+    let store = open_read(g, "msae report")?;
     let snap = Snapshot::from_store(&exp, &p, &store)?;
     let page = report::page::write(&results.join(&exp.name), &exp, &p, &snap, &store.objects)?;
     println!("{}", page.display());
