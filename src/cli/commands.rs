@@ -87,7 +87,12 @@ pub(super) fn open_read(g: &super::args::Global, command: &str) -> Result<Store>
 
 fn run(g: &super::args::Global, args: &RunArgs) -> Result<ExitCode> {
     let (exp, p) = load(&args.experiment)?;
-    let device = device::resolve(&args.device)?;
+    // GPUs are checked here only when the work runs here.
+    let resolve = match args.executor {
+        ExecutorKind::Local => device::resolve_here,
+        ExecutorKind::Slurm => device::resolve_for_nodes,
+    };
+    let device = resolve(&args.device)?;
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -103,7 +108,7 @@ fn run(g: &super::args::Global, args: &RunArgs) -> Result<ExitCode> {
     let devices = args
         .devices
         .iter()
-        .map(|d| device::resolve(d))
+        .map(|d| resolve(d))
         .collect::<Result<Vec<_>>>()?;
     if devices.iter().any(|d| d == "cpu") {
         bail!("--devices lists GPUs (e.g. cuda:0,cuda:1); for the CPU use --device cpu");

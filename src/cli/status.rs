@@ -22,6 +22,11 @@ struct Row {
     key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     seconds: Option<f64>,
+    /// Device and precision that computed a finished result, and the msae version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    produced_on: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    msae_version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -105,6 +110,8 @@ pub fn status(g: &Global, path: &Path, json: bool) -> Result<ExitCode> {
             state: format!("{:?}", e.status).to_lowercase(),
             key: e.key.clone(),
             seconds: None,
+            produced_on: None,
+            msae_version: None,
             error: None,
             live: None,
         };
@@ -112,6 +119,8 @@ pub fn status(g: &Global, path: &Path, json: bool) -> Result<ExitCode> {
             row.state = "done".into();
             if let Some(r) = store.index.record(k)? {
                 row.seconds = Some(r.seconds);
+                row.produced_on = Some(r.produced_on());
+                row.msae_version = Some(r.msae_version.clone());
             }
         } else if let Some(f) = store.index.failure(&exp.name, &e.name)? {
             row.state = "failed".into();
@@ -176,7 +185,10 @@ pub fn status(g: &Global, path: &Path, json: bool) -> Result<ExitCode> {
         } else if let Some(e) = &r.error {
             e.clone()
         } else if let Some(s) = r.seconds {
-            format!("{s:.2} s")
+            match (&r.produced_on, &r.msae_version) {
+                (Some(on), Some(v)) => format!("{s:.2} s on {on}, msae {v}"),
+                _ => format!("{s:.2} s"),
+            }
         } else {
             String::new()
         };

@@ -50,6 +50,8 @@ pub fn build(plan: &Plan, records: &[Option<Record>]) -> Vec<Table> {
         let mut columns = vec!["instance".to_string()];
         columns.extend(coords.iter().cloned());
         columns.extend(metrics.iter().cloned());
+        // How each result was produced (not part of its key): see `Record::produced_on`.
+        columns.extend(["device".to_string(), "msae".to_string()]);
         let rows = members
             .iter()
             .map(|&i| {
@@ -67,6 +69,8 @@ pub fn build(plan: &Plan, records: &[Option<Record>]) -> Vec<Table> {
                 for m in &metrics {
                     row.push(r.metrics.get(m).cloned().unwrap_or(serde_json::Value::Null));
                 }
+                row.push(serde_json::Value::from(r.produced_on()));
+                row.push(serde_json::Value::from(r.msae_version.clone()));
                 row
             })
             .collect();

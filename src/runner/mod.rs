@@ -388,6 +388,10 @@ fn start_ready(
     Ok(())
 }
 
+/// The floating-point type every step computes in on every device (metrics accumulate in f64);
+/// recorded with each result next to the device.
+pub const COMPUTE_PRECISION: &str = "f32";
+
 /// The index record of an instance that just ran.
 fn record_of(
     exp: &Experiment,
@@ -414,6 +418,10 @@ fn record_of(
             (
                 "threads".to_string(),
                 serde_json::Value::from(result.threads),
+            ),
+            (
+                "precision".to_string(),
+                serde_json::Value::from(COMPUTE_PRECISION),
             ),
         ])
         .collect();

@@ -4,16 +4,17 @@
 //!
 //! candle has no top-k operation and `arg_sort_last_dim` sorts whole rows, so on the CPU the
 //! selection is a custom op (rayon over rows, O(n) `select_nth_unstable_by` per row). Other
-//! devices use a generic bisection on the selection threshold built from candle operations.
+//! devices (and non-f32 data) use `topk_generic`, built from candle operations only.
 //!
-//! Ties: the CPU kernels order entries by key descending and then by index ascending, so exactly
-//! k entries are selected and equal keys are resolved towards the lower index. The generic
-//! fallback keeps every entry tied with the k-th key (it may select slightly more than k).
+//! One rule on every device: entries are ordered by key descending (IEEE total order, so −0
+//! ranks below +0) and then by index ascending, and exactly k are selected (BatchTopK: exactly
+//! k·B over the batch), so equal keys are resolved towards the lower index.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::config::TopkVariant;
+use super::topk_generic::exact_topk_mask;
 use super::Result;
 
 /// A sparse code and its elementwise derivative with respect to the pre-activation.
@@ -139,29 +140,6 @@ impl CustomOp1 for GlobalTopkMask {
     }
 }
 
-/// Generic (any device) mask of entries whose key is ≥ the per-group `count`-th largest key,
-/// found by bisection on the threshold. `key` is [G, m]; selection is within each row.
-fn bisection_mask(key: &Tensor, count: usize) -> Result<Tensor> {
-    let (g, m) = key.dims2()?;
-    if count >= m {
-        return Ok(Tensor::ones((g, m), DType::F32, key.device())?);
-    }
-    if count == 0 {
-        return Ok(Tensor::zeros((g, m), DType::F32, key.device())?);
-    }
-    let mut lo = key.min_keepdim(1)?;
-    let mut hi = key.max_keepdim(1)?;
-    let target = count as f64;
-    for _ in 0..64 {
-        let mid = ((&lo + &hi)? * 0.5)?;
-        let c = to_f32(&key.broadcast_ge(&mid)?)?.sum_keepdim(1)?;
-        let enough = c.ge(target)?;
-        lo = enough.where_cond(&mid, &lo)?;
-        hi = enough.where_cond(&hi, &mid)?;
-    }
-    to_f32(&key.broadcast_ge(&lo)?)
-}
-
 /// 0/1 mask of the k largest entries (by value or |value|) of every row of `p` [B, n].
 pub fn row_topk_mask(p: &Tensor, k: usize, by_abs: bool) -> Result<Tensor> {
     let p = p.contiguous()?;
@@ -169,7 +147,7 @@ pub fn row_topk_mask(p: &Tensor, k: usize, by_abs: bool) -> Result<Tensor> {
         return Ok(p.apply_op1_no_bwd(&RowTopkMask { k, by_abs })?);
     }
     let key = if by_abs { p.abs()? } else { p };
-    bisection_mask(&key, k)
+    exact_topk_mask(&key, k)
 }
 
 /// 0/1 mask of the `total` largest entries (by value or |value|) of the whole tensor `p`.
@@ -181,7 +159,7 @@ pub fn global_topk_mask(p: &Tensor, total: usize, by_abs: bool) -> Result<Tensor
     let shape = p.shape().clone();
     let key = if by_abs { p.abs()? } else { p };
     let flat = key.flatten_all()?.unsqueeze(0)?;
-    Ok(bisection_mask(&flat, total)?.reshape(shape)?)
+    Ok(exact_topk_mask(&flat, total)?.reshape(shape)?)
 }
 
 /// Per-row TopK code (reference `TopK`, `TopKReLU`, `TopKabs`, `TopKabsReLU`).
@@ -339,23 +317,46 @@ mod tests {
         assert_eq!(min_positive(&(c.z * 0.0).unwrap()).unwrap(), None);
     }
 
+    /// The device-independent path (what GPUs run) selects exactly what the CPU kernel selects,
+    /// also on rows full of ties and signed zeros, for both ranking keys and both scopes.
     #[test]
-    fn bisection_fallback_matches_kernel_without_ties() {
-        let vals: Vec<f32> = (0..60)
-            .map(|i| ((i * 37 % 61) as f32 - 30.25) * 0.13)
+    fn generic_path_matches_cpu_kernel_with_ties() {
+        let vals: Vec<f32> = (0..240)
+            .map(|i| match i % 7 {
+                0 => 0.0,
+                1 => -0.0,
+                _ => ((i * 37 % 11) as f32 - 5.0) * 0.5,
+            })
             .collect();
-        let p = Tensor::from_vec(vals, (4, 15), &Device::Cpu).unwrap();
+        let p = Tensor::from_vec(vals, (8, 30), &Device::Cpu).unwrap();
         for by_abs in [false, true] {
             let key = if by_abs { p.abs().unwrap() } else { p.clone() };
-            let a = row_topk_mask(&p, 4, by_abs).unwrap();
-            let b = bisection_mask(&key, 4).unwrap();
-            assert_eq!(v2(&a), v2(&b));
-            let a = global_topk_mask(&p, 7, by_abs).unwrap();
-            let b = bisection_mask(&key.flatten_all().unwrap().unsqueeze(0).unwrap(), 7)
-                .unwrap()
-                .reshape((4, 15))
-                .unwrap();
-            assert_eq!(v2(&a), v2(&b));
+            for k in [1, 3, 4, 10, 29] {
+                let a = row_topk_mask(&p, k, by_abs).unwrap();
+                let b = exact_topk_mask(&key, k).unwrap();
+                assert_eq!(v2(&a), v2(&b), "row k {k} abs {by_abs}");
+                let total = k * 8;
+                let a = global_topk_mask(&p, total, by_abs).unwrap();
+                let b = exact_topk_mask(&key.flatten_all().unwrap().unsqueeze(0).unwrap(), total)
+                    .unwrap()
+                    .reshape((8, 30))
+                    .unwrap();
+                assert_eq!(v2(&a), v2(&b), "global k {k} abs {by_abs}");
+                let kept: f32 = v2(&a).iter().flatten().sum();
+                assert_eq!(kept as usize, total);
+            }
+        }
+        // Non-f32 data on the CPU takes the generic path through the public functions.
+        let p64 = p.to_dtype(DType::F64).unwrap();
+        for k in [2, 5] {
+            assert_eq!(
+                v2(&row_topk_mask(&p64, k, false).unwrap()),
+                v2(&row_topk_mask(&p, k, false).unwrap())
+            );
+            assert_eq!(
+                v2(&global_topk_mask(&p64, k * 8, true).unwrap()),
+                v2(&global_topk_mask(&p, k * 8, true).unwrap())
+            );
         }
     }
 

@@ -38,6 +38,7 @@ pub mod optim;
 pub mod schedule;
 mod scratch;
 mod sparse;
+pub mod topk_generic;
 pub mod train;
 
 #[cfg(test)]

@@ -56,6 +56,19 @@ pub struct Record {
     pub msae_version: String,
 }
 
+impl Record {
+    /// The device and precision that computed this result, e.g. `cuda:0 f32` (recorded with the
+    /// result, not part of its key; records from before precision was kept show the device only).
+    pub fn produced_on(&self) -> String {
+        let text = |name: &str| self.exec.get(name).and_then(|v| v.as_str());
+        match (text("device"), text("precision")) {
+            (Some(d), Some(p)) => format!("{d} {p}"),
+            (Some(d), None) => d.to_string(),
+            _ => "unrecorded".to_string(),
+        }
+    }
+}
+
 /// The last failure of an instance, so `msae status` can show it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FailureRecord {
