@@ -16,6 +16,9 @@
 //! interpreter is `$MSAE_TORCH_PYTHON` (default `python3`; it needs torch and transformers);
 //! without it only the msae column is printed.
 
+mod common;
+
+use common::{load_average, median};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -182,24 +185,12 @@ fn torch_python() -> Result<String, String> {
     Ok(python)
 }
 
-fn median(v: &[f64]) -> Option<f64> {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    (!v.is_empty()).then(|| {
-        let l = v.len();
-        if l % 2 == 1 {
-            v[l / 2]
-        } else {
-            (v[l / 2 - 1] + v[l / 2]) / 2.0
-        }
-    })
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(String::from))
-        .unwrap_or_else(|| "unknown".into())
+/// Embeds `texts` in batches of `batch`, as the embed step hands them to the encoder.
+fn embed_all_texts(enc: &Encoder, texts: &[&str], batch: usize) -> Result<()> {
+    for chunk in texts.chunks(batch) {
+        enc.embed_texts(chunk)?;
+    }
+    Ok(())
 }
 
 /// One benchmark: how msae embeds the inputs once, and the PyTorch side's mode and input file.
@@ -275,12 +266,7 @@ fn main() -> Result<()> {
                 items: refs.len(),
                 model: dir.clone(),
                 inputs: text_file.clone(),
-                ours: Box::new(|| {
-                    for chunk in refs.chunks(a.batch) {
-                        enc.embed_texts(chunk)?;
-                    }
-                    Ok(())
-                }),
+                ours: Box::new(|| embed_all_texts(&enc, &refs, a.batch)),
             };
             rows.push(("all-MiniLM-L6-v2 texts/s", measure(&mut case, &a, &python)?));
         } else {
@@ -310,12 +296,7 @@ fn main() -> Result<()> {
                     items: refs.len(),
                     model: dir.clone(),
                     inputs: text_file.clone(),
-                    ours: Box::new(|| {
-                        for chunk in refs.chunks(a.batch) {
-                            enc.embed_texts(chunk)?;
-                        }
-                        Ok(())
-                    }),
+                    ours: Box::new(|| embed_all_texts(&enc, &refs, a.batch)),
                 };
                 rows.push((
                     "CLIP ViT-B/32 text texts/s",

@@ -10,6 +10,9 @@
 //! the median samples/s of the rounds. The Python interpreter is `$MSAE_TORCH_PYTHON` (default
 //! `python3`); without PyTorch only the msae column is printed.
 
+mod common;
+
+use common::{load_average, median};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
@@ -194,24 +197,6 @@ fn rounds(
     }
     anyhow::ensure!(ours.len() == a.rounds, "not every round ran");
     Ok((ours, theirs))
-}
-
-fn median(v: &[f64]) -> Option<f64> {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => None,
-        l if l % 2 == 1 => Some(v[l / 2]),
-        l => Some((v[l / 2 - 1] + v[l / 2]) / 2.0),
-    }
-}
-
-/// One-minute load average, where the system reports it.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(String::from))
-        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Throughput goal of msae relative to PyTorch.
