@@ -436,6 +436,16 @@ pub fn train(
         let epoch = state.epoch;
         let lr = base_lr * lr_multiplier(config.schedule, epoch, config.epochs, config.decay_time);
         let perm = epoch_permutation(config.seed, epoch, n_rows);
+        // Resumed from the checkpoint written at the stop itself (the caller died before it
+        // used the model): hand that model back as it was, before any step or epoch-end work.
+        if options.stop_after_steps.is_some_and(|s| state.step >= s) {
+            return Ok(TrainOutcome {
+                model,
+                log,
+                finished: false,
+                steps: state.step,
+            });
+        }
         while state.batch < steps_per_epoch {
             let rows = &perm[state.batch * bs..((state.batch + 1) * bs).min(n_rows)];
             let x = load_batch(source, rows, &mut buf, standardization, device)?;
@@ -747,6 +757,15 @@ mod tests {
                     train(&cfg, &src, &std, &sets, &Device::Cpu, &opts, &mut |_| {}).unwrap();
                 assert!(!part.finished);
                 assert_eq!(part.steps, stop);
+                // A process killed after the stop checkpoint, before its caller used the model,
+                // asks for the same stop again: it gets the same model and no extra step.
+                let same = train(&cfg, &src, &std, &sets, &Device::Cpu, &opts, &mut |p| {
+                    panic!("step {} trained past the stop {stop}", p.step)
+                })
+                .unwrap();
+                assert_eq!(same.steps, stop);
+                assert_eq!(weight_bytes(&same.model), weight_bytes(&part.model));
+                assert_eq!(same.model.stats, part.model.stats);
                 opts.stop_after_steps = None;
                 let mut first_step = None;
                 let rest = train(&cfg, &src, &std, &sets, &Device::Cpu, &opts, &mut |p| {
