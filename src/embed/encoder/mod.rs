@@ -7,7 +7,9 @@
 //! input order. Images arrive as normalised `[rows, 3, size, size]` pixels whose geometry the
 //! encoder states ([`ImageGeometry`]).
 
+mod bert_host;
 pub mod clip;
+pub mod host_ops;
 pub mod sentence;
 pub mod siglip;
 pub mod tokens;
