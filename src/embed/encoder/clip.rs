@@ -9,13 +9,15 @@
 //! stores raw projected features.
 
 use anyhow::{bail, Result};
-use candle_core::{Module, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use candle_transformers::models::clip::text_model::{
     Activation, ClipTextConfig, ClipTextTransformer,
 };
 use candle_transformers::models::clip::vision_model::{ClipVisionConfig, ClipVisionTransformer};
 use serde_json::Value;
+
+use super::clip_vision_host::HostClipVision;
 
 /// candle's CLIP layers use this epsilon; a model trained with another would be computed wrongly.
 const LAYER_NORM_EPS: f64 = 1e-5;
@@ -118,14 +120,22 @@ impl ClipText {
     }
 }
 
-pub struct ClipImage {
-    model: ClipVisionTransformer,
-    projection: Linear,
+/// The image tower: candle-transformers' on any device, or the host kernels on the CPU (the same
+/// arithmetic, faster there).
+pub enum ClipImage {
+    Candle {
+        model: ClipVisionTransformer,
+        projection: Linear,
+    },
+    Host(HostClipVision),
 }
 
 impl ClipImage {
     pub fn load(vb: &VarBuilder, cfg: &ClipVisionConfig) -> Result<ClipImage> {
-        Ok(ClipImage {
+        if vb.device().is_cpu() {
+            return Ok(ClipImage::Host(HostClipVision::load(vb, cfg)?));
+        }
+        Ok(ClipImage::Candle {
             model: ClipVisionTransformer::new(vb.pp("vision_model"), cfg)?,
             projection: candle_nn::linear_no_bias(
                 cfg.embed_dim,
@@ -135,9 +145,22 @@ impl ClipImage {
         })
     }
 
-    /// `pixels`: `[rows, 3, size, size]` normalised f32.
-    pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
-        Ok(self.projection.forward(&self.model.forward(pixels)?)?)
+    /// `pixels`: `rows × 3 × size × size` normalised values; returns `rows × projection`.
+    pub fn embed(
+        &self,
+        pixels: Vec<f32>,
+        rows: usize,
+        size: usize,
+        device: &Device,
+    ) -> Result<Vec<f32>> {
+        match self {
+            ClipImage::Host(m) => m.forward(&pixels, rows),
+            ClipImage::Candle { model, projection } => {
+                let x = Tensor::from_vec(pixels, (rows, 3, size, size), device)?;
+                let features = projection.forward(&model.forward(&x)?)?;
+                Ok(features.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+            }
+        }
     }
 }
 

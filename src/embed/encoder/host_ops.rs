@@ -19,23 +19,41 @@ use rayon::prelude::*;
 /// `x · wᵀ + b` for `x` `[m, k]` and `w` `[n, k]` (row-major, as checkpoints store linear
 /// layers); writes `[m, n]` into `out`.
 pub fn linear(x: &[f32], m: usize, k: usize, w: &[f32], b: &[f32], out: &mut Vec<f32>) {
-    let n = b.len();
-    debug_assert_eq!(x.len(), m * k);
-    debug_assert_eq!(w.len(), n * k);
     out.clear();
-    out.reserve(m * n);
+    out.reserve(m * b.len());
     for _ in 0..m {
         out.extend_from_slice(b);
     }
+    accumulate_product(x, m, k, w, out);
+}
+
+/// `out += x · wᵀ + b`: a linear layer added onto a residual stream `out` (`[m, n]`).
+pub fn linear_accumulate(x: &[f32], m: usize, k: usize, w: &[f32], b: &[f32], out: &mut [f32]) {
+    let n = b.len();
+    assert_eq!(out.len(), m * n, "residual stream shape");
+    out.par_chunks_mut(n).for_each(|row| {
+        for (o, &v) in row.iter_mut().zip(b) {
+            *o += v;
+        }
+    });
+    accumulate_product(x, m, k, w, out);
+}
+
+/// `out += x · wᵀ` with `gemm` on the calling thread pool.
+fn accumulate_product(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut [f32]) {
+    let n = w.len() / k.max(1);
+    assert_eq!(x.len(), m * k, "input shape");
+    assert_eq!(w.len(), n * k, "weight shape");
+    assert_eq!(out.len(), m * n, "output shape");
     let threads = rayon::current_num_threads();
     let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the pointers cover m·k, n·k and m·n values with the strides given: x row-major
-    // (column stride 1, row stride k), wᵀ read from w's rows (column stride k, row stride 1),
-    // out row-major; out does not alias the inputs.
+    // SAFETY: the asserts above make the pointers cover m·k, n·k and m·n values with the strides
+    // given: x row-major (column stride 1, row stride k), wᵀ read from w's rows (column stride
+    // k, row stride 1), out row-major; out is a distinct &mut, so it aliases neither input.
     unsafe {
         gemm::gemm(
             m,
@@ -121,6 +139,8 @@ pub enum Activation {
     GeluErf,
     /// `x/2 · (1 + tanh(√(2/π) · (x + 0.044715 x³)))`
     GeluTanh,
+    /// `x · σ(1.702 x)` (CLIP)
+    QuickGelu,
     Relu,
 }
 
@@ -134,6 +154,7 @@ fn activate(a: Activation, x: f32) -> f32 {
             let tanh = 1.0 - 2.0 / (exp(2.0 * u) + 1.0);
             0.5 * x * (1.0 + tanh)
         }
+        Activation::QuickGelu => x / (1.0 + exp(-1.702 * x)),
         Activation::Relu => x.max(0.0),
     }
 }
@@ -377,10 +398,13 @@ mod tests {
                 * xd
                 * (1.0
                     + ((2.0 / std::f64::consts::PI).sqrt() * (xd + 0.044715 * xd.powi(3))).tanh());
-            let mut v = [x, x, x];
+            let quick = xd / (1.0 + (-1.702 * xd).exp());
+            let mut v = [x, x, x, x];
             activate_slice(Activation::GeluErf, &mut v[0..1]);
             activate_slice(Activation::GeluTanh, &mut v[1..2]);
             activate_slice(Activation::Relu, &mut v[2..3]);
+            activate_slice(Activation::QuickGelu, &mut v[3..4]);
+            assert!((v[3] as f64 - quick).abs() < 1e-6, "quick_gelu({x})");
             assert!((v[0] as f64 - gelu).abs() < 1e-6, "gelu({x})");
             assert!((v[1] as f64 - tanh).abs() < 1e-6, "gelu_tanh({x})");
             assert_eq!(v[2], x.max(0.0));
@@ -396,6 +420,10 @@ mod tests {
         let mut out = Vec::new();
         linear(&x, 3, 2, &w, &b, &mut out);
         assert_eq!(out, vec![1.5, 2., 6., 3.5, 6., 10., 5.5, 10., 14.]);
+        // Onto a residual stream of ones.
+        let mut stream = vec![1.0; 9];
+        linear_accumulate(&x, 3, 2, &w, &b, &mut stream);
+        assert_eq!(stream, vec![2.5, 3., 7., 4.5, 7., 11., 6.5, 11., 15.]);
     }
 
     #[test]

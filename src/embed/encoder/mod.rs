@@ -9,6 +9,7 @@
 
 mod bert_host;
 pub mod clip;
+mod clip_vision_host;
 pub mod host_ops;
 pub mod sentence;
 pub mod siglip;
@@ -261,10 +262,11 @@ impl Encoder {
             .as_ref()
             .context("the image tower was not loaded")?;
         let s = geometry.size as usize;
-        let x = Tensor::from_vec(pixels, (rows, 3, s, s), &self.device)?;
         let features = match model {
-            ImageModel::Clip(m) => m.forward(&x)?,
-            ImageModel::Siglip(m) => m.forward(&x)?,
+            ImageModel::Clip(m) => return m.embed(pixels, rows, s, &self.device),
+            ImageModel::Siglip(m) => {
+                m.forward(&Tensor::from_vec(pixels, (rows, 3, s, s), &self.device)?)?
+            }
         };
         Ok(features.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
     }
