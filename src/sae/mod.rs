@@ -36,7 +36,7 @@ pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod schedule;
-mod scratch;
+pub(crate) mod scratch;
 mod sparse;
 pub mod topk_generic;
 pub mod train;

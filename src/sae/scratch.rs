@@ -7,6 +7,10 @@
 //! reuse (a few milliseconds per 100 MB). On Linux they ask for transparent huge pages, which
 //! also spares the gathers of the sparse products most TLB misses. Mappings start on a page
 //! boundary, so vector loads of 64-byte chunks never straddle cache lines.
+//!
+//! The pool lives only while some training holds a [`PoolLease`]: when the last one ends, the
+//! pooled mappings go back to the system, so the steps that follow a large training in the same
+//! process (or a smaller model next in a grid) do not carry its gigabyte of scratch memory.
 
 use std::marker::PhantomData;
 use std::sync::Mutex;
@@ -25,7 +29,63 @@ const POOL_MAPPINGS: usize = 24;
 /// about a gigabyte of scratch arrays.
 const POOL_BYTES: usize = 3 << 29;
 
-static POOL: Mutex<Vec<memmap2::MmapMut>> = Mutex::new(Vec::new());
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    maps: Vec::new(),
+    leases: 0,
+});
+
+struct Pool {
+    maps: Vec<memmap2::MmapMut>,
+    /// Trainings in progress; buffers dropped while there are none are unmapped at once.
+    leases: usize,
+}
+
+impl Pool {
+    fn take(&mut self, class: usize) -> Option<memmap2::MmapMut> {
+        let found = self.maps.iter().position(|m| m.len() == class);
+        found.map(|i| self.maps.remove(i))
+    }
+
+    /// Keeps `map` for reuse while a lease is held (the oldest go beyond the bounds).
+    fn give_back(&mut self, map: memmap2::MmapMut) {
+        if self.leases == 0 {
+            return;
+        }
+        self.maps.push(map);
+        while self.maps.len() > POOL_MAPPINGS
+            || self.maps.iter().map(|m| m.len()).sum::<usize>() > POOL_BYTES
+        {
+            self.maps.remove(0);
+        }
+    }
+
+    fn end_lease(&mut self) {
+        self.leases -= 1;
+        if self.leases == 0 {
+            self.maps.clear();
+        }
+    }
+}
+
+fn pool() -> std::sync::MutexGuard<'static, Pool> {
+    POOL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Keeps buffers pooled for reuse while it lives (held by a training for its duration).
+pub(crate) struct PoolLease(());
+
+impl PoolLease {
+    pub(crate) fn acquire() -> PoolLease {
+        pool().leases += 1;
+        PoolLease(())
+    }
+}
+
+impl Drop for PoolLease {
+    fn drop(&mut self) {
+        pool().end_lease();
+    }
+}
 
 /// Mapping size for a request of `bytes`: rounded up to a sixteenth of the next power of two
 /// (at least 2 MiB, one huge page). Requests reuse only mappings of their own class, so a
@@ -48,11 +108,7 @@ impl<T: Zeroed> Scratch<T> {
     pub(crate) fn zeros(len: usize) -> Self {
         let bytes = (len * std::mem::size_of::<T>()).max(1);
         let class = size_class(bytes);
-        let reused = {
-            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-            let found = pool.iter().position(|m| m.len() == class);
-            found.map(|i| pool.remove(i))
-        };
+        let reused = pool().take(class);
         let map = match reused {
             Some(mut map) => {
                 map[..bytes].par_chunks_mut(1 << 20).for_each(|c| c.fill(0));
@@ -78,13 +134,7 @@ impl<T: Zeroed> Scratch<T> {
 impl<T: Zeroed> Drop for Scratch<T> {
     fn drop(&mut self) {
         if let Some(map) = self.map.take() {
-            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-            pool.push(map);
-            while pool.len() > POOL_MAPPINGS
-                || pool.iter().map(|m| m.len()).sum::<usize>() > POOL_BYTES
-            {
-                pool.remove(0);
-            }
+            pool().give_back(map);
         }
     }
 }
@@ -119,6 +169,7 @@ mod tests {
 
     #[test]
     fn reused_buffers_come_back_zeroed() {
+        let _lease = PoolLease::acquire();
         // Sizes no other test asks for, so that the pool hands back these very mappings.
         let len = 3_000_017;
         {
@@ -132,6 +183,33 @@ mod tests {
         assert!(b.iter().all(|&v| v == 0));
         let empty = Scratch::<f32>::zeros(0);
         assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn the_pool_keeps_mappings_only_while_leased() {
+        let map = || memmap2::MmapMut::map_anon(1 << 21).unwrap();
+        let mut pool = Pool {
+            maps: Vec::new(),
+            leases: 0,
+        };
+        pool.give_back(map());
+        assert!(pool.maps.is_empty(), "nothing is pooled without a lease");
+        pool.leases = 2;
+        pool.give_back(map());
+        pool.give_back(map());
+        assert_eq!(pool.maps.len(), 2);
+        assert!(pool.take(1 << 21).is_some());
+        assert!(
+            pool.take(1 << 22).is_none(),
+            "other size classes are not handed out"
+        );
+        pool.end_lease();
+        assert_eq!(pool.maps.len(), 1, "one lease is still held");
+        pool.end_lease();
+        assert!(
+            pool.maps.is_empty(),
+            "the last lease releases every mapping"
+        );
     }
 
     #[test]

@@ -366,6 +366,7 @@ pub fn train(
     options: &TrainOptions,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<TrainOutcome> {
+    let _pool = super::scratch::PoolLease::acquire();
     let d = source.dim();
     let n_rows = source.n_rows();
     config.validate(d)?;

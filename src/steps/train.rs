@@ -142,6 +142,8 @@ impl Step for Train {
             .get("snapshots")
             .and_then(Value::as_bool)
             .unwrap_or(true);
+        // Scratch buffers stay pooled across the epochs and are released when the step ends.
+        let _pool = crate::sae::scratch::PoolLease::acquire();
         let bar = ctx.progress.bar(total, &format!("train {}", ctx.instance));
         let started = std::time::Instant::now();
         let mut outcome = None;
