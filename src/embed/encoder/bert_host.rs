@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
 
-use super::host_ops::{self, Activation, AttentionShape};
+use super::host_ops::{self, Activation, Heads};
 
 struct Layer {
     /// Query, key and value weights stacked: `[3 · hidden, hidden]`.
@@ -124,43 +124,49 @@ impl HostBert {
         })
     }
 
-    /// The last hidden states, `[rows · len, hidden]`, of `ids` (`[rows, len]`, row-major) with
-    /// `mask` (1 = token, 0 = padding).
-    pub fn forward(&self, ids: &[u32], mask: &[u32], rows: usize, len: usize) -> Result<Vec<f32>> {
+    /// The last hidden states of each token of `sequences` (token ids, unpadded), packed: one
+    /// row of `hidden` per token, sequence after sequence. Nothing is padded, so nothing is
+    /// computed for padding.
+    pub fn forward(&self, sequences: &[&[u32]]) -> Result<Vec<f32>> {
         let h = self.hidden;
-        if len > self.max_positions {
-            bail!(
-                "{len} tokens exceed the model's {} positions",
-                self.max_positions
-            );
-        }
-        let m = rows * len;
-        let mut x = Vec::with_capacity(m * h);
-        for (r, &id) in ids.iter().enumerate() {
-            let id = id as usize;
-            if id >= self.vocab {
-                bail!("token id {id} is outside the vocabulary of {}", self.vocab);
+        let mut offsets = Vec::with_capacity(sequences.len() + 1);
+        offsets.push(0);
+        for s in sequences {
+            if s.len() > self.max_positions {
+                bail!(
+                    "{} tokens exceed the model's {} positions",
+                    s.len(),
+                    self.max_positions
+                );
             }
-            let t = r % len;
-            let (w, p) = (&self.word[id * h..][..h], &self.position[t * h..][..h]);
-            x.extend(
-                w.iter()
-                    .zip(&self.segment)
-                    .zip(p)
-                    .map(|((a, b), c)| a + b + c),
-            );
+            offsets.push(offsets.last().unwrap() + s.len());
+        }
+        let m = *offsets.last().unwrap();
+        let mut x = Vec::with_capacity(m * h);
+        for s in sequences {
+            for (t, &id) in s.iter().enumerate() {
+                let id = id as usize;
+                if id >= self.vocab {
+                    bail!("token id {id} is outside the vocabulary of {}", self.vocab);
+                }
+                let (w, p) = (&self.word[id * h..][..h], &self.position[t * h..][..h]);
+                x.extend(
+                    w.iter()
+                        .zip(&self.segment)
+                        .zip(p)
+                        .map(|((a, b), c)| a + b + c),
+                );
+            }
         }
         host_ops::add_layer_norm(&mut x, None, &self.embed_ln.0, &self.embed_ln.1, self.eps);
-        let shape = AttentionShape {
-            sequences: rows,
-            len,
-            heads: self.heads,
-            head_dim: h / self.heads,
+        let heads = Heads {
+            count: self.heads,
+            dim: h / self.heads,
         };
         let (mut qkv, mut ctx, mut y, mut up) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for l in &self.layers {
             host_ops::linear(&x, m, h, &l.qkv_w, &l.qkv_b, &mut qkv);
-            host_ops::attention(&qkv, Some(mask), shape, &mut ctx);
+            host_ops::attention(&qkv, &offsets, heads, &mut ctx);
             host_ops::linear(&ctx, m, h, &l.out_w, &l.out_b, &mut y);
             host_ops::add_layer_norm(&mut y, Some(&x), &l.attn_ln.0, &l.attn_ln.1, self.eps);
             std::mem::swap(&mut x, &mut y);
@@ -284,16 +290,25 @@ mod tests {
             let mask: Vec<u32> = (0..rows * len)
                 .map(|i| (i % len < lens[i / len]) as u32)
                 .collect();
-            let got = host.forward(&ids, &mask, rows, len).unwrap();
+            let seqs: Vec<&[u32]> = (0..rows)
+                .map(|r| &ids[r * len..r * len + lens[r]])
+                .collect();
+            let packed = host.forward(&seqs).unwrap();
             let t_ids = Tensor::from_vec(ids.clone(), (rows, len), &Device::Cpu).unwrap();
             let t_mask = Tensor::from_vec(mask.clone(), (rows, len), &Device::Cpu).unwrap();
-            let want: Vec<f32> = oracle
+            let padded: Vec<f32> = oracle
                 .forward(&t_ids, &t_ids.zeros_like().unwrap(), Some(&t_mask))
                 .unwrap()
                 .flatten_all()
                 .unwrap()
                 .to_vec1()
                 .unwrap();
+            // The oracle's rows of real tokens, packed as the host model returns them.
+            let h = c.hidden_size;
+            let want: Vec<f32> = (0..rows)
+                .flat_map(|r| padded[r * len * h..(r * len + lens[r]) * h].to_vec())
+                .collect();
+            let got = packed;
             assert_eq!(got.len(), want.len());
             let worst = got
                 .iter()
@@ -309,12 +324,9 @@ mod tests {
         let c = config(HiddenAct::Gelu);
         let vb = VarBuilder::from_tensors(weights(&c, "", 1), DType::F32, &Device::Cpu);
         let host = HostBert::load(&vb, &c).unwrap();
-        let err = host.forward(&[60], &[1], 1, 1).unwrap_err().to_string();
+        let err = host.forward(&[&[60]]).unwrap_err().to_string();
         assert!(err.contains("outside the vocabulary"), "{err}");
-        let err = host
-            .forward(&[1; 17], &[1; 17], 1, 17)
-            .unwrap_err()
-            .to_string();
+        let err = host.forward(&[&[1; 17]]).unwrap_err().to_string();
         assert!(err.contains("exceed"), "{err}");
     }
 }

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use candle_nn::VarBuilder;
 use candle_transformers::models::clip::vision_model::ClipVisionConfig;
 
-use super::host_ops::{self, Activation, AttentionShape};
+use super::host_ops::{self, Activation, Heads};
 
 /// CLIP's layer norms use this epsilon (checked against `config.json` when loading).
 const EPS: f64 = 1e-5;
@@ -151,18 +151,17 @@ impl HostClipVision {
         }
         drop(embedded);
         host_ops::add_layer_norm(&mut x, None, &self.pre_ln.0, &self.pre_ln.1, EPS);
-        let shape = AttentionShape {
-            sequences: rows,
-            len,
-            heads: self.heads,
-            head_dim: h / self.heads,
+        let heads = Heads {
+            count: self.heads,
+            dim: h / self.heads,
         };
+        let offsets: Vec<usize> = (0..=rows).map(|r| r * len).collect();
         let (mut y, mut qkv, mut ctx, mut up) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for l in &self.layers {
             y.clone_from(&x);
             host_ops::add_layer_norm(&mut y, None, &l.ln1.0, &l.ln1.1, EPS);
             host_ops::linear(&y, m, h, &l.qkv_w, &l.qkv_b, &mut qkv);
-            host_ops::attention(&qkv, None, shape, &mut ctx);
+            host_ops::attention(&qkv, &offsets, heads, &mut ctx);
             host_ops::linear_accumulate(&ctx, m, h, &l.out_w, &l.out_b, &mut x);
             y.clone_from(&x);
             host_ops::add_layer_norm(&mut y, None, &l.ln2.0, &l.ln2.1, EPS);

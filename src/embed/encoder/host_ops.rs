@@ -231,121 +231,102 @@ pub fn add_layer_norm(
     x.par_chunks_mut(h).enumerate().for_each(norm_row);
 }
 
-/// Dot product with eight independent partial sums (so it vectorises).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (x, y) in ac.zip(bc) {
-        for l in 0..8 {
-            lanes[l] += x[l] * y[l];
-        }
-    }
-    let mut s = lanes.iter().sum::<f32>();
-    for (x, y) in ar.iter().zip(br) {
-        s += x * y;
-    }
-    s
-}
-
-/// The shape of a batch of sequences for [`attention`].
+/// Heads of a multi-head attention.
 #[derive(Debug, Clone, Copy)]
-pub struct AttentionShape {
-    pub sequences: usize,
-    pub len: usize,
-    pub heads: usize,
-    pub head_dim: usize,
+pub struct Heads {
+    pub count: usize,
+    pub dim: usize,
 }
 
-/// Multi-head scaled dot-product attention over a fused projection `qkv` of
-/// `[sequences · len, 3 · hidden]` rows (queries, keys, values side by side, each split into
-/// `heads` blocks of `head_dim`). Keys whose `key_mask` entry (per sequence and position) is 0
-/// get no weight — the same result as adding the dtype's minimum before the softmax. Writes the
-/// context, `[sequences · len, hidden]`, into `out`.
-pub fn attention(qkv: &[f32], key_mask: Option<&[u32]>, shape: AttentionShape, out: &mut Vec<f32>) {
-    let AttentionShape {
-        sequences,
-        len,
-        heads,
-        head_dim,
-    } = shape;
-    let hidden = heads * head_dim;
-    let row = 3 * hidden;
-    debug_assert_eq!(qkv.len(), sequences * len * row);
+/// Multi-head scaled dot-product attention over packed sequences: `qkv` holds one row of
+/// `3 · hidden` values per token (queries, keys and values side by side, each split into heads),
+/// sequence `s` being rows `offsets[s]..offsets[s + 1]`. No padding is stored, so none is
+/// computed; every token attends to every token of its own sequence (which equals masking padded
+/// keys with the dtype's minimum before the softmax). Writes the context, one row of `hidden`
+/// per token, into `out`.
+pub fn attention(qkv: &[f32], offsets: &[usize], heads: Heads, out: &mut Vec<f32>) {
+    let hidden = heads.count * heads.dim;
+    let tokens = offsets.last().copied().unwrap_or(0);
+    assert_eq!(qkv.len(), tokens * 3 * hidden, "qkv shape");
+    assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "offsets ascend");
     out.clear();
-    out.resize(sequences * len * hidden, 0.0);
-    out.par_chunks_mut(len * hidden).enumerate().for_each_init(
-        || (Vec::new(), Vec::new()),
-        |(keys, weights): &mut (Vec<usize>, Vec<f32>), (s, ctx)| {
-            let seq = &qkv[s * len * row..(s + 1) * len * row];
-            keys.clear();
-            keys.extend((0..len).filter(|&j| key_mask.is_none_or(|m| m[s * len + j] != 0)));
-            weights.resize(keys.len(), 0.0);
+    out.resize(tokens * hidden, 0.0);
+    // One disjoint slice of the output per sequence, so sequences run as parallel tasks.
+    let mut parts = Vec::with_capacity(offsets.len().saturating_sub(1));
+    let mut rest = out.as_mut_slice();
+    for w in offsets.windows(2) {
+        let (part, tail) = rest.split_at_mut((w[1] - w[0]) * hidden);
+        parts.push((w[0], part));
+        rest = tail;
+    }
+    parts
+        .into_par_iter()
+        .for_each_init(Scores::default, |scores, (start, ctx)| {
+            let len = ctx.len() / hidden;
+            let seq = &qkv[start * 3 * hidden..(start + len) * 3 * hidden];
+            scores.weights.resize(len, 0.0);
+            scores.keys.resize(len * heads.dim, 0.0);
             #[cfg(target_arch = "x86_64")]
             if has_avx2_fma() {
                 // SAFETY: the CPU has the features the function was compiled for.
-                unsafe { attend_sequence_avx2(seq, keys, weights, ctx, shape) };
+                unsafe { attend_sequence_avx2(seq, scores, ctx, heads) };
                 return;
             }
-            attend_sequence(seq, keys, weights, ctx, shape)
-        },
-    );
+            attend_sequence(seq, scores, ctx, heads)
+        });
+}
+
+/// Per-task buffers of [`attention`]: one score per key, and one head's keys transposed.
+#[derive(Default)]
+struct Scores {
+    weights: Vec<f32>,
+    keys: Vec<f32>,
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn attend_sequence_avx2(
-    seq: &[f32],
-    keys: &[usize],
-    weights: &mut [f32],
-    ctx: &mut [f32],
-    shape: AttentionShape,
-) {
-    attend_sequence(seq, keys, weights, ctx, shape)
+fn attend_sequence_avx2(seq: &[f32], scores: &mut Scores, ctx: &mut [f32], heads: Heads) {
+    attend_sequence(seq, scores, ctx, heads)
 }
 
-/// Attention of one sequence (`seq`: its `len` rows of queries, keys and values) over the
-/// positions `keys`, every head, into `ctx` (zeroed, `len` rows of `hidden`).
+/// Attention of one sequence (`seq`: its rows of queries, keys and values), every head, into
+/// `ctx` (zeroed, one row of `hidden` per token). A head's keys are first transposed so that a
+/// query's scores accumulate over the keys side by side (vector lanes over keys, no horizontal
+/// sums).
 #[inline(always)]
-fn attend_sequence(
-    seq: &[f32],
-    keys: &[usize],
-    weights: &mut [f32],
-    ctx: &mut [f32],
-    shape: AttentionShape,
-) {
-    let AttentionShape {
-        len,
-        heads,
-        head_dim,
-        ..
-    } = shape;
-    let hidden = heads * head_dim;
+fn attend_sequence(seq: &[f32], scores: &mut Scores, ctx: &mut [f32], heads: Heads) {
+    let Heads { count, dim } = heads;
+    let hidden = count * dim;
     let row = 3 * hidden;
-    let scale = 1.0 / (head_dim as f32).sqrt();
-    for h in 0..heads {
-        let (qo, ko, vo) = (
-            h * head_dim,
-            hidden + h * head_dim,
-            2 * hidden + h * head_dim,
-        );
-        for i in 0..len {
-            let q = &seq[i * row + qo..i * row + qo + head_dim];
-            let mut max = f32::NEG_INFINITY;
-            for (w, &j) in weights.iter_mut().zip(keys) {
-                *w = dot(q, &seq[j * row + ko..j * row + ko + head_dim]) * scale;
-                max = max.max(*w);
+    let Scores { weights, keys } = scores;
+    let len = weights.len();
+    let scale = 1.0 / (dim as f32).sqrt();
+    for h in 0..count {
+        let (qo, ko, vo) = (h * dim, hidden + h * dim, 2 * hidden + h * dim);
+        for j in 0..len {
+            for d in 0..dim {
+                keys[d * len + j] = seq[j * row + ko + d];
             }
+        }
+        for i in 0..len {
+            let q = &seq[i * row + qo..i * row + qo + dim];
+            weights.fill(0.0);
+            for (d, &qd) in q.iter().enumerate() {
+                let qd = qd * scale;
+                for (w, &k) in weights.iter_mut().zip(&keys[d * len..(d + 1) * len]) {
+                    *w += qd * k;
+                }
+            }
+            let max = weights.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0f32;
             for w in weights.iter_mut() {
                 *w = exp(*w - max);
                 sum += *w;
             }
-            let o = &mut ctx[i * hidden + qo..i * hidden + qo + head_dim];
-            for (&w, &j) in weights.iter().zip(keys) {
+            let o = &mut ctx[i * hidden + qo..i * hidden + qo + dim];
+            for (j, &w) in weights.iter().enumerate() {
                 let p = w / sum;
-                let v = &seq[j * row + vo..j * row + vo + head_dim];
+                let v = &seq[j * row + vo..j * row + vo + dim];
                 for (a, &b) in o.iter_mut().zip(v) {
                     *a += p * b;
                 }
@@ -439,40 +420,30 @@ mod tests {
         }
     }
 
-    /// Attention in f64 from its definition, with masked keys at -∞.
-    fn attention_f64(qkv: &[f32], mask: &[u32], shape: AttentionShape) -> Vec<f64> {
-        let AttentionShape {
-            sequences,
-            len,
-            heads,
-            head_dim,
-        } = shape;
-        let hidden = heads * head_dim;
-        let at = |s: usize, t: usize, part: usize, h: usize, d: usize| {
-            qkv[(s * len + t) * 3 * hidden + part * hidden + h * head_dim + d] as f64
+    /// Attention in f64 from its definition, one sequence at a time.
+    fn attention_f64(qkv: &[f32], offsets: &[usize], heads: Heads) -> Vec<f64> {
+        let hidden = heads.count * heads.dim;
+        let at = |t: usize, part: usize, h: usize, d: usize| {
+            qkv[t * 3 * hidden + part * hidden + h * heads.dim + d] as f64
         };
-        let mut out = vec![0f64; sequences * len * hidden];
-        for s in 0..sequences {
-            for h in 0..heads {
-                for i in 0..len {
-                    let scores: Vec<f64> = (0..len)
+        let mut out = vec![0f64; offsets.last().unwrap() * hidden];
+        for w in offsets.windows(2) {
+            for h in 0..heads.count {
+                for i in w[0]..w[1] {
+                    let scores: Vec<f64> = (w[0]..w[1])
                         .map(|j| {
-                            if mask[s * len + j] == 0 {
-                                f64::NEG_INFINITY
-                            } else {
-                                (0..head_dim)
-                                    .map(|d| at(s, i, 0, h, d) * at(s, j, 1, h, d))
-                                    .sum::<f64>()
-                                    / (head_dim as f64).sqrt()
-                            }
+                            (0..heads.dim)
+                                .map(|d| at(i, 0, h, d) * at(j, 1, h, d))
+                                .sum::<f64>()
+                                / (heads.dim as f64).sqrt()
                         })
                         .collect();
                     let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                     let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
                     let z: f64 = e.iter().sum();
-                    for d in 0..head_dim {
-                        out[(s * len + i) * hidden + h * head_dim + d] =
-                            (0..len).map(|j| e[j] / z * at(s, j, 2, h, d)).sum();
+                    for d in 0..heads.dim {
+                        out[i * hidden + h * heads.dim + d] =
+                            (w[0]..w[1]).map(|j| e[j - w[0]] / z * at(j, 2, h, d)).sum();
                     }
                 }
             }
@@ -481,37 +452,26 @@ mod tests {
     }
 
     #[test]
-    fn attention_matches_its_definition_with_padding() {
-        // Head size 12 exercises both the 8-wide and the remainder part of the dot product.
-        let shape = AttentionShape {
-            sequences: 3,
-            len: 5,
-            heads: 2,
-            head_dim: 12,
-        };
-        let n = shape.sequences * shape.len * 3 * shape.heads * shape.head_dim;
+    fn attention_matches_its_definition_on_ragged_sequences() {
+        // Head size 12 exercises both the 8-wide and the remainder part of the dot product;
+        // sequences of 5, 3, 1 and 0 tokens.
+        let heads = Heads { count: 2, dim: 12 };
+        let offsets = [0, 5, 8, 9, 9];
+        let n = 9 * 3 * 24;
         let qkv: Vec<f32> = (0..n)
             .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 1.3)
             .collect();
-        let mask = [1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, 0, 0, 0];
         let mut out = Vec::new();
-        attention(&qkv, Some(&mask), shape, &mut out);
-        let want = attention_f64(&qkv, &mask, shape);
+        attention(&qkv, &offsets, heads, &mut out);
+        let want = attention_f64(&qkv, &offsets, heads);
+        assert_eq!(out.len(), want.len());
         let worst = out
             .iter()
             .zip(&want)
             .map(|(a, b)| (*a as f64 - b).abs())
             .fold(0.0, f64::max);
         assert!(worst < 1e-6, "worst {worst}");
-        // Without a mask every key counts.
-        let ones = [1u32; 15];
-        attention(&qkv, None, shape, &mut out);
-        let want = attention_f64(&qkv, &ones, shape);
-        let worst = out
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (*a as f64 - b).abs())
-            .fold(0.0, f64::max);
-        assert!(worst < 1e-6, "worst {worst}");
+        // A token alone attends only to itself: its context is its own value.
+        assert_eq!(&out[8 * 24..9 * 24], &qkv[8 * 72 + 48..9 * 72]);
     }
 }

@@ -70,7 +70,7 @@ pub struct Encoder {
 }
 
 /// Sub-batches of texts hold about this many tokens (rows × padded length).
-const TOKENS_PER_SUB_BATCH: usize = 8192;
+const TOKENS_PER_SUB_BATCH: usize = 2048;
 
 pub fn family(files: &ModelFiles) -> Result<Family> {
     let config = files.config_json()?;
@@ -236,17 +236,21 @@ impl Encoder {
             let rows = (TOKENS_PER_SUB_BATCH / longest).clamp(1, order.len() - start);
             let group = &order[start..start + rows];
             let refs: Vec<&[u32]> = group.iter().map(|&i| encoded[i].as_slice()).collect();
-            let batch = tok.pad(&refs);
-            let ids = Tensor::from_vec(batch.ids, (batch.rows, batch.len), &self.device)?;
-            let features = match model {
-                TextModel::Clip(m) => m.forward(&ids)?,
-                TextModel::Siglip(m) => m.forward(&ids)?,
-                TextModel::Sentence(m) => {
-                    let mask = Tensor::from_vec(batch.mask, (batch.rows, batch.len), &self.device)?;
-                    m.forward(&ids, &mask)?
+            let padded_ids = || -> Result<Tensor> {
+                let batch = tok.pad(&refs);
+                Ok(Tensor::from_vec(
+                    batch.ids,
+                    (batch.rows, batch.len),
+                    &self.device,
+                )?)
+            };
+            let values: Vec<Vec<f32>> = match model {
+                TextModel::Sentence(m) => m.embed(tok, &refs, &self.device)?,
+                TextModel::Clip(m) => m.forward(&padded_ids()?)?.to_dtype(DType::F32)?.to_vec2()?,
+                TextModel::Siglip(m) => {
+                    m.forward(&padded_ids()?)?.to_dtype(DType::F32)?.to_vec2()?
                 }
             };
-            let values: Vec<Vec<f32>> = features.to_dtype(DType::F32)?.to_vec2()?;
             for (&i, row) in group.iter().zip(values) {
                 out[i * dim..(i + 1) * dim].copy_from_slice(&row);
             }

@@ -6,13 +6,14 @@
 //! `sentence_bert_config.json` (the maximum length, 256 for all-MiniLM-L6-v2).
 
 use anyhow::{bail, Result};
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 use serde_json::Value;
 
 use super::super::model_files::{read_json, ModelFiles};
 use super::bert_host::HostBert;
+use super::tokens::TextTokenizer;
 
 /// How token states become one vector.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -114,17 +115,60 @@ impl SentenceBert {
         })
     }
 
-    /// `ids`, `mask`: `[rows, len]` u32. Returns `[rows, hidden]` f32.
-    pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let states = match &self.model {
-            Transformer::Candle(m) => m.forward(ids, &ids.zeros_like()?, Some(mask))?,
-            Transformer::Host(m) => {
-                let (rows, len) = ids.dims2()?;
-                let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<u32>();
-                let states = m.forward(&flat(ids)?, &flat(mask)?, rows, len)?;
-                Tensor::from_vec(states, (rows, len, self.config.hidden_size), ids.device())?
+    /// Embeds token sequences (unpadded); returns one vector of `hidden` values per sequence.
+    pub fn embed(
+        &self,
+        tok: &TextTokenizer,
+        sequences: &[&[u32]],
+        device: &Device,
+    ) -> Result<Vec<Vec<f32>>> {
+        let model = match &self.model {
+            Transformer::Host(m) => m,
+            Transformer::Candle(_) => {
+                let batch = tok.pad(sequences);
+                let ids = Tensor::from_vec(batch.ids, (batch.rows, batch.len), device)?;
+                let mask = Tensor::from_vec(batch.mask, (batch.rows, batch.len), device)?;
+                return Ok(self.forward(&ids, &mask)?.to_dtype(DType::F32)?.to_vec2()?);
             }
         };
+        let h = self.config.hidden_size;
+        let states = model.forward(sequences)?;
+        let mut rows = Vec::with_capacity(sequences.len());
+        let mut start = 0;
+        for s in sequences {
+            let tokens = &states[start * h..(start + s.len()) * h];
+            start += s.len();
+            let mut v = match self.pipeline.pooling {
+                Pooling::Cls => tokens
+                    .get(..h)
+                    .map_or_else(|| vec![0.0; h], <[f32]>::to_vec),
+                Pooling::Mean => {
+                    let mut sum = vec![0f32; h];
+                    for t in tokens.chunks_exact(h) {
+                        for (a, b) in sum.iter_mut().zip(t) {
+                            *a += b;
+                        }
+                    }
+                    // sentence-transformers clamps the token count at 1e-9.
+                    let count = (s.len() as f32).max(1e-9);
+                    sum.iter().map(|x| x / count).collect()
+                }
+            };
+            if self.pipeline.normalize {
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                v.iter_mut().for_each(|x| *x /= norm);
+            }
+            rows.push(v);
+        }
+        Ok(rows)
+    }
+
+    /// `ids`, `mask`: `[rows, len]` u32 on candle-transformers' model. Returns `[rows, hidden]`.
+    fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let Transformer::Candle(model) = &self.model else {
+            bail!("internal error: padded batches go to candle-transformers' model only");
+        };
+        let states = model.forward(ids, &ids.zeros_like()?, Some(mask))?;
         let pooled = match self.pipeline.pooling {
             Pooling::Cls => states.narrow(1, 0, 1)?.squeeze(1)?,
             Pooling::Mean => {
