@@ -11,12 +11,12 @@ use std::path::Path;
 use anyhow::{anyhow, Context, Result};
 
 use crate::data::npy::Matrix;
-use crate::experiment::value::Value;
 use crate::sae::train::{train, TrainOptions};
 use crate::sae::TrainConfig;
 use crate::steps::sae_common::{device, standardization_of, stats_options, MatrixRows};
 use crate::steps::snapshots;
 use crate::steps::spec::{Default, OutputSpec, ParamSpec, ParamType, Role};
+use crate::steps::value::Value;
 use crate::steps::{Metrics, Step, StepContext};
 
 pub struct Train;
