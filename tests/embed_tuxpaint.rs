@@ -158,7 +158,8 @@ fn the_tuxpaint_experiment_runs_offline_from_pictures_to_probe() {
         .all(|n| captions.contains(n["word"].as_str().unwrap())));
 
     // Scores on the held-out rows: one row per SAE (two image, two caption SAEs), each k a
-    // column, with FVUs that are finite and non-negative.
+    // column (empty where k exceeds that SAE's latents), with FVUs that are finite and
+    // non-negative.
     let scores = table_rows(&env, &exp, "score_topk");
     let mut scored: Vec<&str> = scores
         .iter()
@@ -180,8 +181,8 @@ fn the_tuxpaint_experiment_runs_offline_from_pictures_to_probe() {
             .as_object()
             .unwrap()
             .iter()
-            .filter(|(col, _)| col.starts_with("fvu@"))
-            .map(|(_, v)| v.as_f64().unwrap())
+            .filter(|(col, v)| col.starts_with("fvu@") && !v.is_null())
+            .map(|(col, v)| v.as_f64().unwrap_or_else(|| panic!("{col}: {v} in {row}")))
             .collect();
         assert!(!fvus.is_empty(), "{row}");
         assert!(fvus.iter().all(|f| f.is_finite() && *f >= 0.0), "{row}");
