@@ -1,9 +1,10 @@
 //! msae: reproducible sparse-autoencoder experiments on CLIP embeddings.
 //!
-//! Layers, each using only those below it: `cli` → `experiment` (TOML → instances) → `runner`
-//! (walk the DAG, cache, resume) → `store` (sled index + content-addressed objects) and `steps`
-//! (one file per step kind) → `data` (matrix files). `report` renders tables, graphs, figures
-//! and the report page.
+//! Layers, each using only those below it (the list in README.md, checked by `tests/layers.rs`):
+//! `cli` → `report` (tables, graphs, figures, the report page) → `runner` (walk the DAG, cache,
+//! resume) → `experiment` (TOML → instances) → `steps` (one file per step kind) → `analysis`,
+//! `embed` → `interop` → `sae`, `data` (matrix files), `metrics`, `store` (sled index +
+//! content-addressed objects), `assignment`, `diagnostic`.
 
 // Diagnostics carry a quoted source line and are built only on the error path; boxing them
 // would buy nothing measurable.

@@ -86,6 +86,56 @@ limit = 1000
     assert!(worst >= 0.99999, "minimum cosine {worst}");
 }
 
+/// Texts with upper case, accents, punctuation and rare words, so that normalisation and
+/// WordPiece splitting are exercised as well as the model.
+const MINILM_TEXTS: [&str; 6] = [
+    "a photo of a cat.",
+    "Café au lait, s'il vous plaît!",
+    "The QUICK brown fox jumps over the lazy dog",
+    "unbelievably transcontinental embeddings",
+    "3.14 is close to pi (roughly)",
+    "x",
+];
+
+#[test]
+fn minilm_embeddings_agree_with_an_independent_numpy_computation() {
+    let (Some(model), Some(python)) = (
+        common::test_asset("all-MiniLM-L6-v2"),
+        common::test_python(),
+    ) else {
+        return;
+    };
+    let env = Env::new();
+    env.write("texts.txt", &(MINILM_TEXTS.join("\n") + "\n"));
+    let exp = env.write(
+        "minilm.toml",
+        &format!(
+            "[experiment]\nname = \"minilm\"\n\n[steps.t]\nkind = \"embed\"\nmodel = \"{}\"\nsource = \"text\"\npath = \"texts.txt\"\n",
+            model.display()
+        ),
+    );
+    env.run_json(&exp);
+    let (n, d, ours) = matrix(&common::output_file(&env, "minilm", "t", "matrix"));
+    assert_eq!((n, d), (MINILM_TEXTS.len(), 384));
+    let oracle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracles/minilm_numpy.py");
+    let out = std::process::Command::new(python)
+        .arg(&oracle)
+        .arg(&model)
+        .arg(env.path("texts.txt"))
+        .arg(env.path("numpy.npy"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::text(&out));
+    let (rows, cols, theirs) = common::read_npy_f64(&env.path("numpy.npy"));
+    assert_eq!((rows, cols), (n, d));
+    let mut worst = 0f64;
+    for (a, b) in ours.iter().zip(&theirs) {
+        worst = worst.max((*a as f64 - b).abs());
+    }
+    eprintln!("all-MiniLM-L6-v2, msae vs float64 NumPy: largest difference {worst:.2e}");
+    assert!(worst < 5e-6, "largest difference {worst}");
+}
+
 /// PNG bytes of a deterministic RGB(A) pattern.
 fn png(width: u32, height: u32, seed: u32, alpha: bool) -> Vec<u8> {
     let channels = if alpha { 4 } else { 3 };

@@ -157,8 +157,36 @@ fn the_tuxpaint_experiment_runs_offline_from_pictures_to_probe() {
         .iter()
         .all(|n| captions.contains(n["word"].as_str().unwrap())));
 
-    // Scores on the held-out rows, one row per SAE and k.
-    assert!(!table_rows(&env, &exp, "score_topk").is_empty());
+    // Scores on the held-out rows: one row per SAE (two image, two caption SAEs), each k a
+    // column (empty where k exceeds that SAE's latents), with FVUs that are finite and
+    // non-negative.
+    let scores = table_rows(&env, &exp, "score_topk");
+    let mut scored: Vec<&str> = scores
+        .iter()
+        .map(|r| r["instance"].as_str().unwrap().split('[').next().unwrap())
+        .collect();
+    scored.sort_unstable();
+    assert_eq!(
+        scored,
+        [
+            "caption_scores",
+            "caption_scores",
+            "image_scores",
+            "image_scores"
+        ],
+        "{scores:?}"
+    );
+    for row in &scores {
+        let fvus: Vec<f64> = row
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(col, v)| col.starts_with("fvu@") && !v.is_null())
+            .map(|(col, v)| v.as_f64().unwrap_or_else(|| panic!("{col}: {v} in {row}")))
+            .collect();
+        assert!(!fvus.is_empty(), "{row}");
+        assert!(fvus.iter().all(|f| f.is_finite() && *f >= 0.0), "{row}");
+    }
 
     // With the same CLIP found in a Hugging Face cache under a hub id, the file runs unchanged
     // but for the model name — and the same weights give the same keys, so nothing reruns.

@@ -177,8 +177,8 @@ fn imported_reference_checkpoints_score_as_an_independent_computation_says() {
         "{same}"
     );
     assert_eq!(same["n_pairs"], N);
-    assert_eq!(table_rows(&env, &exp, "name").len(), 1);
-    assert_eq!(table_rows(&env, &exp, "linear_probe").len(), 1);
+    naming_is_the_cosine_of_decoder_rows_and_the_centred_vocabulary(&env, &exp);
+    probe_reports_are_consistent_on_the_imported_relu_model(&env, &exp);
 
     // score_topk: mean per-sample FVU and cosine at k = 2 and 8.
     let scores = table_rows(&env, &exp, "score_topk");
@@ -197,6 +197,116 @@ fn imported_reference_checkpoints_score_as_an_independent_computation_says() {
                 );
             }
         }
+    }
+}
+
+/// `name` (centred mode) computed by hand in f64: the cosine of every decoder row of the
+/// imported model with every vocabulary row minus the vocabulary's column mean, then for each
+/// latent the best and runner-up rows.
+fn naming_is_the_cosine_of_decoder_rows_and_the_centred_vocabulary(env: &Env, exp: &Path) {
+    let model = std::fs::read(output_file(env, "interop", "msae", "model")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&model).unwrap();
+    let decoder: Vec<f64> = st
+        .tensor("decoder")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+        .collect();
+    assert_eq!(decoder.len(), N * D);
+    let vocab = toy_data();
+    let rows = vocab.len();
+    let mean: Vec<f64> = (0..D)
+        .map(|c| vocab.iter().map(|r| r[c]).sum::<f64>() / rows as f64)
+        .collect();
+    let unit = |v: Vec<f64>| {
+        let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        v.into_iter().map(|x| x / n).collect::<Vec<f64>>()
+    };
+    let centred: Vec<Vec<f64>> = vocab
+        .iter()
+        .map(|r| unit(r.iter().zip(&mean).map(|(x, m)| x - m).collect()))
+        .collect();
+    let directions: Vec<Vec<f64>> = decoder.chunks(D).map(|r| unit(r.to_vec())).collect();
+    let cos = |i: usize, j: usize| -> f64 {
+        centred[i]
+            .iter()
+            .zip(&directions[j])
+            .map(|(a, b)| a * b)
+            .sum()
+    };
+    // The stored similarity matrix, [vocabulary rows, latents].
+    let similarity = read_npy_f32(&output_file(env, "interop", "names", "similarity"));
+    let want: Vec<f64> = (0..rows)
+        .flat_map(|i| (0..N).map(move |j| (i, j)))
+        .map(|(i, j)| cos(i, j))
+        .collect();
+    assert_close("similarity", &similarity, &want, 1e-5);
+    // Each latent's name is its most similar row, then the runner-up.
+    let names: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(output_file(env, "interop", "names", "names")).unwrap(),
+    )
+    .unwrap();
+    let names = names.as_array().unwrap();
+    assert_eq!(names.len(), N);
+    let mut best_sum = 0.0;
+    for (j, entry) in names.iter().enumerate() {
+        let mut order: Vec<usize> = (0..rows).collect();
+        order.sort_by(|&a, &b| cos(b, j).total_cmp(&cos(a, j)));
+        assert_eq!(entry["latent"], j);
+        assert_eq!(entry["index"], order[0], "latent {j}: {entry}");
+        assert_eq!(entry["word"], order[0].to_string(), "latent {j}: {entry}");
+        assert_eq!(entry["runner_up_index"], order[1], "latent {j}: {entry}");
+        let score = entry["score"].as_f64().unwrap();
+        assert!(
+            (score - cos(order[0], j)).abs() < 1e-5,
+            "latent {j}: {entry}"
+        );
+        let second = entry["runner_up_score"].as_f64().unwrap();
+        assert!(
+            (second - cos(order[1], j)).abs() < 1e-5,
+            "latent {j}: {entry}"
+        );
+        best_sum += cos(order[0], j);
+    }
+    let row = &table_rows(env, exp, "name")[0];
+    let mean_best = row["mean_best_score"].as_f64().unwrap();
+    assert!((mean_best - best_sum / N as f64).abs() < 1e-5, "{row}");
+}
+
+/// The probe of the imported ReLU model, trained and evaluated on the same 40 rows: the
+/// training and evaluation reports are the same numbers, the table shows the report's values,
+/// and agreement is a whole number of rows with the spread of 0/1 values.
+fn probe_reports_are_consistent_on_the_imported_relu_model(env: &Env, exp: &Path) {
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(output_file(env, "interop", "probe", "report")).unwrap(),
+    )
+    .unwrap();
+    let row = &table_rows(env, exp, "linear_probe")[0];
+    let rows = toy_data().len();
+    let dense = &report["dense"];
+    assert_eq!(dense["train"], dense["eval"], "{report}");
+    assert_eq!(dense["eval"]["rows"], rows);
+    for (col, key) in [("kl", "kl_mean"), ("agreement", "agreement_mean")] {
+        assert_eq!(row[col], dense["eval"][key], "{row}\n{report}");
+    }
+    assert_eq!(row["kl@2"], report["topk"]["2"]["eval"]["kl_mean"]);
+    assert_eq!(
+        row["agreement@2"],
+        report["topk"]["2"]["eval"]["agreement_mean"]
+    );
+    assert_eq!(
+        row["macro_f1"], report["probe"]["final_macro_f1"],
+        "{report}"
+    );
+    for part in [&dense["eval"], &report["topk"]["2"]["eval"]] {
+        let a = part["agreement_mean"].as_f64().unwrap();
+        let agreeing = a * rows as f64;
+        assert!((agreeing - agreeing.round()).abs() < 1e-9, "{part}");
+        let std = part["agreement_std"].as_f64().unwrap();
+        assert!((std - (a * (1.0 - a)).sqrt()).abs() < 1e-9, "{part}");
+        let kl = part["kl_mean"].as_f64().unwrap();
+        assert!(kl.is_finite() && kl >= 0.0, "{part}");
     }
 }
 

@@ -139,22 +139,147 @@ fn results_tables_are_written_and_printed() {
     assert!(String::from_utf8_lossy(&graph.stdout).contains("train→data"));
 }
 
+/// Every architecture, trained and then scored, validated, extracted and matched, on small
+/// synthetic data: batches large enough that the parallel kernels split their work (parts of
+/// 256 rows, groups of 512 output rows, threaded matrix products) across both threads.
+const THREADED: &str = r#"
+[experiment]
+name = "threads"
+seed = 3
+
+[steps.data]
+kind = "synth"
+dim = 32
+n_features = 64
+train = 4096
+test = 1200
+active = 3.0
+
+[steps.st]
+kind = "stats"
+data = "data.train"
+
+[steps.sae]
+kind = "train"
+data = "data.train"
+n_latents = 256
+epochs = 2
+batch_size = 1024
+lr = 0.004
+
+[[steps.sae.variant]]
+arch = "topk"
+k = 4
+
+[[steps.sae.variant]]
+arch = "batchtopk"
+k = 4
+
+[[steps.sae.variant]]
+arch = "msae"
+nesting_start = 8
+
+[[steps.sae.variant]]
+arch = "relu"
+l1 = 0.003
+
+[[steps.sae.variant]]
+arch = "jumprelu"
+
+[steps.score]
+kind = "score_topk"
+sae = "sae"
+data = "data.test"
+ks = [2, 8]
+
+[steps.val]
+kind = "validate"
+sae = "sae.snapshots"
+data = "data.test"
+
+[steps.ex]
+kind = "extract"
+sae = "sae"
+data = "data.test"
+
+[steps.recovery]
+kind = "recovery"
+sae = "sae"
+truth = "data.dictionary"
+"#;
+
+/// Every stored output of every instance of a run: (instance, output) → the object's bytes.
+/// Training ran with `threads` worker threads.
+fn stored_outputs(
+    env: &Env,
+    experiment: &str,
+    summary: &serde_json::Value,
+    threads: u64,
+) -> std::collections::BTreeMap<(String, String), Vec<u8>> {
+    let store = msae::store::Store::open(&env.cache(), "test reader", true).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for inst in summary["instances"].as_array().unwrap() {
+        let name = inst["name"].as_str().unwrap();
+        let record = store.index.latest(experiment, name).unwrap().unwrap();
+        if name.starts_with("sae[") {
+            assert_eq!(record.exec["threads"], threads, "{name}: {:?}", record.exec);
+        }
+        for (output, artifact) in &record.outputs {
+            let bytes = std::fs::read(store.objects.path(&artifact.hash)).unwrap();
+            assert_eq!(bytes.len() as u64, artifact.size, "{name}.{output}");
+            out.insert((name.to_string(), output.clone()), bytes);
+        }
+    }
+    out
+}
+
 #[test]
 fn outputs_are_byte_identical_across_stores_and_thread_counts() {
-    let a = Env::new();
-    let b = Env::new();
-    let text = "[steps.data]\nkind = \"synth\"\ndim = 8\nn_features = 16\ntrain = 3000\ntest = 100\n\n[steps.st]\nkind = \"stats\"\ndata = \"data.train\"\n";
-    let ea = a.write("x.toml", text);
-    let eb = b.write("x.toml", text);
-    let sa = a.run_json(&ea);
-    let out = b
-        .command()
-        .args(["run", "--json", "--threads", "1", eb.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let sb: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for i in 0..2 {
-        assert_eq!(sa["instances"][i]["key"], sb["instances"][i]["key"]);
+    let runs: Vec<(Env, serde_json::Value)> = ["1", "2"]
+        .into_iter()
+        .map(|threads| {
+            let env = Env::new();
+            let exp = env.write("x.toml", THREADED);
+            let out = env.msae(&["run", "--json", "--threads", threads, exp.to_str().unwrap()]);
+            assert!(
+                out.status.success(),
+                "--threads {threads}: {}",
+                common::text(&out)
+            );
+            let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(summary["failed"], 0, "{summary}");
+            (env, summary)
+        })
+        .collect();
+    let [(one, s1), (two, s2)] = &runs[..] else {
+        unreachable!()
+    };
+    // 1 synth, 1 stats and five of each SAE step.
+    assert_eq!(s1["run"], 2 + 5 * 5, "{s1}");
+    let a = stored_outputs(one, "threads", s1, 1);
+    let b = stored_outputs(two, "threads", s2, 2);
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "the two runs stored different outputs"
+    );
+    let differing: Vec<String> = a
+        .iter()
+        .filter(|(k, bytes)| b[*k] != **bytes)
+        .map(|((inst, output), _)| format!("{inst}.{output}"))
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "outputs differ between 1 and 2 threads: {differing:?}"
+    );
+    // Equal bytes mean equal keys downstream: every instance has the same key in both stores.
+    for (x, y) in s1["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(s2["instances"].as_array().unwrap())
+    {
+        assert_eq!((&x["name"], &x["key"]), (&y["name"], &y["key"]));
     }
 }
 

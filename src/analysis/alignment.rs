@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use crate::assignment::{solve_max, AssignmentError};
-use crate::steps::recovery::cosines;
+use crate::metrics::similarity::row_dot_products;
 
 /// The matched pairs `(row of a, row of b)` and their cosines, in row order of `a`.
 pub struct Alignment {
@@ -33,7 +33,7 @@ pub fn align(
     c.par_chunks_mut(block * nb)
         .zip(ua.par_chunks(block * d))
         .for_each(|(out, rows)| {
-            out.copy_from_slice(&cosines(rows, ub, d));
+            out.copy_from_slice(&row_dot_products(rows, ub, d));
             out.iter_mut().filter(|v| v.is_nan()).for_each(|v| *v = 0.0);
         });
     let pairs = solve_max(&c, na, nb)?.pairs();

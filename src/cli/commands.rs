@@ -19,10 +19,10 @@ use crate::report::{self, graph, table};
 use crate::runner::executor::Executor;
 use crate::runner::local::Local;
 use crate::runner::plan::{cached_records, plan, PlanStatus};
-use crate::runner::progress::Progress;
 use crate::runner::reasons::Reason;
 use crate::runner::slurm::{Slurm, SlurmOptions};
 use crate::runner::{self, RunOptions, Status};
+use crate::steps::progress::Progress;
 use crate::steps::spec::{Default, Role};
 use crate::store::Store;
 

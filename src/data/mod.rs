@@ -2,6 +2,5 @@
 
 pub mod npy;
 pub mod reader;
-pub mod stats_file;
 
 pub use npy::{Matrix, NpyWriter};

@@ -15,8 +15,8 @@ use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::diagnostic::Diagnostic;
 use crate::experiment::load::{Experiment, SettingValue, StepDef};
-use crate::experiment::value::Value;
 use crate::steps::spec::{quoted_list, Role};
+use crate::steps::value::Value;
 use crate::steps::Step;
 
 #[derive(Debug, Clone, PartialEq)]

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use crate::diagnostic::{nearest, Diagnostic, SourceSpan};
 use crate::experiment::reference::{is_identifier, Reference};
 use crate::experiment::toml_tree::{self, Entry, Node, NodeValue};
-use crate::experiment::value::Value;
 use crate::steps::spec::{quoted_list, ParamSpec, ParamType, Role};
+use crate::steps::value::Value;
 use crate::steps::{self, Step};
 
 /// Keys of a step table that are not parameters.

@@ -5,7 +5,6 @@ pub mod load;
 pub mod reference;
 pub mod resources;
 pub mod toml_tree;
-pub mod value;
 
 pub use expand::{expand, Instance, InstanceInput, Plan};
 pub use load::{load, Experiment};

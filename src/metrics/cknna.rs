@@ -351,39 +351,3 @@ mod tests {
         assert!(cknna(tiny, tiny, 2).is_err());
     }
 }
-
-#[cfg(test)]
-mod timing {
-    use super::*;
-    use rand::{Rng, SeedableRng};
-
-    /// Throughput check at extract's batch size; run with
-    /// `cargo test --lib cknna_timing -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn cknna_timing() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-        let (m, d, n, k) = (10_000, 768, 6144, 32);
-        let x: Vec<f32> = (0..m * d).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let mut z = vec![0.0f32; m * n];
-        for row in z.chunks_mut(n) {
-            for _ in 0..k {
-                row[rng.random_range(0..n)] = rng.random_range(0.0..1.0);
-            }
-        }
-        let xm = MatRef::new(&x, m, d).unwrap();
-        let zm = MatRef::new(&z, m, n).unwrap();
-        let t = std::time::Instant::now();
-        let kn = linear_kernel_neighbours(xm, CKNNA_TOPK).unwrap();
-        eprintln!("dense {m}x{d} kernel neighbours: {:?}", t.elapsed());
-        let t = std::time::Instant::now();
-        let ln = linear_kernel_neighbours(zm, CKNNA_TOPK).unwrap();
-        eprintln!(
-            "sparse {m}x{n} (k={k}) kernel neighbours: {:?}",
-            t.elapsed()
-        );
-        let t = std::time::Instant::now();
-        let c = cknna_from_neighbours(&kn, &ln).unwrap();
-        eprintln!("HSIC terms: {:?} (cknna {c})", t.elapsed());
-    }
-}

@@ -32,8 +32,10 @@ mod matrix;
 mod neighbours;
 mod orthogonality;
 mod reconstruction;
+pub mod similarity;
 mod sparsity;
 pub mod stats;
+pub mod stats_file;
 mod torch_sum;
 
 pub use aggregate::MeanStd;

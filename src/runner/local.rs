@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use crate::runner::executor::{Executor, Finished, InFlight, Task};
-use crate::runner::progress::Progress;
 use crate::runner::task::{run_task, with_threads};
+use crate::steps::progress::Progress;
 use crate::steps::Needs;
 use crate::store::now_unix;
 
@@ -161,7 +161,7 @@ impl Executor for Local {
                 (
                     *i,
                     InFlight {
-                        progress: r.line.snapshot(),
+                        progress: crate::runner::progress::snapshot(&r.line),
                         job: None,
                         device: Some(r.device.clone()),
                         started_unix: r.started_unix,

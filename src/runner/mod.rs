@@ -33,12 +33,12 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::experiment::{Experiment, Instance, Plan};
+use crate::steps::progress::Progress;
 use crate::store::live::LiveState;
 use crate::store::{now_unix, FailureRecord, Record, Store};
 use executor::{Executor, Finished, Task};
 use keys::{prepare, Outputs, Prepared, Readiness};
 use live_board::LiveBoard;
-use progress::Progress;
 use task::{TaskResult, TaskSpec};
 
 pub struct RunOptions {

@@ -11,8 +11,8 @@ use std::time::Instant;
 use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::experiment::value::Value;
-use crate::runner::progress::Progress;
+use crate::steps::progress::Progress;
+use crate::steps::value::Value;
 use crate::steps::{InputArtifact, Metrics, Resource, StepContext};
 use crate::store::{ArtifactRecord, Objects};
 

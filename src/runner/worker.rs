@@ -16,8 +16,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::runner::progress::Progress;
 use crate::runner::task::{read_json, run_task, with_threads, TaskResult, TaskSpec};
+use crate::steps::progress::Progress;
 use crate::store::snapshot::write_atomic;
 
 pub const SPEC: &str = "spec.json";
@@ -67,7 +67,7 @@ pub fn exec(spec_path: &Path) -> Result<ExitCode> {
         let (progress, stop, path) = (progress.clone(), stop.clone(), dir.join(PROGRESS));
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
-                if let Some(p) = progress.snapshot() {
+                if let Some(p) = crate::runner::progress::snapshot(&progress) {
                     if let Ok(bytes) = serde_json::to_vec(&p) {
                         write_atomic(&path, &bytes).ok();
                     }

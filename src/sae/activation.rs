@@ -214,7 +214,7 @@ pub fn eval_form(p: &Tensor, variant: TopkVariant) -> Result<Tensor> {
 }
 
 /// JumpReLU code `R·1[R > θ]` with `R = ReLU(P)`; θ is [n] (positive). The derivative with
-/// respect to P is the straight-through `1[R > θ]`; threshold gradients live in `model.rs`.
+/// respect to P is the straight-through `1[R > θ]`; threshold gradients live in `model/mod.rs`.
 pub fn jumprelu(p: &Tensor, theta: &Tensor) -> Result<Coded> {
     let r = p.relu()?;
     let h = to_f32(&r.broadcast_gt(theta)?)?;

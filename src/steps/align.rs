@@ -6,8 +6,8 @@
 //! cosine pairs `min(n_a, n_b)` latents, and the mean cosine over the pairs is the score.
 
 use crate::analysis::alignment::align;
+use crate::metrics::similarity::normalized_rows;
 use crate::sae::Sae;
-use crate::steps::recovery::normalized_rows;
 use crate::steps::sae_common::device;
 use crate::steps::spec::{Default, OutputSpec, ParamSpec, ParamType, Role};
 use crate::steps::train::load_model;

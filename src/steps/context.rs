@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
 
-use crate::experiment::value::Value;
-use crate::runner::progress::Progress;
+use crate::steps::progress::Progress;
+use crate::steps::value::Value;
 
 /// Metrics a step reports; they become the columns of `msae table`.
 pub type Metrics = BTreeMap<String, serde_json::Value>;

@@ -23,9 +23,9 @@ use crate::embed::source::parquet::{ParquetOptions, ParquetSource};
 use crate::embed::source::text_lines::TextLines;
 use crate::embed::source::webdataset::{WebDataset, WebDatasetOptions};
 use crate::embed::source::{files as source_files, Source};
-use crate::experiment::value::Value;
 use crate::interop::hub::{self, Kind};
 use crate::steps::spec::{Default, OutputSpec, ParamSpec, ParamType, Role};
+use crate::steps::value::Value;
 use crate::steps::{Metrics, Resource, Step, StepContext};
 
 pub struct Embed;

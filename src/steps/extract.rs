@@ -6,9 +6,9 @@ use anyhow::{anyhow, Result};
 use serde_json::json;
 
 use crate::data::npy::NpyWriter;
-use crate::experiment::value::Value;
 use crate::steps::sae_eval::{standardized_batch, unstandardize, Evaluation, PairMetrics};
 use crate::steps::spec::{Default, OutputSpec, ParamSpec, ParamType, Role};
+use crate::steps::value::Value;
 use crate::steps::{Metrics, Step, StepContext};
 
 pub struct Extract;

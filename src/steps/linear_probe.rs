@@ -14,7 +14,6 @@ use crate::analysis::probe::{
     semantic_preservation, train_probe, LabelledSet, PreservationReport, ProbeOptions,
 };
 use crate::data::npy::Matrix;
-use crate::experiment::value::Value;
 use crate::metrics::MatRef;
 use crate::sae::{Sae, Standardization};
 use crate::steps::import::read_lines;
@@ -22,6 +21,7 @@ use crate::steps::sae_common::device;
 use crate::steps::sae_eval::{standardization_for, standardized_batch, stats_source};
 use crate::steps::spec::{Default, OutputSpec, ParamSpec, ParamType, Role};
 use crate::steps::train::load_model;
+use crate::steps::value::Value;
 use crate::steps::{Metrics, Step, StepContext};
 
 pub struct LinearProbe;

@@ -38,6 +38,7 @@ pub mod import;
 pub mod import_sae;
 pub mod linear_probe;
 pub mod name;
+pub mod progress;
 pub mod recovery;
 pub mod sae_common;
 pub mod sae_eval;
@@ -48,6 +49,7 @@ pub mod stats;
 pub mod synth;
 pub mod train;
 pub mod validate;
+pub mod value;
 
 pub use context::{InputArtifact, Metrics, Resource, StepContext};
 pub use spec::{OutputSpec, ParamSpec};
@@ -77,7 +79,7 @@ pub trait Step: Sync {
     /// step finds the same files in [`StepContext::resources`] when it runs.
     fn resources(
         &self,
-        _params: &std::collections::BTreeMap<String, crate::experiment::value::Value>,
+        _params: &std::collections::BTreeMap<String, crate::steps::value::Value>,
         _base: &std::path::Path,
     ) -> anyhow::Result<Vec<Resource>> {
         Ok(Vec::new())

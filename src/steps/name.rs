@@ -14,12 +14,12 @@ use crate::analysis::naming::{
     NamingOptions, DEFAULT_BLOCK_ROWS,
 };
 use crate::data::npy::Matrix;
-use crate::experiment::value::Value;
 use crate::metrics::MatRef;
 use crate::steps::import::read_lines;
 use crate::steps::sae_common::device;
 use crate::steps::spec::{Default, OutputSpec, ParamSpec, ParamType, Role};
 use crate::steps::train::load_model;
+use crate::steps::value::Value;
 use crate::steps::{Metrics, Step, StepContext};
 
 pub struct Name;

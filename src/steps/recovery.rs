@@ -8,6 +8,7 @@ use anyhow::{bail, Result};
 
 use crate::assignment::solve_max;
 use crate::data::npy::Matrix;
+use crate::metrics::similarity::{normalized_rows, row_dot_products};
 use crate::steps::sae_common::device;
 use crate::steps::spec::{Default, OutputSpec, ParamSpec, ParamType, Role};
 use crate::steps::train::load_model;
@@ -49,47 +50,6 @@ static OUTPUTS: &[OutputSpec] = &[OutputSpec {
     doc: "per true feature: best latent, its cosine, assigned latent and cosine (JSON)",
 }];
 
-/// Rows scaled to unit L2 norm (the norm floored at 1e-12, so a zero row stays zero).
-pub fn normalized_rows(data: &[f32], cols: usize) -> Vec<f32> {
-    let mut out = data.to_vec();
-    for row in out.chunks_mut(cols) {
-        let norm = row
-            .iter()
-            .map(|v| (*v as f64).powi(2))
-            .sum::<f64>()
-            .sqrt()
-            .max(1e-12) as f32;
-        row.iter_mut().for_each(|v| *v /= norm);
-    }
-    out
-}
-
-/// Cosine matrix [a_rows, b_rows] of two row-normalised matrices.
-pub fn cosines(a: &[f32], b: &[f32], d: usize) -> Vec<f32> {
-    let (ra, rb) = (a.len() / d, b.len() / d);
-    let mut c = vec![0f32; ra * rb];
-    // SAFETY: the slices hold ra×d, rb×d and ra×rb values with the strides given.
-    unsafe {
-        matrixmultiply::sgemm(
-            ra,
-            d,
-            rb,
-            1.0,
-            a.as_ptr(),
-            d as isize,
-            1,
-            b.as_ptr(),
-            1,
-            d as isize,
-            0.0,
-            c.as_mut_ptr(),
-            rb as isize,
-            1,
-        );
-    }
-    c
-}
-
 impl Step for Recovery {
     step_info!(kind: "recovery", version: 1, about: "how well an SAE's decoder recovers a known dictionary (mean max cosine, optimal matching)");
 
@@ -113,7 +73,7 @@ impl Step for Recovery {
         let t = normalized_rows(truth.data(), d);
         let l = normalized_rows(&dec, d);
         let (f, n) = (truth.rows(), sae.n);
-        let c = cosines(&t, &l, d);
+        let c = row_dot_products(&t, &l, d);
         let threshold = ctx.float("threshold")? as f32;
         let mut best = Vec::with_capacity(f);
         for row in c.chunks(n) {

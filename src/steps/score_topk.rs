@@ -5,10 +5,10 @@
 use anyhow::Result;
 use candle_core::Tensor;
 
-use crate::experiment::value::Value;
 use crate::metrics::{keep_topk_per_row, topk_list};
 use crate::steps::sae_eval::{standardized_batch, unstandardize, Evaluation, PairMetrics};
 use crate::steps::spec::{Default, OutputSpec, ParamSpec, ParamType, Role};
+use crate::steps::value::Value;
 use crate::steps::{Metrics, Step, StepContext};
 
 pub struct ScoreTopk;

@@ -3,7 +3,7 @@
 //! The experiment loader validates TOML against these declarations, so a step kind never sees a
 //! misspelled key, a wrong type or an out-of-range value.
 
-use crate::experiment::value::Value;
+use crate::steps::value::Value;
 
 /// The type a parameter's value must have.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -6,8 +6,8 @@
 use anyhow::Result;
 
 use crate::data::npy::Matrix;
-use crate::data::stats_file;
 use crate::metrics::stats::{dataset_stats, ScaleRule, StatsOptions, STATS_CHUNK_ROWS};
+use crate::metrics::stats_file;
 use crate::metrics::MatRef;
 use crate::steps::spec::{Default, OutputSpec, ParamSpec, ParamType, Role};
 use crate::steps::{Metrics, Step, StepContext};

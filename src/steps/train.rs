@@ -11,12 +11,12 @@ use std::path::Path;
 use anyhow::{anyhow, Context, Result};
 
 use crate::data::npy::Matrix;
-use crate::experiment::value::Value;
 use crate::sae::train::{train, TrainOptions};
 use crate::sae::TrainConfig;
 use crate::steps::sae_common::{device, standardization_of, stats_options, MatrixRows};
 use crate::steps::snapshots;
 use crate::steps::spec::{Default, OutputSpec, ParamSpec, ParamType, Role};
+use crate::steps::value::Value;
 use crate::steps::{Metrics, Step, StepContext};
 
 pub struct Train;
@@ -277,6 +277,15 @@ mod tests {
         p.insert("lr".to_string(), Value::Float(1e-3));
         p.insert("l1".to_string(), Value::Float(1e-3));
         p.insert("n_latents".to_string(), Value::Int(16));
-        config_from_params(&p).unwrap();
+        p.insert("epochs".to_string(), Value::Int(7));
+        let c = config_from_params(&p).unwrap();
+        // The values arrive in their fields, renamed ones (`l1`) included.
+        assert_eq!(
+            (c.k, c.lr, c.sparsity_weight, c.n_latents, c.epochs),
+            (Some(8), Some(1e-3), Some(1e-3), Some(16), 7)
+        );
+        // A name the trainer does not know is refused.
+        p.insert("bogus".to_string(), Value::Int(1));
+        assert!(config_from_params(&p).is_err());
     }
 }

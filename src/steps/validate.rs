@@ -12,7 +12,6 @@ use anyhow::{anyhow, Result};
 use serde::Serialize;
 
 use crate::data::npy::Matrix;
-use crate::experiment::value::Value;
 use crate::metrics::{
     cknna, cosine_per_sample, decoder_orthogonality, fvu_per_sample, l0_count_per_sample,
     l2_distance_per_sample, sparsity_fraction_per_sample, MatRef, CKNNA_TOPK,
@@ -21,6 +20,7 @@ use crate::sae::Sae;
 use crate::steps::sae_common::{device, standardization_of, stats_options};
 use crate::steps::snapshots::Snapshots;
 use crate::steps::spec::{Default, OutputSpec, ParamSpec, ParamType, Role};
+use crate::steps::value::Value;
 use crate::steps::{Metrics, Step, StepContext};
 
 pub struct Validate;

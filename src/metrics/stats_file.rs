@@ -8,7 +8,7 @@ use anyhow::{anyhow, Context, Result};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
-use crate::metrics::stats::DatasetStats;
+use super::stats::DatasetStats;
 
 pub fn save(path: &Path, stats: &DatasetStats) -> Result<()> {
     let mean: Vec<u8> = stats.mean.iter().flat_map(|v| v.to_le_bytes()).collect();
