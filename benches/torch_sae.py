@@ -10,6 +10,7 @@ alternates it with msae; not used in CI.
 usage: python3 torch_sae.py THREADS D N BATCH ARCH
 """
 import json
+import os
 import sys
 import time
 
@@ -132,7 +133,20 @@ def main():
     arch = sys.argv[5]
     torch.set_num_threads(threads)
     timed = model(arch, d, n, batch)
-    print(json.dumps({"ready": True}), flush=True)
+    # The threads PyTorch actually uses (its intra-op pool, the inter-op pool, and what the
+    # environment asked OpenMP for), so a reader can tell a mis-set run from a slow one.
+    print(
+        json.dumps(
+            {
+                "ready": True,
+                "threads": torch.get_num_threads(),
+                "interop_threads": torch.get_num_interop_threads(),
+                "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            }
+        ),
+        flush=True,
+    )
     for line in sys.stdin:
         steps = int(line)
         print(json.dumps({"arch": arch, "samples_per_s": timed(steps)}), flush=True)

@@ -91,7 +91,15 @@ impl Torch {
             stdin,
             stdout,
         };
-        t.reply("ready")?;
+        let ready = t.line()?;
+        eprintln!(
+            "pytorch {arch}: {} intra-op threads, {} inter-op threads, OMP_NUM_THREADS {}, \
+             OMP_WAIT_POLICY {}",
+            ready["threads"],
+            ready["interop_threads"],
+            ready["omp_num_threads"],
+            ready["omp_wait_policy"]
+        );
         Ok(t)
     }
 
@@ -108,13 +116,17 @@ impl Torch {
 
     /// Field `key` of the script's next JSON line.
     fn reply(&mut self, key: &str) -> Result<serde_json::Value, String> {
+        Ok(self.line()?[key].clone())
+    }
+
+    /// The script's next JSON line.
+    fn line(&mut self) -> Result<serde_json::Value, String> {
         let mut line = String::new();
         self.stdout
             .read_line(&mut line)
             .map_err(|e| format!("torch_sae.py: {e}"))?;
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .map_err(|e| format!("torch_sae.py: bad output line {line:?}: {e}"))?;
-        Ok(v[key].clone())
+        serde_json::from_str(&line)
+            .map_err(|e| format!("torch_sae.py: bad output line {line:?}: {e}"))
     }
 }
 
@@ -202,8 +214,9 @@ fn rounds(
 /// Throughput goal of msae relative to PyTorch.
 fn goal(arch: &str) -> Option<f64> {
     match arch {
-        "topk" | "batchtopk" => Some(2.0),
+        "topk" | "batchtopk" => Some(2.5),
         "msae" => Some(4.0),
+        "relu" | "jumprelu" => Some(2.0),
         _ => None,
     }
 }
@@ -242,10 +255,18 @@ fn main() -> anyhow::Result<()> {
     let load_end = load_average();
 
     println!(
-        "\nTraining throughput, d = {}, n = {}, batch {}, {} threads, median of {} alternating \
-         rounds of {} timed steps (after one warm-up step); one-minute load average {} at the \
-         start, {} at the end\n",
-        a.d, a.n, a.batch, a.threads, a.rounds, a.steps, load_start, load_end
+        "\nTraining throughput, d = {}, n = {}, batch {}, {} threads asked, msae's rayon pool {} \
+         threads, median of {} alternating rounds of {} timed steps (after one warm-up step); \
+         one-minute load average {} at the start, {} at the end\n",
+        a.d,
+        a.n,
+        a.batch,
+        a.threads,
+        rayon::current_num_threads(),
+        a.rounds,
+        a.steps,
+        load_start,
+        load_end
     );
     match python {
         Ok(_) => {
