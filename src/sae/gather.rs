@@ -3,12 +3,15 @@
 //!
 //! Both read each gathered row once per call and keep their running sums in registers, so
 //! they are limited by how fast the rows stream in from cache rather than by loads and stores
-//! of an accumulator in memory. On x86-64 machines with AVX2 and FMA (detected at run time)
-//! hand-written kernels are used; elsewhere, and for widths they do not cover, portable loops.
-//! Results are deterministic on a given machine; the two variants may differ in the last bits
-//! (fused multiply-add and summation order).
+//! of an accumulator in memory. On x86-64 machines with AVX-512, or else AVX2 and FMA (detected
+//! at run time), hand-written kernels are used; elsewhere, and for widths they do not cover,
+//! portable loops. The kernels are load-bound (each entry streams 256 bytes of a row), so
+//! AVX-512's 64-byte loads halve the instructions per entry. Results are deterministic on a
+//! given machine; the variants may differ in the last bits (fused multiply-add and summation
+//! order of the dot products).
 
-/// Width of the column chunks that [`gather_axpy`] keeps in registers (eight AVX registers).
+/// Width of the column chunks that [`gather_axpy`] keeps in registers (eight AVX or four
+/// AVX-512 registers).
 pub(crate) const CHUNK: usize = 64;
 
 /// `acc += Σ_e val[e] · m[idx[e]·stride + off .. + acc.len()]`.
@@ -26,11 +29,19 @@ pub(crate) fn gather_axpy(
     assert!(off + acc.len() <= stride);
     let rows = m.len() / stride;
     #[cfg(target_arch = "x86_64")]
-    if acc.len() == CHUNK && avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA; every row index is checked against `rows`
-        // inside the kernel, and off + CHUNK <= stride keeps each read inside its row.
-        unsafe { x86::gather_axpy_64(acc, m, stride, off, idx, val, rows) };
-        return;
+    if acc.len() == CHUNK {
+        match level() {
+            // SAFETY: the CPU supports the kernel's instructions; every row index is checked
+            // against `rows` inside the kernel, and off + CHUNK <= stride keeps each read
+            // inside its row.
+            Level::Avx512 => {
+                return unsafe { x86::gather_axpy_64_avx512(acc, m, stride, off, idx, val, rows) }
+            }
+            Level::Avx2 => {
+                return unsafe { x86::gather_axpy_64(acc, m, stride, off, idx, val, rows) }
+            }
+            Level::Portable => {}
+        }
     }
     for (&i, &v) in idx.iter().zip(val) {
         let i = i as usize;
@@ -57,10 +68,17 @@ pub(crate) fn gather_dot_add(
     assert!(off + a.len() <= stride);
     let rows = m.len() / stride;
     #[cfg(target_arch = "x86_64")]
-    if a.len() == CHUNK && avx2_fma() {
-        // SAFETY: as in `gather_axpy`.
-        unsafe { x86::gather_dot_add_64(a, m, stride, off, idx, out, rows) };
-        return;
+    if a.len() == CHUNK {
+        match level() {
+            // SAFETY: as in `gather_axpy`.
+            Level::Avx512 => {
+                return unsafe { x86::gather_dot_add_64_avx512(a, m, stride, off, idx, out, rows) }
+            }
+            Level::Avx2 => {
+                return unsafe { x86::gather_dot_add_64(a, m, stride, off, idx, out, rows) }
+            }
+            Level::Portable => {}
+        }
     }
     for (o, &i) in out.iter_mut().zip(idx) {
         let i = i as usize;
@@ -89,25 +107,34 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-/// Whether the AVX2 + FMA kernels can run here (cached by the standard library).
+/// The widest kernels this CPU runs.
 #[cfg(target_arch = "x86_64")]
-fn avx2_fma() -> bool {
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Level {
+    Portable,
+    Avx2,
+    Avx512,
+}
+
+/// The kernels to use here (CPU features are cached by the standard library).
+#[cfg(target_arch = "x86_64")]
+fn level() -> Level {
+    let native = if x86::avx512_available() {
+        Level::Avx512
+    } else if x86::available() {
+        Level::Avx2
+    } else {
+        Level::Portable
+    };
     #[cfg(test)]
-    if portable_forced() {
-        return false;
-    }
-    x86::available()
+    let native = native.min(CEILING.with(|c| c.get()));
+    native
 }
 
-/// Tests force the portable loops through this flag to check them on AVX2 machines too.
-#[cfg(all(target_arch = "x86_64", test))]
-fn portable_forced() -> bool {
-    FORCE_PORTABLE.with(|f| f.get())
-}
-
+// Tests lower this ceiling to check the narrower kernels on machines that have wider ones.
 #[cfg(all(target_arch = "x86_64", test))]
 thread_local! {
-    static FORCE_PORTABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static CEILING: std::cell::Cell<Level> = const { std::cell::Cell::new(Level::Avx512) };
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -117,6 +144,74 @@ mod x86 {
     #[inline]
     pub(super) fn available() -> bool {
         is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+
+    #[inline]
+    pub(super) fn avx512_available() -> bool {
+        is_x86_feature_detected!("avx512f")
+    }
+
+    /// `gather_axpy_64` with the chunk in four 16-lane registers: per lane the same fused
+    /// multiply-adds in the same order, so the same bits as the AVX2 kernel.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gather_axpy_64_avx512(
+        acc: &mut [f32],
+        m: &[f32],
+        stride: usize,
+        off: usize,
+        idx: &[u32],
+        val: &[f32],
+        rows: usize,
+    ) {
+        let a = acc.as_mut_ptr();
+        let mut s = [_mm512_setzero_ps(); 4];
+        for (q, r) in s.iter_mut().enumerate() {
+            *r = _mm512_loadu_ps(a.add(16 * q));
+        }
+        let base = m.as_ptr();
+        for (&i, &v) in idx.iter().zip(val) {
+            let i = i as usize;
+            assert!(i < rows, "row {i} outside a {rows}-row matrix");
+            let p = base.add(i * stride + off);
+            let v = _mm512_set1_ps(v);
+            for (q, r) in s.iter_mut().enumerate() {
+                *r = _mm512_fmadd_ps(v, _mm512_loadu_ps(p.add(16 * q)), *r);
+            }
+        }
+        for (q, r) in s.iter().enumerate() {
+            _mm512_storeu_ps(a.add(16 * q), *r);
+        }
+    }
+
+    /// `gather_dot_add_64` with `a` in four 16-lane registers and two accumulators per entry.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gather_dot_add_64_avx512(
+        a: &[f32],
+        m: &[f32],
+        stride: usize,
+        off: usize,
+        idx: &[u32],
+        out: &mut [f32],
+        rows: usize,
+    ) {
+        let ap = a.as_ptr();
+        let x = [
+            _mm512_loadu_ps(ap),
+            _mm512_loadu_ps(ap.add(16)),
+            _mm512_loadu_ps(ap.add(32)),
+            _mm512_loadu_ps(ap.add(48)),
+        ];
+        let base = m.as_ptr();
+        for (&i, o) in idx.iter().zip(out.iter_mut()) {
+            let i = i as usize;
+            assert!(i < rows, "row {i} outside a {rows}-row matrix");
+            let p = base.add(i * stride + off);
+            let mut s0 = _mm512_mul_ps(x[0], _mm512_loadu_ps(p));
+            let mut s1 = _mm512_mul_ps(x[1], _mm512_loadu_ps(p.add(16)));
+            s0 = _mm512_fmadd_ps(x[2], _mm512_loadu_ps(p.add(32)), s0);
+            s1 = _mm512_fmadd_ps(x[3], _mm512_loadu_ps(p.add(48)), s1);
+            *o += _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+        }
     }
 
     /// Eight accumulators of eight lanes hold the 64-column chunk; each entry adds one
@@ -206,12 +301,24 @@ mod tests {
             .collect()
     }
 
-    /// Runs `f` with the AVX2 kernels allowed, then with the portable loops forced.
+    /// Runs `f` with the widest kernels this CPU has, then with at most AVX2, then with the
+    /// portable loops.
     fn both_paths(f: impl Fn(&str)) {
-        f("native");
-        FORCE_PORTABLE.with(|p| p.set(true));
+        #[cfg(target_arch = "x86_64")]
+        {
+            eprintln!("kernels here: {:?}", level());
+            for (name, ceiling) in [
+                ("native", Level::Avx512),
+                ("avx2", Level::Avx2),
+                ("portable", Level::Portable),
+            ] {
+                CEILING.with(|c| c.set(ceiling));
+                f(name);
+            }
+            CEILING.with(|c| c.set(Level::Avx512));
+        }
+        #[cfg(not(target_arch = "x86_64"))]
         f("portable");
-        FORCE_PORTABLE.with(|p| p.set(false));
     }
 
     #[test]

@@ -108,7 +108,7 @@ fn median(values: &[f32]) -> f64 {
 }
 
 impl Step for Align {
-    step_info!(kind: "align", version: 1, about: "optimal one-to-one matching of two SAEs' latents by direction cosine (dictionary alignment)");
+    step_info!(kind: "align", version: 2, about: "optimal one-to-one matching of two SAEs' latents by direction cosine (dictionary alignment)");
 
     fn needs(&self) -> crate::steps::Needs {
         crate::steps::Needs::DEVICE

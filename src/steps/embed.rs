@@ -355,7 +355,7 @@ fn towers(ctx: &StepContext) -> Result<(bool, bool)> {
 }
 
 impl Step for Embed {
-    step_info!(kind: "embed", version: 2, about: "embed texts or images with a pretrained encoder (CLIP, SigLIP, sentence-transformers BERT)");
+    step_info!(kind: "embed", version: 3, about: "embed texts or images with a pretrained encoder (CLIP, SigLIP, sentence-transformers BERT)");
 
     fn needs(&self) -> crate::steps::Needs {
         crate::steps::Needs::DEVICE

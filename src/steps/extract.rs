@@ -91,7 +91,7 @@ static OUTPUTS: &[OutputSpec] = &[
 ];
 
 impl Step for Extract {
-    step_info!(kind: "extract", version: 1, about: "dense and sparse codes and reconstructions of a matrix, in input order, with their metrics");
+    step_info!(kind: "extract", version: 2, about: "dense and sparse codes and reconstructions of a matrix, in input order, with their metrics");
 
     fn needs(&self) -> crate::steps::Needs {
         crate::steps::Needs::DEVICE

@@ -124,7 +124,7 @@ fn pres_json(train: &PreservationReport, eval: &PreservationReport) -> serde_jso
 }
 
 impl Step for LinearProbe {
-    step_info!(kind: "linear_probe", version: 2, about: "semantic preservation: a linear probe's KL and agreement between embeddings and their SAE reconstructions");
+    step_info!(kind: "linear_probe", version: 3, about: "semantic preservation: a linear probe's KL and agreement between embeddings and their SAE reconstructions");
 
     fn needs(&self) -> crate::steps::Needs {
         crate::steps::Needs::DEVICE

@@ -61,7 +61,7 @@ fn flag(ctx: &StepContext, name: &str) -> bool {
 }
 
 impl Step for Name {
-    step_info!(kind: "name", version: 1, about: "name every latent by its most similar vocabulary entry; similarity matrix and most frequent latents");
+    step_info!(kind: "name", version: 2, about: "name every latent by its most similar vocabulary entry; similarity matrix and most frequent latents");
 
     fn needs(&self) -> crate::steps::Needs {
         crate::steps::Needs::DEVICE

@@ -51,7 +51,7 @@ static OUTPUTS: &[OutputSpec] = &[OutputSpec {
 }];
 
 impl Step for Recovery {
-    step_info!(kind: "recovery", version: 1, about: "how well an SAE's decoder recovers a known dictionary (mean max cosine, optimal matching)");
+    step_info!(kind: "recovery", version: 2, about: "how well an SAE's decoder recovers a known dictionary (mean max cosine, optimal matching)");
 
     fn needs(&self) -> crate::steps::Needs {
         crate::steps::Needs::DEVICE

@@ -30,7 +30,7 @@ static OUTPUTS: &[OutputSpec] = &[OutputSpec {
 }];
 
 impl Step for ScoreTopk {
-    step_info!(kind: "score_topk", version: 1, about: "FVU, cosine, sparsity and dead latents when keeping the top k of the dense code, for growing k");
+    step_info!(kind: "score_topk", version: 2, about: "FVU, cosine, sparsity and dead latents when keeping the top k of the dense code, for growing k");
 
     fn needs(&self) -> crate::steps::Needs {
         crate::steps::Needs::DEVICE

@@ -218,7 +218,7 @@ fn validate_epoch(
 }
 
 impl Step for Validate {
-    step_info!(kind: "validate", version: 2, about: "per-epoch validation metrics of a training run on any matrix (from its epoch snapshots)");
+    step_info!(kind: "validate", version: 3, about: "per-epoch validation metrics of a training run on any matrix (from its epoch snapshots)");
 
     fn needs(&self) -> crate::steps::Needs {
         crate::steps::Needs::DEVICE
