@@ -348,7 +348,18 @@ fn a_linear_probe_measures_what_the_reconstructions_preserve() {
         let e = &report["topk"][k.to_string()]["eval"];
         assert_eq!(r[format!("kl@{k}")], e["kl_mean"], "{r}");
         assert_eq!(r[format!("agreement@{k}")], e["agreement_mean"], "{r}");
+        // The probe's macro-F1 on the reconstructions: in the table and the report, and a
+        // share of classes' F1 — at most 1, and above chance (0.25) for these separable blobs
+        // once the code keeps every latent.
+        let f1_k = r[format!("macro_f1@{k}")].as_f64().unwrap();
+        assert_eq!(
+            r[format!("macro_f1@{k}")],
+            report["topk"][k.to_string()]["eval_macro_f1"],
+            "{r}"
+        );
+        assert!((0.0..=1.0).contains(&f1_k), "{r}");
     }
+    assert!(r["macro_f1@32"].as_f64().unwrap() > 0.5, "{r}");
     // Agreement is the fraction of rows whose predicted class is kept: a whole number of the
     // 200 rows, with the population spread of 0/1 values, √(a(1 − a)).
     for set in ["train", "eval"] {

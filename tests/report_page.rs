@@ -460,6 +460,7 @@ fn analysis_figures_are_drawn_by_msae_report() {
         "align_seeds",
         "linear_probe_agreement",
         "linear_probe_kl",
+        "linear_probe_macro_f1",
         "name_names_seed_1",
         "name_names_seed_2",
         "pareto",

@@ -6,8 +6,8 @@
 //! One test function runs the scenarios one after another on one cluster: the same records and
 //! bytes as the local executor; a coordinator killed and restarted finishes without a duplicate
 //! job; a job cancelled with `scancel` is reported failed with its log tail and a rerun finishes
-//! it; a running training requeued with `scontrol requeue` completes with the bytes of an
-//! uninterrupted run.
+//! it; a running training requeued with `scontrol requeue`, and one sent SIGUSR1 (which
+//! checkpoints and requeues itself), complete with the bytes of an uninterrupted run.
 
 mod common;
 
@@ -426,6 +426,41 @@ fn worker_alive(spec: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Once a requeued job's killed attempt is over, lets it start again at once.
+fn release_requeued(cluster: &Cluster, env: &Env, id: &str) {
+    // A requeued job waits about two minutes before it may start again; skip the wait, but
+    // only once the killed attempt is over (pending again, and its processes given time to
+    // exit): made eligible earlier, Slurm can take the old attempt's exit for the new one's.
+    let start = Instant::now();
+    loop {
+        let q = cluster.cmd("squeue", &["-h", "-j", id, "-o", "%T"]);
+        if String::from_utf8_lossy(&q.stdout).trim() == "PENDING" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{}", text(&q));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The killed attempt's worker must be gone (on this one node: no process runs its spec).
+    let spec = msae::runner::worker::job_dir(&env.cache(), &job_key(cluster, id))
+        .join("spec.json")
+        .to_string_lossy()
+        .to_string();
+    let start = Instant::now();
+    while worker_alive(&spec) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the killed worker lingers"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let out = cluster.cmd(
+        "scontrol",
+        &["update", &format!("jobid={id}"), "StartTime=now"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+}
+
 #[test]
 fn slurm_executor_on_a_real_cluster() {
     let Some(cluster) = Cluster::start() else {
@@ -510,37 +545,7 @@ fn slurm_executor_on_a_real_cluster() {
         cluster.cmd("scontrol", &["requeue", &id]).status.success(),
         "scontrol requeue failed"
     );
-    // A requeued job waits about two minutes before it may start again; skip the wait, but
-    // only once the killed attempt is over (pending again, and its processes given time to
-    // exit): made eligible earlier, Slurm can take the old attempt's exit for the new one's.
-    let start = Instant::now();
-    loop {
-        let q = cluster.cmd("squeue", &["-h", "-j", &id, "-o", "%T"]);
-        if String::from_utf8_lossy(&q.stdout).trim() == "PENDING" {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "{}", text(&q));
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    // The killed attempt's worker must be gone (on this one node: no process runs its spec).
-    let spec = msae::runner::worker::job_dir(&env.cache(), &job_key(&cluster, &id))
-        .join("spec.json")
-        .to_string_lossy()
-        .to_string();
-    let start = Instant::now();
-    while worker_alive(&spec) {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the killed worker lingers"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_secs(1));
-    let out = cluster.cmd(
-        "scontrol",
-        &["update", &format!("jobid={id}"), "StartTime=now"],
-    );
-    assert!(out.status.success(), "{}", text(&out));
+    release_requeued(&cluster, &env, &id);
     let out = coordinator.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     {
@@ -561,6 +566,32 @@ fn slurm_executor_on_a_real_cluster() {
     let ce = clean.write("c.toml", &experiment(300, "[2]"));
     clean.run_json(&ce);
     assert_eq!(records(&env, "cluster"), records(&clean, "cluster"));
+
+    // 4b. SIGUSR1, as `--signal=B:USR1@120` sends it before a time limit: the training
+    //     checkpoints after its current step and requeues its own job; the next attempt
+    //     continues from there and ends with the bytes of an uninterrupted run.
+    {
+        let env = Env::new();
+        let exp = env.write("c.toml", &experiment(300, "[2]"));
+        let coordinator = spawn(&cluster, &env, &exp);
+        let (_, id) = running_training(&cluster, &env, &exp, 100);
+        let out = cluster.cmd("scancel", &["--signal=USR1", "--batch", &id]);
+        assert!(out.status.success(), "{}", text(&out));
+        release_requeued(&cluster, &env, &id);
+        let out = coordinator.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let log = std::fs::read_to_string(
+            msae::runner::worker::job_dir(
+                &env.cache(),
+                &records(&env, "cluster")["sae[expansion=2]"].0,
+            )
+            .join("log"),
+        )
+        .unwrap();
+        assert!(log.contains("stopped on SIGUSR1"), "{log}");
+        assert!(log.contains("restart 1"), "{log}");
+        assert_eq!(records(&env, "cluster"), records(&clean, "cluster"));
+    }
 
     // `msae cancel` finds nothing left to cancel.
     let out = cluster

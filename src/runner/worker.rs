@@ -5,7 +5,9 @@
 //! written last (temporary file + rename), `result.json`: the outputs and metrics, or the error.
 //! The worker never opens the index: only the coordinator does. A requeued or pre-empted job
 //! runs again from the start of this function; a training then resumes from its checkpoints in
-//! `partial/<key>/`.
+//! `partial/<key>/`. SIGUSR1 (e.g. `--signal=B:USR1@120`, sent before the time limit) makes a
+//! running training checkpoint after its current step; the worker then requeues its own job
+//! (`scontrol requeue`) and leaves no result, so the next attempt continues from that step.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -81,9 +83,17 @@ pub fn exec(spec_path: &Path) -> Result<ExitCode> {
             }
         })
     };
+    let asked_to_stop = crate::sae::train::stop_requested();
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, asked_to_stop.clone())
+        .context("cannot install the SIGUSR1 handler")?;
     let outcome = with_threads(threads, || run_task(&spec, &progress)).and_then(|r| r);
     stop.store(true, Ordering::SeqCst);
     reporter.join().ok();
+    if outcome.is_err() && asked_to_stop.load(Ordering::SeqCst) {
+        if let Some(code) = requeue_after_stop(&spec.instance) {
+            return Ok(code);
+        }
+    }
     let (result, code) = match outcome {
         Ok(r) => (
             JobResult {
@@ -108,4 +118,33 @@ pub fn exec(spec_path: &Path) -> Result<ExitCode> {
     write_atomic(&dir.join(RESULT), &serde_json::to_vec_pretty(&result)?)?;
     eprintln!("msae exec: result written");
     Ok(code)
+}
+
+/// After a training stopped on SIGUSR1 (its checkpoint written): puts this Slurm job back in the
+/// queue and ends without a result, so that the coordinator waits for the next attempt. Outside
+/// Slurm, or when the scheduler refuses, returns None and the stop is reported as the
+/// instance's error.
+fn requeue_after_stop(instance: &str) -> Option<ExitCode> {
+    let id = std::env::var("SLURM_JOB_ID").ok()?;
+    eprintln!(
+        "msae exec: {instance} stopped on SIGUSR1 with its checkpoint written; requeueing job {id}"
+    );
+    match std::process::Command::new("scontrol")
+        .args(["requeue", &id])
+        .output()
+    {
+        // Slurm ends this attempt now; the next one resumes from the checkpoint.
+        Ok(out) if out.status.success() => Some(ExitCode::from(3)),
+        Ok(out) => {
+            eprintln!(
+                "msae exec: `scontrol requeue {id}` refused: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("msae exec: cannot run `scontrol`: {e}");
+            None
+        }
+    }
 }

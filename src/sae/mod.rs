@@ -64,6 +64,8 @@ pub enum SaeError {
     Candle(#[from] candle_core::Error),
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error("stopped on request after step {0}; its checkpoint holds the work so far")]
+    Stopped(u64),
     #[error("I/O error on {path}: {source}")]
     Io {
         path: std::path::PathBuf,

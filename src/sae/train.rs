@@ -4,6 +4,8 @@
 //! its configuration and data, which is what makes bit-identical resumption possible.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
@@ -190,6 +192,14 @@ pub(crate) struct LoopState {
     pub acc_active: f64,
     pub acc_count: u64,
     pub last_loss: f64,
+}
+
+/// Raised (by a signal handler: a scheduler's warning before a time limit or pre-emption) to
+/// make every training of this process write a checkpoint after its current step and return
+/// [`SaeError::Stopped`]; resuming from that checkpoint continues the run exactly.
+pub fn stop_requested() -> &'static Arc<AtomicBool> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    FLAG.get_or_init(|| Arc::new(AtomicBool::new(false)))
 }
 
 /// Row permutation of epoch `epoch`.
@@ -521,6 +531,10 @@ pub fn train(
                     finished: false,
                     steps: state.step,
                 });
+            }
+            if stop_requested().load(Ordering::SeqCst) {
+                save(&model, &adam, &state, &log)?;
+                return Err(SaeError::Stopped(state.step));
             }
         }
         let mut vals = Vec::new();

@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Result};
 use candle_core::Device;
 
 use crate::analysis::probe::{
-    semantic_preservation, train_probe, LabelledSet, PreservationReport, ProbeOptions,
+    macro_f1, semantic_preservation, train_probe, LabelledSet, PreservationReport, ProbeOptions,
 };
 use crate::data::npy::Matrix;
 use crate::metrics::MatRef;
@@ -124,7 +124,7 @@ fn pres_json(train: &PreservationReport, eval: &PreservationReport) -> serde_jso
 }
 
 impl Step for LinearProbe {
-    step_info!(kind: "linear_probe", version: 3, about: "semantic preservation: a linear probe's KL and agreement between embeddings and their SAE reconstructions");
+    step_info!(kind: "linear_probe", version: 4, about: "semantic preservation: a linear probe's KL and agreement between embeddings and their SAE reconstructions");
 
     fn needs(&self) -> crate::steps::Needs {
         crate::steps::Needs::DEVICE
@@ -227,13 +227,30 @@ impl Step for LinearProbe {
         if dropped > 0 {
             metrics.insert("eval_dropped".into(), dropped.into());
         }
+        // The probe's macro-F1 on the evaluation reconstructions: how much of the class
+        // information survives keeping k latents (the probe itself never sees reconstructions).
+        let eval_classes = trained
+            .classes
+            .encode(&eval_labels)
+            .map_err(|e| anyhow!("{e}"))?;
+        let f1_of = |recon: &[f32]| -> Result<f64> {
+            let pred = trained
+                .probe
+                .predict(MatRef::new(recon, n_ev, d)?, opts.batch_size)
+                .map_err(|e| anyhow!("{e}"))?;
+            macro_f1(&eval_classes, &pred).map_err(|e| anyhow!("{e}"))
+        };
         let mut topk = serde_json::Map::new();
         for (i, k) in ks.iter().enumerate() {
             let t = preserve(&tr.x, &tr.topk[i], n_tr)?;
             let e = preserve(&ev.x, &ev.topk[i], n_ev)?;
+            let f1 = f1_of(&ev.topk[i])?;
             metrics.insert(format!("kl@{k}"), e.kl_mean.into());
             metrics.insert(format!("agreement@{k}"), e.agreement_mean.into());
-            topk.insert(k.to_string(), pres_json(&t, &e));
+            metrics.insert(format!("macro_f1@{k}"), f1.into());
+            let mut entry = pres_json(&t, &e);
+            entry["eval_macro_f1"] = f1.into();
+            topk.insert(k.to_string(), entry);
         }
         bar.finish_and_clear();
         let report = serde_json::json!({
