@@ -31,6 +31,7 @@
 pub mod activation;
 pub mod checkpoint;
 pub mod config;
+pub mod fused;
 mod gather;
 pub mod loss;
 pub mod model;

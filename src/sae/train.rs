@@ -4,9 +4,8 @@
 //! its configuration and data, which is what makes bit-identical resumption possible.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
@@ -14,12 +13,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{self, Checkpoint};
-use super::config::{Arch, RecLoss, TrainConfig};
+use super::config::{Arch, TrainConfig};
 use super::loss;
-use super::model::{count_dead, Sae};
+use super::model::Sae;
 use super::optim::{clip_grad_norm, Adam};
-use super::schedule::lr_multiplier;
 use super::{Result, SaeError};
 
 pub use super::model::Standardization;
@@ -211,7 +208,7 @@ pub fn epoch_permutation(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
     p
 }
 
-fn load_batch(
+pub(super) fn load_batch(
     source: &dyn RowSource,
     rows: &[usize],
     buf: &mut Vec<f32>,
@@ -227,7 +224,7 @@ fn load_batch(
 
 /// Mean of the standardised training rows (the nmse reference vector when data are not
 /// mean-centred), accumulated in f64 over chunks.
-fn standardised_mean(source: &dyn RowSource, std: &Standardization) -> Result<Vec<f32>> {
+pub(super) fn standardised_mean(source: &dyn RowSource, std: &Standardization) -> Result<Vec<f32>> {
     let (n, d) = (source.n_rows(), source.dim());
     let mut acc = vec![0f64; d];
     let mut buf = Vec::new();
@@ -305,15 +302,15 @@ pub fn validate(model: &mut Sae, set: &ValidationSet<'_>) -> Result<ValidationRe
 }
 
 /// Scalars of one training step.
-struct StepOut {
-    loss: f64,
-    rec: f64,
-    sparsity: f64,
-    active: f64,
+pub(super) struct StepOut {
+    pub(super) loss: f64,
+    pub(super) rec: f64,
+    pub(super) sparsity: f64,
+    pub(super) active: f64,
 }
 
 /// One optimisation step in the exact reference order (§6.4).
-fn train_step(
+pub(super) fn train_step(
     model: &mut Sae,
     adam: &mut Adam,
     x: &Tensor,
@@ -376,191 +373,16 @@ pub fn train(
     options: &TrainOptions,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<TrainOutcome> {
-    let _pool = super::scratch::PoolLease::acquire();
-    let d = source.dim();
-    let n_rows = source.n_rows();
-    config.validate(d)?;
-    if n_rows == 0 {
-        return Err(SaeError::Data("training set is empty".into()));
-    }
-    if standardization.mean.len() != d {
-        return Err(SaeError::Data(format!(
-            "standardisation mean has length {}, data width is {d}",
-            standardization.mean.len()
-        )));
-    }
-    let bs = config.batch_size;
-    let steps_per_epoch = n_rows.div_ceil(bs);
-    let total_steps = (config.epochs * steps_per_epoch) as u64;
-
-    let resumed = match (&options.checkpoint_dir, options.resume) {
-        (Some(dir), true) => checkpoint::load(dir, device)?,
-        _ => None,
+    // One model is a fused training of one: the same loop serves both, so training a model
+    // alone and within a group cannot drift apart.
+    let member = super::fused::Member {
+        config,
+        options,
+        validation,
+        progress,
     };
-    let (mut model, mut adam, mut state, mut log) = match resumed {
-        Some(Checkpoint {
-            model,
-            adam,
-            state,
-            log,
-            n_rows: ck_rows,
-        }) => {
-            if model.config != *config || model.d != d || ck_rows != n_rows {
-                return Err(SaeError::Config(
-                    "checkpoint was written for a different configuration or data set".into(),
-                ));
-            }
-            (model, adam, state, log)
-        }
-        None => {
-            let mut model = Sae::new(config, d, device)?;
-            model.standardization = standardization.clone();
-            let adam = Adam::new(
-                &model.params(),
-                config.beta1,
-                config.beta2,
-                config.eps,
-                config.weight_decay,
-            )?;
-            (model, adam, LoopState::default(), TrainLog::default())
-        }
-    };
-
-    let nmse_ref = if config.loss == RecLoss::Nmse && !config.mean_center {
-        let m = standardised_mean(source, standardization)?;
-        Some(Tensor::from_slice(&m, d, device)?)
-    } else {
-        None
-    };
-
-    let base_lr = config.lr();
-    let mut last_ckpt = Instant::now();
-    let mut buf = Vec::new();
-    let save = |model: &Sae, adam: &Adam, state: &LoopState, log: &TrainLog| -> Result<()> {
-        if let Some(dir) = &options.checkpoint_dir {
-            checkpoint::save(dir, model, adam, state, log, n_rows)?;
-        }
-        Ok(())
-    };
-
-    while state.epoch < config.epochs {
-        let epoch = state.epoch;
-        let lr = base_lr * lr_multiplier(config.schedule, epoch, config.epochs, config.decay_time);
-        let perm = epoch_permutation(config.seed, epoch, n_rows);
-        // Resumed from the checkpoint written at the stop itself (the caller died before it
-        // used the model): hand that model back as it was, before any step or epoch-end work.
-        if options.stop_after_steps.is_some_and(|s| state.step >= s) {
-            return Ok(TrainOutcome {
-                model,
-                log,
-                finished: false,
-                steps: state.step,
-            });
-        }
-        while state.batch < steps_per_epoch {
-            let rows = &perm[state.batch * bs..((state.batch + 1) * bs).min(n_rows)];
-            let x = load_batch(source, rows, &mut buf, standardization, device)?;
-            let out = train_step(
-                &mut model,
-                &mut adam,
-                &x,
-                nmse_ref.as_ref(),
-                lr,
-                options.dense_backward,
-            )?;
-            if !out.loss.is_finite() {
-                return Err(SaeError::Data(format!(
-                    "loss became {} at step {}",
-                    out.loss,
-                    state.step + 1
-                )));
-            }
-            state.batch += 1;
-            state.step += 1;
-            state.acc_loss += out.loss;
-            state.acc_rec += out.rec;
-            state.acc_sparsity += out.sparsity;
-            state.acc_active += out.active;
-            state.acc_count += 1;
-            state.last_loss = out.loss;
-            if state.step % config.log_every as u64 == 0 {
-                let c = state.acc_count.max(1) as f64;
-                log.steps.push(StepRecord {
-                    step: state.step,
-                    epoch,
-                    lr,
-                    loss: state.acc_loss / c,
-                    rec: state.acc_rec / c,
-                    sparsity: state.acc_sparsity / c,
-                    active: state.acc_active / c,
-                });
-                state.acc_loss = 0.0;
-                state.acc_rec = 0.0;
-                state.acc_sparsity = 0.0;
-                state.acc_active = 0.0;
-                state.acc_count = 0;
-            }
-            if state.step % config.check_dead as u64 == 0 {
-                let f = model.stats.take_frequencies();
-                log.dead.push(DeadRecord {
-                    step: state.step,
-                    dead: count_dead(&f, config.dead_threshold),
-                });
-            }
-            progress(&Progress {
-                step: state.step,
-                total_steps,
-                epoch,
-                loss: out.loss as f32,
-            });
-            let stop = options.stop_after_steps.is_some_and(|s| state.step >= s);
-            let due_steps = options
-                .checkpoint_every_steps
-                .is_some_and(|k| k > 0 && state.step % k == 0);
-            let due_time = options
-                .checkpoint_every_secs
-                .is_some_and(|s| last_ckpt.elapsed().as_secs() >= s);
-            if stop || due_steps || due_time {
-                save(&model, &adam, &state, &log)?;
-                last_ckpt = Instant::now();
-            }
-            if stop {
-                return Ok(TrainOutcome {
-                    model,
-                    log,
-                    finished: false,
-                    steps: state.step,
-                });
-            }
-            if stop_requested().load(Ordering::SeqCst) {
-                save(&model, &adam, &state, &log)?;
-                return Err(SaeError::Stopped(state.step));
-            }
-        }
-        let mut vals = Vec::new();
-        for set in validation {
-            vals.push(validate(&mut model, set)?);
-        }
-        log.epochs.push(EpochRecord {
-            epoch,
-            lr,
-            last_loss: state.last_loss,
-            last_dead: log.dead.last().map(|r| r.dead),
-            validation: vals,
-        });
-        state.epoch += 1;
-        state.batch = 0;
-        if options.checkpoint_dir.is_some() {
-            save(&model, &adam, &state, &log)?;
-            last_ckpt = Instant::now();
-        }
-    }
-    Ok(TrainOutcome {
-        model,
-        log,
-        finished: true,
-        steps: state.step,
-    })
+    let mut out = super::fused::train_fused(source, standardization, device, vec![member])?;
+    Ok(out.remove(0))
 }
 
 #[cfg(test)]
