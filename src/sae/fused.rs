@@ -433,7 +433,8 @@ mod tests {
         src: &MatrixSource,
     ) -> Result<Vec<TrainOutcome>> {
         let std = Standardization::identity(src.dim());
-        let mut noop: Vec<Box<dyn FnMut(&Progress)>> = cfgs
+        type Callback = Box<dyn FnMut(&Progress)>;
+        let mut noop: Vec<Callback> = cfgs
             .iter()
             .map(|_| Box::new(|_: &Progress| {}) as _)
             .collect();
@@ -509,7 +510,7 @@ mod tests {
         cfgs.truncate(2);
         cfgs[1].seed = cfgs[0].seed + 1;
         let opts = vec![TrainOptions::default(); 2];
-        let err = together(&cfgs, &opts, &src).err().expect("refused");
+        let err = together(&cfgs, &opts, &src).expect_err("refused");
         assert!(err.to_string().contains("same batches"), "{err}");
         cfgs[1].seed = cfgs[0].seed;
         cfgs[1].batch_size = 32;
