@@ -165,6 +165,11 @@ pub struct RunArgs {
     /// Instances that may share one GPU of --devices at the same time.
     #[arg(long, default_value_t = 1)]
     pub per_device: usize,
+    /// Train up to N SAEs of a grid together in one pass over their data when they read the
+    /// same batches (same data, standardisation, batch size, epochs and seed); each ends with
+    /// the bytes of training it alone. Default: 8 when training on a GPU, 1 on the CPU.
+    #[arg(long)]
+    pub fuse: Option<usize>,
     /// Where instances run: threads of this process, or one Slurm job each.
     #[arg(long, value_enum, default_value = "local")]
     pub executor: ExecutorKind,

@@ -153,7 +153,20 @@ fn run(g: &super::args::Global, args: &RunArgs) -> Result<ExitCode> {
         }
     };
     let results_dir = args.results.join(&exp.name);
+    // Small SAEs leave a GPU mostly idle, so a grid fills it by training together; on the CPU a
+    // training already uses every core, and sharing only the batch reading gains little.
+    let fuse = match args.fuse {
+        Some(0) => anyhow::bail!("--fuse must be at least 1"),
+        Some(n) => n,
+        None if device.starts_with("cuda")
+            || args.devices.iter().any(|d| d.starts_with("cuda")) =>
+        {
+            8
+        }
+        None => 1,
+    };
     let opts = RunOptions {
+        fuse,
         keep_going: args.keep_going,
         verify: args.verify,
         device,

@@ -21,6 +21,9 @@ pub struct Task {
     pub spec: TaskSpec,
     /// Scheduler settings of the instance's step (`[steps.<id>.resources]`; not keyed).
     pub resources: crate::experiment::resources::Resources,
+    /// Instances of the same step kind and fusion key that run together with this one, in one
+    /// pass over their data (only executors that say [`Executor::fuses`] get any).
+    pub also: Vec<(usize, TaskSpec)>,
 }
 
 /// An instance that stopped running, successfully or not.
@@ -47,7 +50,11 @@ pub trait Executor {
     fn adopt(&mut self, _key: &str, _index: usize) -> Result<bool> {
         Ok(false)
     }
-    /// Whether an instance with these needs can start now.
+    /// Whether it runs fused groups of instances (tasks with [`Task::also`]) in one place.
+    fn fuses(&self) -> bool {
+        false
+    }
+    /// Whether an instance (or a fused group) with these needs can start now.
     fn has_room(&self, needs: Needs) -> bool;
     /// Starts a task (returns at once).
     fn start(&mut self, task: Task) -> Result<()>;

@@ -1,5 +1,6 @@
 //! The local executor: up to `-j` instances at once, each in a thread of its own with its
-//! share of the CPU threads and, for steps that use a device, a GPU of its own.
+//! share of the CPU threads and, for steps that use a device, a GPU of its own. A fused group
+//! of instances (trainings that share their batches) takes one slot and one device.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
@@ -8,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use crate::runner::executor::{Executor, Finished, InFlight, Task};
-use crate::runner::task::{run_task, with_threads};
+use crate::runner::task::{run_task_group, with_threads, TaskSpec};
 use crate::steps::progress::Progress;
 use crate::steps::Needs;
 use crate::store::now_unix;
@@ -24,6 +25,8 @@ pub struct Local {
     default_device: String,
     progress: Progress,
     running: BTreeMap<usize, Running>,
+    /// Slots in use, by the plan index of the task's first instance.
+    slots: BTreeMap<usize, Slot>,
     sender: Sender<Finished>,
     receiver: Receiver<Finished>,
 }
@@ -31,9 +34,16 @@ pub struct Local {
 struct Running {
     line: Progress,
     device: String,
+    /// The slot (first instance of its task) it runs in.
+    slot: usize,
+    started_unix: u64,
+}
+
+/// A started task: its instances still running and the GPU it holds.
+struct Slot {
+    left: usize,
     /// Index into `devices` while it holds a GPU.
     gpu: Option<usize>,
-    started_unix: u64,
 }
 
 impl Local {
@@ -62,6 +72,7 @@ impl Local {
             default_device,
             progress,
             running: BTreeMap::new(),
+            slots: BTreeMap::new(),
             sender,
             receiver,
         })
@@ -82,8 +93,12 @@ impl Executor for Local {
         "local"
     }
 
+    fn fuses(&self) -> bool {
+        true
+    }
+
     fn has_room(&self, needs: Needs) -> bool {
-        self.running.len() < self.jobs
+        self.slots.len() < self.jobs
             && (!needs.device || self.devices.is_empty() || self.free_gpu().is_some())
     }
 
@@ -91,7 +106,8 @@ impl Executor for Local {
         let Task {
             index,
             needs,
-            mut spec,
+            spec,
+            also,
             ..
         } = task;
         let gpu = if needs.device && !self.devices.is_empty() {
@@ -103,31 +119,56 @@ impl Executor for Local {
         } else {
             None
         };
-        spec.device = match gpu {
+        let device = match gpu {
             Some(g) => self.devices[g].0.clone(),
             None if needs.device => self.default_device.clone(),
             None => "cpu".to_string(),
         };
-        spec.threads = if needs.threads { self.threads_each } else { 1 };
-        let line = self.progress.for_instance(&spec.instance);
-        self.running.insert(
+        let threads = if needs.threads { self.threads_each } else { 1 };
+        let mut members: Vec<(usize, TaskSpec)> = vec![(index, spec)];
+        members.extend(also);
+        let mut lines = Vec::new();
+        for (i, spec) in members.iter_mut() {
+            spec.device = device.clone();
+            spec.threads = threads;
+            let line = self.progress.for_instance(&spec.instance);
+            self.running.insert(
+                *i,
+                Running {
+                    line: line.clone(),
+                    device: device.clone(),
+                    slot: index,
+                    started_unix: now_unix(),
+                },
+            );
+            lines.push(line);
+        }
+        self.slots.insert(
             index,
-            Running {
-                line: line.clone(),
-                device: spec.device.clone(),
+            Slot {
+                left: members.len(),
                 gpu,
-                started_unix: now_unix(),
             },
         );
         let sender = self.sender.clone();
         std::thread::Builder::new()
             .name(format!("msae-{index}"))
             .spawn(move || {
-                let result = with_threads(spec.threads, || run_task(&spec, &line))
-                    .and_then(|r| r)
-                    .map_err(|e| format!("{e:#}"));
-                line.finish();
-                sender.send(Finished { index, result }).ok();
+                let specs: Vec<TaskSpec> = members.iter().map(|(_, s)| s.clone()).collect();
+                let results = with_threads(threads, || run_task_group(&specs, &lines));
+                let results: Vec<std::result::Result<_, String>> = match results {
+                    Ok(rs) => rs
+                        .into_iter()
+                        .map(|r| r.map_err(|e| format!("{e:#}")))
+                        .collect(),
+                    Err(e) => specs.iter().map(|_| Err(format!("{e:#}"))).collect(),
+                };
+                for line in &lines {
+                    line.finish();
+                }
+                for ((i, _), result) in members.iter().zip(results) {
+                    sender.send(Finished { index: *i, result }).ok();
+                }
             })?;
         Ok(())
     }
@@ -142,8 +183,14 @@ impl Executor for Local {
         out.extend(self.receiver.try_iter());
         for f in &out {
             if let Some(r) = self.running.remove(&f.index) {
-                if let Some(g) = r.gpu {
-                    self.devices[g].1 -= 1;
+                let done = self.slots.get_mut(&r.slot).map(|s| {
+                    s.left -= 1;
+                    s.left == 0
+                });
+                if done == Some(true) {
+                    if let Some(g) = self.slots.remove(&r.slot).and_then(|s| s.gpu) {
+                        self.devices[g].1 -= 1;
+                    }
                 }
             }
         }

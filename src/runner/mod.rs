@@ -49,6 +49,8 @@ pub struct RunOptions {
     pub threads: usize,
     /// The command line, published for readers.
     pub command: String,
+    /// Most instances trained together in one pass over their data (1: every instance alone).
+    pub fuse: usize,
     /// Told before each instance runs (e.g. to refresh the report page); may be absent.
     pub observer: Option<Box<dyn Observer>>,
 }
@@ -246,8 +248,16 @@ pub fn run(
                 board.set(i, LiveState::Running, Some(&p.key));
                 prepared.insert(i, p);
             } else {
+                // A training that may share its batches waits for the rest of this pass,
+                // so that the instances of its grid become ready and start together.
+                let joins = opts.fuse > 1
+                    && executor.fuses()
+                    && inst.kind.fusion_key(&inst.params, &p.inputs).is_some();
                 ready.push_back(i);
                 prepared.insert(i, p);
+                if joins {
+                    continue;
+                }
                 // Start at once where there is room, so that work before a failing instance
                 // in plan order still runs (as it does in a one-at-a-time run).
                 start_ready(
@@ -367,10 +377,34 @@ fn start_ready(
         ready.remove(k);
         let p = &prepared[&i];
         tracing::info!(instance = %inst.name, key = %&p.key[..12], "running");
+        // Ready instances that read the same batches as this one run with it in one pass.
+        let mut also = Vec::new();
+        if opts.fuse > 1 && executor.fuses() {
+            if let Some(key) = inst.kind.fusion_key(&inst.params, &p.inputs) {
+                let mut q = k;
+                while q < ready.len() && also.len() + 1 < opts.fuse {
+                    let j = ready[q];
+                    let other = &plan.instances[j];
+                    if other.kind.kind() == inst.kind.kind()
+                        && other
+                            .kind
+                            .fusion_key(&other.params, &prepared[&j].inputs)
+                            .as_ref()
+                            == Some(&key)
+                    {
+                        ready.remove(q);
+                        also.push((j, task_spec(exp, store, other, &prepared[&j])));
+                    } else {
+                        q += 1;
+                    }
+                }
+            }
+        }
         if let Some(observer) = &opts.observer {
             let finished: Vec<Outcome> = outcomes.iter().flatten().cloned().collect();
             let mut running: Vec<usize> = started.keys().copied().collect();
             running.push(i);
+            running.extend(also.iter().map(|(j, _)| *j));
             observer.before_instance(exp, plan, store, &finished, &running);
         }
         executor.start(Task {
@@ -381,9 +415,15 @@ fn start_ready(
                 .step(&inst.step)
                 .map(|s| s.resources.clone())
                 .unwrap_or_default(),
+            also: also.clone(),
         })?;
         started.insert(i, Instant::now());
         board.set(i, LiveState::Running, Some(&p.key));
+        for (j, spec) in &also {
+            tracing::info!(instance = %spec.instance, with = %inst.name, "running fused");
+            started.insert(*j, Instant::now());
+            board.set(*j, LiveState::Running, Some(&spec.key));
+        }
     }
     Ok(())
 }

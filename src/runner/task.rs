@@ -49,38 +49,87 @@ pub struct TaskResult {
 
 /// Runs the step in its scratch folder and moves its outputs into the object store.
 pub fn run_task(spec: &TaskSpec, progress: &Progress) -> Result<TaskResult> {
+    run_task_group(std::slice::from_ref(spec), std::slice::from_ref(progress)).remove(0)
+}
+
+/// Runs instances of one step kind that share a fusion key together (one pass over their
+/// data, see [`crate::steps::Step::run_group`]); each gets its own scratch folder, outputs and
+/// result, in the order of `specs`. `progress` holds one line per instance.
+pub fn run_task_group(specs: &[TaskSpec], progress: &[Progress]) -> Vec<Result<TaskResult>> {
     let started = Instant::now();
-    let kind = crate::steps::find(&spec.kind)
-        .ok_or_else(|| anyhow!("this msae has no step kind `{}`", spec.kind))?;
-    if spec.scratch_dir.exists() {
-        std::fs::remove_dir_all(&spec.scratch_dir).ok();
+    let Some(first) = specs.first() else {
+        return Vec::new();
+    };
+    let Some(kind) = crate::steps::find(&first.kind) else {
+        return specs
+            .iter()
+            .map(|s| Err(anyhow!("this msae has no step kind `{}`", s.kind)))
+            .collect();
+    };
+    for spec in specs {
+        if spec.scratch_dir.exists() {
+            std::fs::remove_dir_all(&spec.scratch_dir).ok();
+        }
+        if let Err(e) = std::fs::create_dir_all(&spec.scratch_dir) {
+            let msg = format!("cannot create {}: {e}", spec.scratch_dir.display());
+            return specs.iter().map(|_| Err(anyhow!("{msg}"))).collect();
+        }
     }
-    std::fs::create_dir_all(&spec.scratch_dir)
-        .with_context(|| format!("cannot create {}", spec.scratch_dir.display()))?;
-    let mut ctx = StepContext::new(
-        &spec.instance,
-        &spec.params,
-        spec.inputs.clone(),
-        spec.files.clone(),
-        &spec.device,
-        spec.threads,
-        spec.partial_dir.clone(),
-        spec.scratch_dir.clone(),
-        progress,
-    );
-    ctx.resources = spec.resources.clone();
-    let result = catch_unwind(AssertUnwindSafe(|| kind.run(&mut ctx)));
+    let mut ctxs: Vec<StepContext> = specs
+        .iter()
+        .zip(progress)
+        .map(|(spec, line)| {
+            let mut ctx = StepContext::new(
+                &spec.instance,
+                &spec.params,
+                spec.inputs.clone(),
+                spec.files.clone(),
+                &spec.device,
+                spec.threads,
+                spec.partial_dir.clone(),
+                spec.scratch_dir.clone(),
+                line,
+            );
+            ctx.resources = spec.resources.clone();
+            ctx
+        })
+        .collect();
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        if ctxs.len() == 1 {
+            vec![kind.run(&mut ctxs[0])]
+        } else {
+            kind.run_group(&mut ctxs)
+        }
+    }));
     let metrics = match result {
-        Ok(r) => r?,
+        Ok(r) => r,
         Err(panic) => {
             let what = panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
-            return Err(anyhow!("internal error in step `{}`: {what}", spec.kind));
+            return specs
+                .iter()
+                .map(|s| Err(anyhow!("internal error in step `{}`: {what}", s.kind)))
+                .collect();
         }
     };
+    let seconds = started.elapsed().as_secs_f64();
+    specs
+        .iter()
+        .zip(metrics)
+        .map(|(spec, metrics)| store_outputs(spec, kind, metrics?, seconds))
+        .collect()
+}
+
+/// Moves a finished instance's outputs from its scratch folder into the object store.
+fn store_outputs(
+    spec: &TaskSpec,
+    kind: &dyn crate::steps::Step,
+    metrics: Metrics,
+    seconds: f64,
+) -> Result<TaskResult> {
     let objects = Objects::new(spec.objects_dir.clone());
     let mut outputs = BTreeMap::new();
     for out in kind.outputs() {
@@ -101,7 +150,7 @@ pub fn run_task(spec: &TaskSpec, progress: &Progress) -> Result<TaskResult> {
     Ok(TaskResult {
         outputs,
         metrics,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds,
         device: spec.device.clone(),
         threads: spec.threads,
     })

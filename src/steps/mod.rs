@@ -68,6 +68,22 @@ pub trait Step: Sync {
     /// Computes the outputs into `ctx.output_path(..)` and returns the metrics for the tables.
     fn run(&self, ctx: &mut StepContext) -> anyhow::Result<Metrics>;
 
+    /// Instances whose keys here are equal (and not None) may run together as one group
+    /// ([`Step::run_group`]), e.g. trainings that read the same batches; None runs alone.
+    fn fusion_key(
+        &self,
+        _params: &std::collections::BTreeMap<String, crate::steps::value::Value>,
+        _inputs: &std::collections::BTreeMap<String, InputArtifact>,
+    ) -> Option<String> {
+        None
+    }
+
+    /// Runs instances with one fusion key together: one result per context, in their order,
+    /// each equal to what [`Step::run`] gives that instance alone.
+    fn run_group(&self, ctxs: &mut [StepContext]) -> Vec<anyhow::Result<Metrics>> {
+        ctxs.iter_mut().map(|c| self.run(c)).collect()
+    }
+
     /// What one instance needs to run; the runner schedules by it (see [`Needs`]).
     fn needs(&self) -> Needs {
         Needs::CPU

@@ -11,13 +11,16 @@ use std::path::Path;
 use anyhow::{anyhow, Context, Result};
 
 use crate::data::npy::Matrix;
-use crate::sae::train::{train, TrainOptions};
+use crate::sae::fused::{train_fused, Member};
+use crate::sae::train::TrainOptions;
 use crate::sae::TrainConfig;
-use crate::steps::sae_common::{device, standardization_of, stats_options, MatrixRows};
+use crate::steps::sae_common::{
+    device as device_of, standardization_of, stats_options, MatrixRows,
+};
 use crate::steps::snapshots;
 use crate::steps::spec::{Default, OutputSpec, ParamSpec, ParamType, Role};
 use crate::steps::value::Value;
-use crate::steps::{Metrics, Step, StepContext};
+use crate::steps::{InputArtifact, Metrics, Step, StepContext};
 
 pub struct Train;
 
@@ -127,103 +130,287 @@ impl Step for Train {
     }
 
     fn run(&self, ctx: &mut StepContext) -> Result<Metrics> {
-        let config = config_from_params(ctx.params)?;
-        let input = ctx.input("data")?;
-        let m = Matrix::open(&input.path)?;
-        config.validate(m.cols()).map_err(|e| anyhow!("{e}"))?;
-        let (standardization, target_norm) = standardization_of(&m, &stats_options(ctx)?)?;
-        let dev = device(ctx.device)?;
-        let source = MatrixRows(crate::data::reader::RowReader::new(&m)?);
-        let steps_per_epoch = m.rows().div_ceil(config.batch_size) as u64;
-        let total = steps_per_epoch * config.epochs as u64;
-        std::fs::create_dir_all(&ctx.partial_dir)?;
-        let keep_snapshots = ctx
-            .params
-            .get("snapshots")
-            .and_then(Value::as_bool)
-            .unwrap_or(true);
-        // Scratch buffers stay pooled across the epochs and are released when the step ends.
-        let _pool = crate::sae::scratch::PoolLease::acquire();
-        let bar = ctx.progress.bar(total, &format!("train {}", ctx.instance));
-        let started = std::time::Instant::now();
-        let mut outcome = None;
-        for epoch in 0..config.epochs {
-            let snap = snapshots::epoch_file(&ctx.partial_dir, epoch);
-            if keep_snapshots && snap.exists() && epoch + 1 < config.epochs {
-                continue;
-            }
-            bar.set_message(format!(
-                "train {} epoch {}/{}",
-                ctx.instance,
-                epoch + 1,
-                config.epochs
-            ));
-            let options = TrainOptions {
-                checkpoint_dir: Some(ctx.partial_dir.clone()),
-                checkpoint_every_steps: ctx
-                    .params
-                    .get("checkpoint_steps")
-                    .and_then(Value::as_int)
-                    .map(|v| v as u64),
-                checkpoint_every_secs: ctx
-                    .params
-                    .get("checkpoint_seconds")
-                    .and_then(Value::as_int)
-                    .map(|v| v as u64),
-                resume: true,
-                stop_after_steps: Some(steps_per_epoch * (epoch as u64 + 1)),
-                ..TrainOptions::default()
-            };
-            let mut on_step = |p: &crate::sae::train::Progress| {
-                bar.set_position(p.step);
-            };
-            let mut result = train(
-                &config,
-                &source,
-                &standardization,
-                &[],
-                &dev,
-                &options,
-                &mut on_step,
-            )
-            .map_err(|e| anyhow!("training {}: {e}", ctx.instance))?;
-            result.model.target_norm = target_norm as f32;
-            if keep_snapshots {
-                result.model.save(&snap).map_err(|e| anyhow!("{e}"))?;
-            }
-            outcome = Some(result);
-        }
-        bar.finish_and_clear();
-        let outcome = outcome.ok_or_else(|| anyhow!("no epoch was trained"))?;
-        let seconds = started.elapsed().as_secs_f64();
-        outcome
-            .model
-            .save(&ctx.output_path("model"))
-            .map_err(|e| anyhow!("{e}"))?;
-        std::fs::write(
-            ctx.output_path("log"),
-            serde_json::to_vec_pretty(&outcome.log)?,
-        )?;
-        if keep_snapshots {
-            snapshots::combine(
-                &ctx.partial_dir,
-                config.epochs,
-                &ctx.output_path("snapshots"),
-            )?;
-        }
-        let mut metrics = Metrics::new();
-        metrics.insert("n_latents".into(), outcome.model.n.into());
-        metrics.insert("steps".into(), outcome.steps.into());
-        if let Some(last) = outcome.log.steps.last() {
-            metrics.insert("final_loss".into(), last.loss.into());
-            metrics.insert("final_active".into(), last.active.into());
-        }
-        if let Some(dead) = outcome.log.dead.last() {
-            metrics.insert("dead".into(), dead.dead.into());
-        }
-        metrics.insert("train_seconds".into(), seconds.into());
-        Ok(metrics)
+        let mut results = run_together(std::slice::from_mut(ctx));
+        results.remove(0)
     }
+
+    fn fusion_key(
+        &self,
+        params: &BTreeMap<String, Value>,
+        inputs: &BTreeMap<String, InputArtifact>,
+    ) -> Option<String> {
+        // What decides the batches and their standardisation; everything else may differ.
+        let data = inputs.get("data")?;
+        let mut key = serde_json::Map::new();
+        key.insert("data".into(), data.hash.clone().into());
+        for name in [
+            "batch_size",
+            "epochs",
+            "seed",
+            "mean_center",
+            "target_norm",
+            "scale_rule",
+        ] {
+            let v = params
+                .get(name)
+                .map(|v| serde_json::to_value(v).unwrap_or_default())
+                .unwrap_or_default();
+            key.insert(name.into(), v);
+        }
+        Some(serde_json::Value::Object(key).to_string())
+    }
+
+    fn run_group(&self, ctxs: &mut [StepContext]) -> Vec<Result<Metrics>> {
+        run_together(ctxs)
+    }
+}
+
+/// What a member's progress line does after every training step.
+type StepCallback = Box<dyn FnMut(&crate::sae::train::Progress)>;
+
+/// One instance's share of a group training.
+struct Prepared {
+    config: TrainConfig,
+    matrix: Matrix,
+    standardization: crate::sae::Standardization,
+    target_norm: f64,
+    keep_snapshots: bool,
+    steps_per_epoch: u64,
+    bar: indicatif::ProgressBar,
+    /// The epoch being trained, for the progress line.
+    epoch: usize,
+}
+
+fn prepare(ctx: &StepContext) -> Result<Prepared> {
+    let config = config_from_params(ctx.params)?;
+    let input = ctx.input("data")?;
+    let matrix = Matrix::open(&input.path)?;
+    config.validate(matrix.cols()).map_err(|e| anyhow!("{e}"))?;
+    let (standardization, target_norm) = standardization_of(&matrix, &stats_options(ctx)?)?;
+    let steps_per_epoch = matrix.rows().div_ceil(config.batch_size) as u64;
+    let total = steps_per_epoch * config.epochs as u64;
+    std::fs::create_dir_all(&ctx.partial_dir)?;
+    let keep_snapshots = ctx
+        .params
+        .get("snapshots")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let bar = ctx.progress.bar(total, &format!("train {}", ctx.instance));
+    Ok(Prepared {
+        config,
+        matrix,
+        standardization,
+        target_norm,
+        keep_snapshots,
+        steps_per_epoch,
+        bar,
+        epoch: 0,
+    })
+}
+
+fn options_for(ctx: &StepContext, p: &Prepared, epoch: usize) -> TrainOptions {
+    TrainOptions {
+        checkpoint_dir: Some(ctx.partial_dir.clone()),
+        checkpoint_every_steps: ctx
+            .params
+            .get("checkpoint_steps")
+            .and_then(Value::as_int)
+            .map(|v| v as u64),
+        checkpoint_every_secs: ctx
+            .params
+            .get("checkpoint_seconds")
+            .and_then(Value::as_int)
+            .map(|v| v as u64),
+        resume: true,
+        stop_after_steps: Some(p.steps_per_epoch * (epoch as u64 + 1)),
+        ..TrainOptions::default()
+    }
+}
+
+/// Trains the instances of `ctxs` in one pass over their shared data when they read the same
+/// batches (else one after another), one epoch at a time through the trainer's
+/// checkpoint/resume path, and writes each one's outputs. If the group fails, each member runs
+/// again alone from its checkpoints, so that one model's failure (a diverging loss, say) stays
+/// its own.
+fn run_together(ctxs: &mut [StepContext]) -> Vec<Result<Metrics>> {
+    let prepared: Vec<Result<Prepared>> = ctxs.iter().map(|c| prepare(c)).collect();
+    let first_ok = prepared.iter().flatten().next();
+    let shareable = ctxs.len() > 1
+        && prepared.iter().all(|p| p.is_ok())
+        && ctxs.windows(2).all(|w| {
+            w[0].inputs.get("data").map(|a| &a.hash) == w[1].inputs.get("data").map(|a| &a.hash)
+                && w[0].device == w[1].device
+        })
+        && first_ok.is_some_and(|f| {
+            prepared.iter().flatten().all(|p| {
+                p.standardization.mean == f.standardization.mean
+                    && p.standardization.scale.to_bits() == f.standardization.scale.to_bits()
+                    && (p.config.seed, p.config.batch_size, p.config.epochs)
+                        == (f.config.seed, f.config.batch_size, f.config.epochs)
+            })
+        });
+    if !shareable {
+        if ctxs.len() == 1 {
+            let p = prepared.into_iter().next().expect("one context");
+            return vec![p.and_then(|p| train_group(ctxs, vec![p]).remove(0))];
+        }
+        // Alone, one after another.
+        return ctxs
+            .iter_mut()
+            .zip(prepared)
+            .map(|(ctx, p)| {
+                p.and_then(|p| train_group(std::slice::from_mut(ctx), vec![p]).remove(0))
+            })
+            .collect();
+    }
+    let prepared: Vec<Prepared> = prepared.into_iter().map(|p| p.expect("checked")).collect();
+    let results = train_group(ctxs, prepared);
+    if results.iter().all(|r| r.is_ok()) {
+        return results;
+    }
+    if results.iter().any(|r| {
+        r.as_ref()
+            .err()
+            .is_some_and(|e| e.to_string().contains("stopped on request"))
+    }) {
+        return results;
+    }
+    // A failure in the group: every member again alone, from its checkpoints.
+    ctxs.iter_mut()
+        .map(|ctx| {
+            let p = prepare(ctx)?;
+            train_group(std::slice::from_mut(ctx), vec![p]).remove(0)
+        })
+        .collect()
+}
+
+/// The epoch loop of a group whose members read the same batches; one result per member.
+fn train_group(ctxs: &mut [StepContext], mut prepared: Vec<Prepared>) -> Vec<Result<Metrics>> {
+    let started = std::time::Instant::now();
+    // Scratch buffers stay pooled across the epochs and are released when the step ends.
+    let _pool = crate::sae::scratch::PoolLease::acquire();
+    let epochs = prepared[0].config.epochs;
+    let shared = &prepared[0];
+    let (standardization, device) = (shared.standardization.clone(), ctxs[0].device);
+    let dev = match device_of(device) {
+        Ok(d) => d,
+        Err(e) => return ctxs.iter().map(|_| Err(anyhow!("{e:#}"))).collect(),
+    };
+    let source = match crate::data::reader::RowReader::new(&prepared[0].matrix) {
+        Ok(r) => MatrixRows(r),
+        Err(e) => return ctxs.iter().map(|_| Err(anyhow!("{e:#}"))).collect(),
+    };
+    let mut outcomes: Vec<Option<crate::sae::TrainOutcome>> = ctxs.iter().map(|_| None).collect();
+    for epoch in 0..epochs {
+        // Members whose snapshot of this epoch survived an interruption skip it.
+        let todo: Vec<usize> = (0..ctxs.len())
+            .filter(|&i| {
+                let snap = snapshots::epoch_file(&ctxs[i].partial_dir, epoch);
+                !(prepared[i].keep_snapshots && snap.exists() && epoch + 1 < epochs)
+            })
+            .collect();
+        if todo.is_empty() {
+            continue;
+        }
+        for &i in &todo {
+            let p = &mut prepared[i];
+            p.epoch = epoch;
+            p.bar.set_message(format!(
+                "train {} epoch {}/{}",
+                ctxs[i].instance,
+                epoch + 1,
+                epochs
+            ));
+        }
+        let options: Vec<TrainOptions> = todo
+            .iter()
+            .map(|&i| options_for(&ctxs[i], &prepared[i], epoch))
+            .collect();
+        let bars: Vec<indicatif::ProgressBar> =
+            todo.iter().map(|&i| prepared[i].bar.clone()).collect();
+        let mut callbacks: Vec<StepCallback> = bars
+            .into_iter()
+            .map(|bar| {
+                Box::new(move |p: &crate::sae::train::Progress| bar.set_position(p.step)) as _
+            })
+            .collect();
+        let members = todo
+            .iter()
+            .zip(&options)
+            .zip(callbacks.iter_mut())
+            .map(|((&i, options), progress)| Member {
+                config: &prepared[i].config,
+                options,
+                validation: &[],
+                progress: progress.as_mut(),
+            })
+            .collect();
+        let trained = match train_fused(&source, &standardization, &dev, members) {
+            Ok(t) => t,
+            Err(e) => {
+                return ctxs
+                    .iter()
+                    .map(|c| Err(anyhow!("training {}: {e}", c.instance)))
+                    .collect()
+            }
+        };
+        for (&i, mut result) in todo.iter().zip(trained) {
+            result.model.target_norm = prepared[i].target_norm as f32;
+            if prepared[i].keep_snapshots {
+                let snap = snapshots::epoch_file(&ctxs[i].partial_dir, epoch);
+                if let Err(e) = result.model.save(&snap) {
+                    return ctxs.iter().map(|_| Err(anyhow!("{e}"))).collect();
+                }
+            }
+            outcomes[i] = Some(result);
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    ctxs.iter()
+        .zip(prepared)
+        .zip(outcomes)
+        .map(|((ctx, p), outcome)| {
+            p.bar.finish_and_clear();
+            let outcome = outcome.ok_or_else(|| anyhow!("no epoch was trained"))?;
+            finish(ctx, &p, outcome, seconds)
+        })
+        .collect()
+}
+
+/// Writes one trained instance's outputs and returns its metrics.
+fn finish(
+    ctx: &StepContext,
+    p: &Prepared,
+    outcome: crate::sae::TrainOutcome,
+    seconds: f64,
+) -> Result<Metrics> {
+    outcome
+        .model
+        .save(&ctx.output_path("model"))
+        .map_err(|e| anyhow!("{e}"))?;
+    std::fs::write(
+        ctx.output_path("log"),
+        serde_json::to_vec_pretty(&outcome.log)?,
+    )?;
+    if p.keep_snapshots {
+        snapshots::combine(
+            &ctx.partial_dir,
+            p.config.epochs,
+            &ctx.output_path("snapshots"),
+        )?;
+    }
+    let mut metrics = Metrics::new();
+    metrics.insert("n_latents".into(), outcome.model.n.into());
+    metrics.insert("steps".into(), outcome.steps.into());
+    if let Some(last) = outcome.log.steps.last() {
+        metrics.insert("final_loss".into(), last.loss.into());
+        metrics.insert("final_active".into(), last.active.into());
+    }
+    if let Some(dead) = outcome.log.dead.last() {
+        metrics.insert("dead".into(), dead.dead.into());
+    }
+    metrics.insert("train_seconds".into(), seconds.into());
+    Ok(metrics)
 }
 
 /// Loads a trained SAE from a store object.

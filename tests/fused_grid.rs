@@ -1,0 +1,221 @@
+//! Through the binary: the trainings of a grid that read the same batches, trained together in
+//! one pass over the data (`--fuse`), give every instance the bytes of training it alone; a
+//! fused run killed mid-way resumes to the same bytes; trainings that read other batches never
+//! join a group.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{text, Env};
+
+/// Data, a grid of five trainings of every architecture and two sizes that share their batches,
+/// one training with another batch size, and scores of each.
+fn grid(epochs: u32) -> String {
+    format!(
+        r#"
+[experiment]
+name = "fused"
+seed = 4
+
+[steps.data]
+kind = "synth"
+dim = 24
+n_features = 48
+train = 3000
+test = 300
+
+[steps.sae]
+kind = "train"
+data = "data.train"
+expansion = [2, 3]
+epochs = {epochs}
+batch_size = 100
+checkpoint_steps = 7
+
+[[steps.sae.variant]]
+arch = "topk"
+k = 4
+
+[[steps.sae.variant]]
+arch = "msae"
+nesting_start = 4
+
+[[steps.sae.variant]]
+arch = "relu"
+
+[steps.other]
+kind = "train"
+data = "data.train"
+arch = "batchtopk"
+k = 4
+expansion = 2
+epochs = {epochs}
+batch_size = 64
+
+[steps.score]
+kind = "score_topk"
+sae = "sae"
+data = "data.test"
+"#
+    )
+}
+
+fn summary(out: &std::process::Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", text(out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
+}
+
+/// Every stored output of every instance, with the record's metrics.
+#[allow(clippy::type_complexity)]
+fn stored(
+    env: &Env,
+    summary: &serde_json::Value,
+) -> (
+    BTreeMap<(String, String), Vec<u8>>,
+    BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+) {
+    let store = msae::store::Store::open(&env.cache(), "test reader", true).unwrap();
+    let (mut objects, mut metrics) = (BTreeMap::new(), BTreeMap::new());
+    for inst in summary["instances"].as_array().unwrap() {
+        let name = inst["name"].as_str().unwrap();
+        let record = store.index.latest("fused", name).unwrap().unwrap();
+        for (output, a) in &record.outputs {
+            let bytes = std::fs::read(store.objects.path(&a.hash)).unwrap();
+            objects.insert((name.to_string(), output.clone()), bytes);
+        }
+        let m = serde_json::to_value(&record.metrics).unwrap();
+        metrics.insert(
+            name.to_string(),
+            serde_json::from_value(m).unwrap_or_default(),
+        );
+    }
+    (objects, metrics)
+}
+
+fn assert_same_bytes(
+    a: &BTreeMap<(String, String), Vec<u8>>,
+    b: &BTreeMap<(String, String), Vec<u8>>,
+    what: &str,
+) {
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "{what}"
+    );
+    for (k, bytes) in a {
+        assert!(b[k] == *bytes, "{k:?} differs {what}");
+    }
+}
+
+#[test]
+fn a_fused_grid_gives_every_instance_the_bytes_of_training_it_alone() {
+    let (alone, fused) = (Env::new(), Env::new());
+    let ea = alone.write("grid.toml", &grid(3));
+    let ef = fused.write("grid.toml", &grid(3));
+    let sa = summary(&alone.msae(&["run", "--json", "--fuse", "1", ea.to_str().unwrap()]));
+    let sf = summary(&fused.msae(&["run", "--json", "--fuse", "8", ef.to_str().unwrap()]));
+    // data + 6 trainings of the grid + 1 other + 6 scores.
+    assert_eq!(sa["run"], 14, "{sa}");
+    assert_eq!(sf["run"], 14, "{sf}");
+    let ((oa, ma), (of, mf)) = (stored(&alone, &sa), stored(&fused, &sf));
+    assert!(oa.len() >= 14 * 2, "{}", oa.len());
+    assert_same_bytes(&oa, &of, "between a fused run and trainings alone");
+    // The six trainings of the grid ran as one group: they share one training time, which
+    // trainings run one after another never do; the training with another batch size did not
+    // join them.
+    let seconds = |m: &BTreeMap<String, BTreeMap<String, serde_json::Value>>, name: &str| {
+        m[name]["train_seconds"].as_f64().unwrap()
+    };
+    let grid_names: Vec<&String> = mf.keys().filter(|n| n.starts_with("sae[")).collect();
+    assert_eq!(grid_names.len(), 6, "{grid_names:?}");
+    let group = seconds(&mf, grid_names[0]);
+    for name in &grid_names {
+        assert_eq!(
+            seconds(&mf, name),
+            group,
+            "{name} did not train with the group"
+        );
+    }
+    assert_ne!(seconds(&mf, "other"), group);
+    let alone_times: Vec<f64> = grid_names.iter().map(|n| seconds(&ma, n)).collect();
+    assert!(
+        alone_times.windows(2).any(|w| w[0] != w[1]),
+        "{alone_times:?}"
+    );
+}
+
+#[test]
+fn a_fused_run_killed_mid_way_resumes_to_the_bytes_of_an_uninterrupted_run() {
+    let env = Env::new();
+    let exp = env.write("grid.toml", &grid(40));
+    let e = exp.to_str().unwrap();
+    let mut run = env
+        .command()
+        .args(["run", "--fuse", "8", e])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill once the group has written checkpoints (every 7 steps, 30 steps an epoch).
+    let partial = env.cache().join("partial");
+    let start = Instant::now();
+    loop {
+        let checkpoints = walk(&partial)
+            .iter()
+            .filter(|p| p.ends_with("checkpoint.safetensors"))
+            .count();
+        if checkpoints >= 6 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no checkpoints appeared"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let resumed = summary(&env.msae(&["run", "--json", "--fuse", "8", e]));
+    let clean = Env::new();
+    let ce = clean.write("grid.toml", &grid(40));
+    let clean_summary =
+        summary(&clean.msae(&["run", "--json", "--fuse", "1", ce.to_str().unwrap()]));
+    assert_same_bytes(
+        &stored(&env, &resumed).0,
+        &stored(&clean, &clean_summary).0,
+        "after a kill and a fused resume",
+    );
+}
+
+#[test]
+fn fuse_zero_is_refused() {
+    let env = Env::new();
+    let exp = env.write("grid.toml", &grid(1));
+    let out = env.msae(&["run", "--fuse", "0", exp.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("--fuse must be at least 1"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Every file below `dir` (none when it does not exist).
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
