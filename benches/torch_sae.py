@@ -7,7 +7,7 @@ prints {"ready": true}; then, for every line S read from stdin, takes S timed st
 {"arch": ..., "samples_per_s": ...}. Run by `cargo bench --bench train_throughput`, which
 alternates it with msae; not used in CI.
 
-usage: python3 torch_sae.py THREADS D N BATCH ARCH
+usage: python3 torch_sae.py THREADS D N BATCH ARCH [DEVICE]   (DEVICE: cpu, the default, or cuda[:N])
 """
 import json
 import os
@@ -60,20 +60,20 @@ def nesting(n, start=64):
     return levels
 
 
-def model(arch, d, n, batch):
+def model(arch, d, n, batch, device):
     """The timing function of a freshly built and warmed-up model: steps -> samples/s."""
     torch.manual_seed(0)
     w = torch.empty(n, d)
     torch.nn.init.kaiming_uniform_(w, nonlinearity="relu")
-    w = w * (0.1 / w.norm(dim=1, keepdim=True))
-    pre_bias = torch.zeros(d, requires_grad=True)
+    w = (w * (0.1 / w.norm(dim=1, keepdim=True))).to(device)
+    pre_bias = torch.zeros(d, device=device, requires_grad=True)
     enc = w.t().clone().requires_grad_(True)
-    lat_bias = torch.zeros(n, requires_grad=True)
+    lat_bias = torch.zeros(n, device=device, requires_grad=True)
     dec = w.clone().requires_grad_(True)
-    log_theta = torch.full((n,), -6.907755, requires_grad=True)
+    log_theta = torch.full((n,), -6.907755, device=device, requires_grad=True)
     params = [pre_bias, enc, lat_bias, dec] + ([log_theta] if arch == "jumprelu" else [])
     opt = torch.optim.Adam(params, lr=5e-4, betas=(0.9, 0.999), eps=6.25e-10)
-    x_all = torch.randn(batch * 2, d)
+    x_all = torch.randn(batch * 2, d).to(device)
     levels = nesting(n)
     weights = [1.0] * len(levels)
 
@@ -113,7 +113,13 @@ def model(arch, d, n, batch):
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
 
+    def sync():
+        # GPU work is asynchronous: the clock must wait for it.
+        if x_all.is_cuda:
+            torch.cuda.synchronize()
+
     step(x_all[:batch])  # warm-up
+    sync()
     done = 0
 
     def timed(steps):
@@ -123,6 +129,7 @@ def model(arch, d, n, batch):
             off = (done % 2) * batch
             step(x_all[off : off + batch])
             done += 1
+        sync()
         return steps * batch / (time.perf_counter() - start)
 
     return timed
@@ -131,14 +138,16 @@ def model(arch, d, n, batch):
 def main():
     threads, d, n, batch = (int(a) for a in sys.argv[1:5])
     arch = sys.argv[5]
+    device = sys.argv[6] if len(sys.argv) > 6 else "cpu"
     torch.set_num_threads(threads)
-    timed = model(arch, d, n, batch)
+    timed = model(arch, d, n, batch, device)
     # The threads PyTorch actually uses (its intra-op pool, the inter-op pool, and what the
     # environment asked OpenMP for), so a reader can tell a mis-set run from a slow one.
     print(
         json.dumps(
             {
                 "ready": True,
+                "device": device,
                 "threads": torch.get_num_threads(),
                 "interop_threads": torch.get_num_interop_threads(),
                 "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),

@@ -1,7 +1,7 @@
 //! Training throughput of msae next to a PyTorch implementation of the same recipe.
 //!
 //! `cargo bench --bench train_throughput -- [--threads N] [--steps S] [--rounds R]
-//! [--archs topk,msae,...] [--d D] [--n N] [--batch B]`
+//! [--archs topk,msae,...] [--d D] [--n N] [--batch B] [--device cpu|cuda:N]`
 //!
 //! For every architecture msae trains on an in-memory matrix of standard-normal rows and
 //! `benches/torch_sae.py` (started once per architecture, same thread count) holds the same
@@ -31,6 +31,8 @@ struct Args {
     d: usize,
     n: usize,
     batch: usize,
+    /// `cpu` or `cuda[:N]`, for msae and PyTorch alike.
+    device: String,
 }
 
 fn parse_args() -> Args {
@@ -44,6 +46,7 @@ fn parse_args() -> Args {
         d: 768,
         n: 6144,
         batch: 4096,
+        device: "cpu".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -57,6 +60,7 @@ fn parse_args() -> Args {
             "--d" => a.d = num(value()),
             "--n" => a.n = num(value()),
             "--batch" => a.batch = num(value()),
+            "--device" => a.device = value(),
             // Flags that cargo passes to every bench target.
             "--bench" => {}
             other => panic!("unknown argument {other}"),
@@ -75,11 +79,17 @@ struct Torch {
 impl Torch {
     /// Starts the script and waits until its model is built and warmed up.
     fn start(python: &str, arch: &str, a: &Args) -> Result<Torch, String> {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_sae.py");
+        // The script beside the sources; `MSAE_TORCH_SCRIPT` names it where the benchmark binary
+        // runs away from its build folder (on a GPU machine).
+        let script = std::env::var("MSAE_TORCH_SCRIPT").unwrap_or_else(|_| {
+            concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_sae.py").to_string()
+        });
+        let script = script.as_str();
         let mut child = Command::new(python)
             .arg(script)
             .args([a.threads, a.d, a.n, a.batch].iter().map(|v| v.to_string()))
             .arg(arch)
+            .arg(&a.device)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -182,7 +192,7 @@ fn rounds(
         data,
         &Standardization::identity(a.d),
         &[],
-        &Device::Cpu,
+        &device(&a.device)?,
         &TrainOptions {
             stop_after_steps: Some(total as u64 + 1),
             ..Default::default()
@@ -211,8 +221,30 @@ fn rounds(
     Ok((ours, theirs))
 }
 
-/// Throughput goal of msae relative to PyTorch.
-fn goal(arch: &str) -> Option<f64> {
+/// The device named on the command line.
+fn device(name: &str) -> anyhow::Result<Device> {
+    Ok(match name {
+        "cpu" => Device::Cpu,
+        cuda => {
+            let ordinal = cuda
+                .strip_prefix("cuda")
+                .map(|s| s.trim_start_matches(':'))
+                .filter(|s| !s.is_empty())
+                .map_or(Ok(0), str::parse)?;
+            Device::new_cuda(ordinal)?
+        }
+    })
+}
+
+/// Throughput goal of msae relative to PyTorch on the same device.
+fn goal(arch: &str, gpu: bool) -> Option<f64> {
+    if gpu {
+        return match arch {
+            "topk" | "batchtopk" => Some(1.5),
+            "msae" => Some(3.0),
+            _ => None,
+        };
+    }
     match arch {
         "topk" | "batchtopk" => Some(2.5),
         "msae" => Some(4.0),
@@ -255,9 +287,10 @@ fn main() -> anyhow::Result<()> {
     let load_end = load_average();
 
     println!(
-        "\nTraining throughput, d = {}, n = {}, batch {}, {} threads asked, msae's rayon pool {} \
+        "\nTraining throughput on {}, d = {}, n = {}, batch {}, {} threads asked, msae's rayon pool {} \
          threads, median of {} alternating rounds of {} timed steps (after one warm-up step); \
          one-minute load average {} at the start, {} at the end\n",
+        a.device,
         a.d,
         a.n,
         a.batch,
@@ -275,7 +308,7 @@ fn main() -> anyhow::Result<()> {
             for (name, s, theirs) in &results {
                 let s = s.unwrap_or(f64::NAN);
                 let ratio = theirs.map(|p| s / p);
-                let (goal_s, met) = match (goal(name), ratio) {
+                let (goal_s, met) = match (goal(name, a.device.starts_with("cuda")), ratio) {
                     (Some(g), Some(r)) => (format!("{g}×"), if r >= g { "yes" } else { "no" }),
                     (Some(g), None) => (format!("{g}×"), "?"),
                     (None, _) => ("none".to_string(), "—"),
