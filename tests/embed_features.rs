@@ -508,6 +508,93 @@ fn parquet_shards_embed_the_same_rows_as_an_image_folder() {
     assert!(worst <= 1e-6, "{worst}");
 }
 
+/// A parquet shard of texts alone: a `caption` column and a string `label` column.
+#[cfg(feature = "parquet")]
+fn write_text_parquet(path: &Path, rows: &[(&str, &str)]) {
+    use parquet::data_type::{ByteArray, ByteArrayType};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::parser::parse_message_type;
+    use std::sync::Arc;
+
+    let schema = parse_message_type(
+        "message hf { optional binary caption (STRING); optional binary label (STRING); }",
+    )
+    .unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let props = Arc::new(WriterProperties::builder().build());
+    let mut writer = SerializedFileWriter::new(file, Arc::new(schema), props).unwrap();
+    let mut group = writer.next_row_group().unwrap();
+    for column in [0, 1] {
+        let values: Vec<ByteArray> = rows
+            .iter()
+            .map(|r| ByteArray::from(if column == 0 { r.0 } else { r.1 }))
+            .collect();
+        let mut col = group.next_column().unwrap().unwrap();
+        col.typed::<ByteArrayType>()
+            .write_batch(&values, Some(&vec![1; rows.len()]), None)
+            .unwrap();
+        col.close().unwrap();
+    }
+    group.close().unwrap();
+    writer.close().unwrap();
+}
+
+#[cfg(feature = "parquet")]
+#[test]
+fn the_text_tower_reads_no_images_from_parquet_shards() {
+    let env = Env::new();
+    tiny_clip(&env.path("clip"));
+    let captions = ["a red fox", "two cats", "", "an old tree by the river"];
+    let rows: Vec<(&str, &str)> = captions.iter().map(|c| (*c, "nature")).collect();
+    std::fs::create_dir_all(env.path("data")).unwrap();
+    write_text_parquet(&env.path("data/captions.parquet"), &rows);
+    env.write("captions.txt", &(captions.join("\n") + "\n"));
+    let pics = pictures(4);
+    write_parquet_shard(&env.path("photos/train.parquet"), &[&pics], true);
+    let exp = env.write(
+        "textpq.toml",
+        r#"[experiment]
+name = "textpq"
+[experiment.defaults.embed]
+model = "clip"
+[steps.lines]
+kind = "embed"
+source = "text"
+path = "captions.txt"
+[steps.captions]
+kind = "embed"
+source = "parquet"
+path = "data/captions.parquet"
+tower = "text"
+text_column = "caption"
+label_column = "label"
+[steps.photo_captions]
+kind = "embed"
+source = "parquet"
+path = "photos/train.parquet"
+tower = "text"
+text_column = "caption"
+"#,
+    );
+    env.run_json(&exp);
+    // A dataset without an image column: its captions give the rows of the same lines.
+    let bytes = |inst: &str| std::fs::read(common::output_file(&env, "textpq", inst, "matrix"));
+    assert!(bytes("captions").unwrap() == bytes("lines").unwrap());
+    assert_eq!(lines(&env, "textpq", "captions", "labels"), ["nature"; 4]);
+    // With images present, the text tower does not decode them: the row whose image is broken
+    // is kept.
+    let rep = report(&env, "textpq", "photo_captions");
+    assert_eq!(
+        (rep["rows"].as_u64(), rep["skipped"].as_u64()),
+        (Some(5), Some(0)),
+        "{rep}"
+    );
+    let mut expected: Vec<String> = pics.iter().map(|p| p.caption.clone()).collect();
+    expected.push("a broken picture".into());
+    assert_eq!(lines(&env, "textpq", "photo_captions", "texts"), expected);
+}
+
 /// Lays out dataset repository `repo` at `commit` in a hub cache as the Python tools do: file
 /// contents under `blobs/`, the snapshot's files relative links to them, `refs/main` → commit.
 fn dataset_hub_layout(cache: &Path, repo: &str, commit: &str, files: &[(&str, PathBuf)]) {
