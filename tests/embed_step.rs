@@ -12,8 +12,7 @@ use common::{text, Env};
 use msae::embed::random_clip::{write_random_clip, TinyClipConfig};
 
 fn matrix(path: &Path) -> (usize, usize, Vec<f32>) {
-    let m = msae::data::npy::Matrix::open(path).unwrap();
-    (m.rows(), m.cols(), m.data().to_vec())
+    common::npy_f32(path)
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -136,32 +135,8 @@ fn minilm_embeddings_agree_with_an_independent_numpy_computation() {
     assert!(worst < 5e-6, "largest difference {worst}");
 }
 
-/// PNG bytes of a deterministic RGB(A) pattern.
 fn png(width: u32, height: u32, seed: u32, alpha: bool) -> Vec<u8> {
-    let channels = if alpha { 4 } else { 3 };
-    let mut data = Vec::with_capacity((width * height * channels) as usize);
-    for y in 0..height {
-        for x in 0..width {
-            let v = |k: u32| ((x * (3 + k) + y * (5 + seed) + seed * 17 + k * 40) % 256) as u8;
-            data.extend([v(0), v(1), v(2)]);
-            if alpha {
-                data.push(((x + y) * 9 % 256) as u8);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    {
-        let mut enc = png::Encoder::new(&mut out, width, height);
-        enc.set_color(if alpha {
-            png::ColorType::Rgba
-        } else {
-            png::ColorType::Rgb
-        });
-        enc.set_depth(png::BitDepth::Eight);
-        let mut w = enc.write_header().unwrap();
-        w.write_image_data(&data).unwrap();
-    }
-    out
+    common::png_image(width, height, seed, alpha)
 }
 
 /// An image folder: `n` PNGs in two class folders with captions, one corrupt file, one image

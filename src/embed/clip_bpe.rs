@@ -158,20 +158,31 @@ pub fn clip_vocab(merges: &[(String, String)]) -> Vec<String> {
 /// `encode(text, true)` gives `[49406, …, 49407]`, at most 77 ids.
 pub fn clip_tokenizer_from_bpe(merges_gz: &Path) -> Result<Tokenizer> {
     let merges = read_merges(merges_gz)?;
-    let vocab_list = clip_vocab(&merges);
-    if vocab_list.len() != VOCAB_SIZE {
-        bail!(
-            "the vocabulary has {} entries, CLIP's has {VOCAB_SIZE}",
-            vocab_list.len()
-        );
+    let tokenizer = clip_tokenizer_from_merges(merges)
+        .with_context(|| format!("building CLIP's tokenizer from {}", merges_gz.display()))?;
+    for (token, id) in [
+        (START_OF_TEXT, START_OF_TEXT_ID),
+        (END_OF_TEXT, END_OF_TEXT_ID),
+    ] {
+        if tokenizer.token_to_id(token) != Some(id) {
+            bail!("{token} should have id {id}");
+        }
     }
+    Ok(tokenizer)
+}
+
+/// CLIP's tokenizer pipeline over any list of merges: the vocabulary of [`clip_vocab`], so the
+/// start and end tokens take the last two ids (the end token stays the largest id, where CLIP's
+/// text tower pools). With CLIP's merges this is [`clip_tokenizer_from_bpe`]; with none, every
+/// byte of a word is one token (514 ids), a tokenizer small models for tests can use without the
+/// merges file.
+pub fn clip_tokenizer_from_merges(merges: Vec<(String, String)>) -> Result<Tokenizer> {
+    let vocab_list = clip_vocab(&merges);
+    let end_id = vocab_list.len() as u32 - 1;
     let mut vocab = Vocab::default();
     for (id, token) in vocab_list.iter().enumerate() {
         if vocab.insert(token.clone(), id as u32).is_some() {
-            bail!(
-                "{}: the vocabulary entry {token:?} occurs twice",
-                merges_gz.display()
-            );
+            bail!("the vocabulary entry {token:?} occurs twice");
         }
     }
     let bpe = BPE::builder()
@@ -212,8 +223,8 @@ pub fn clip_tokenizer_from_bpe(merges_gz: &Path) -> Result<Tokenizer> {
     )));
     tokenizer.with_post_processor(Some(PostProcessorWrapper::Roberta(
         RobertaProcessing::new(
-            (END_OF_TEXT.to_string(), END_OF_TEXT_ID),
-            (START_OF_TEXT.to_string(), START_OF_TEXT_ID),
+            (END_OF_TEXT.to_string(), end_id),
+            (START_OF_TEXT.to_string(), end_id - 1),
         )
         .trim_offsets(false)
         .add_prefix_space(false),
@@ -230,10 +241,7 @@ pub fn clip_tokenizer_from_bpe(merges_gz: &Path) -> Result<Tokenizer> {
         }))
         .map_err(|e| anyhow!("setting truncation: {e}"))?;
 
-    for (token, id) in [
-        (START_OF_TEXT, START_OF_TEXT_ID),
-        (END_OF_TEXT, END_OF_TEXT_ID),
-    ] {
+    for (token, id) in [(START_OF_TEXT, end_id - 1), (END_OF_TEXT, end_id)] {
         if tokenizer.token_to_id(token) != Some(id) {
             bail!("{token} should have id {id}");
         }
@@ -244,7 +252,11 @@ pub fn clip_tokenizer_from_bpe(merges_gz: &Path) -> Result<Tokenizer> {
 /// Writes CLIP's tokenizer (see [`clip_tokenizer_from_bpe`]) as a `tokenizer.json` that
 /// `Tokenizer::from_file` (and Hugging Face's fast tokenizers) load.
 pub fn write_clip_tokenizer_json(merges_gz: &Path, out_json: &Path) -> Result<()> {
-    let tokenizer = clip_tokenizer_from_bpe(merges_gz)?;
+    write_tokenizer_json(&clip_tokenizer_from_bpe(merges_gz)?, out_json)
+}
+
+/// Saves a tokenizer as a `tokenizer.json`, creating the folder it goes in.
+pub fn write_tokenizer_json(tokenizer: &Tokenizer, out_json: &Path) -> Result<()> {
     if let Some(parent) = out_json.parent() {
         if !parent.as_os_str().is_empty() {
             std::fs::create_dir_all(parent)
@@ -290,6 +302,17 @@ mod tests {
         assert_eq!(vocab[512], "ab</w>");
         assert_eq!(vocab[513], START_OF_TEXT);
         assert_eq!(vocab[514], END_OF_TEXT);
+    }
+
+    #[test]
+    fn without_merges_every_byte_is_a_token_and_the_end_token_is_the_largest_id() {
+        let tok = clip_tokenizer_from_merges(Vec::new()).unwrap();
+        assert_eq!(tok.get_vocab_size(true), 514);
+        // `c` and `a` are symbols 66 and 64; the word's last byte takes its `</w>` form, 256 on.
+        let ids = tok.encode("Cat", true).unwrap().get_ids().to_vec();
+        assert_eq!(ids, [512, 66, 64, 256 + 83, 513]);
+        let two = tok.encode("a  b", true).unwrap().get_ids().to_vec();
+        assert_eq!(two, [512, 256 + 64, 256 + 65, 513]);
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!   the models' own `tokenizer.json` under the reference pipelines' length rules.
 //! * [`pipeline`]: the resumable, part-wise embed loop with decoding overlapped with the model.
 //! * [`clip_bpe`]: CLIP's tokenizer built from its BPE merges file.
-//! * [`random_clip`]: small CLIP models with random weights in the Hugging Face layout, for tests.
+//! * [`random_clip`], [`random_siglip`]: small CLIP and SigLIP models with random weights in the
+//!   Hugging Face layout, for tests.
 //!
 //! This layer knows nothing about experiments or the store; the step in `steps::embed` drives it.
 
@@ -18,4 +19,5 @@ pub mod image;
 pub mod model_files;
 pub mod pipeline;
 pub mod random_clip;
+pub mod random_siglip;
 pub mod source;

@@ -190,7 +190,7 @@ impl TinyClipConfig {
 
 /// How one tensor is drawn.
 #[derive(Clone, Copy, Debug)]
-enum Init {
+pub(crate) enum Init {
     /// N(0, std²).
     Normal(f32),
     /// 1 + N(0, std²).
@@ -202,45 +202,75 @@ enum Init {
 /// One named tensor: Hugging Face name, shape, row-major F32 values.
 pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
 
+/// A tensor to draw: name, shape and how.
+pub(crate) type Spec = (String, Vec<usize>, Init);
+
+/// N(0, 1/fan_in): keeps a linear layer's outputs near the size of its inputs.
+pub(crate) fn inv_sqrt(fan_in: usize) -> f32 {
+    (fan_in as f32).sqrt().recip()
+}
+
+/// `{prefix}.weight` (`outputs × inputs`) and `{prefix}.bias`.
+pub(crate) fn add_linear(specs: &mut Vec<Spec>, prefix: &str, inputs: usize, outputs: usize) {
+    specs.push((
+        format!("{prefix}.weight"),
+        vec![outputs, inputs],
+        Init::Normal(inv_sqrt(inputs)),
+    ));
+    specs.push((format!("{prefix}.bias"), vec![outputs], Init::Normal(0.05)));
+}
+
+pub(crate) fn add_layer_norm(specs: &mut Vec<Spec>, prefix: &str, n: usize) {
+    specs.push((format!("{prefix}.weight"), vec![n], Init::AroundOne(0.1)));
+    specs.push((format!("{prefix}.bias"), vec![n], Init::Normal(0.1)));
+}
+
+/// The pre-norm transformer layers CLIP and SigLIP share, under `{prefix}.encoder.layers.{i}`.
+pub(crate) fn add_encoder(
+    specs: &mut Vec<Spec>,
+    prefix: &str,
+    layers: usize,
+    hidden: usize,
+    intermediate: usize,
+) {
+    for i in 0..layers {
+        let p = format!("{prefix}.encoder.layers.{i}");
+        add_layer_norm(specs, &format!("{p}.layer_norm1"), hidden);
+        for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+            add_linear(specs, &format!("{p}.self_attn.{proj}"), hidden, hidden);
+        }
+        add_layer_norm(specs, &format!("{p}.layer_norm2"), hidden);
+        add_linear(specs, &format!("{p}.mlp.fc1"), hidden, intermediate);
+        add_linear(specs, &format!("{p}.mlp.fc2"), intermediate, hidden);
+    }
+}
+
+/// Draws the tensors of `specs` in order from one ChaCha8 stream seeded with `seed`.
+pub(crate) fn draw(specs: Vec<Spec>, seed: u64) -> Vec<NamedTensor> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let standard = Normal::new(0f32, 1f32).expect("unit normal");
+    specs
+        .into_iter()
+        .map(|(name, shape, init)| {
+            let n: usize = shape.iter().product();
+            let values: Vec<f32> = match init {
+                Init::Normal(std) => (0..n).map(|_| std * standard.sample(&mut rng)).collect(),
+                Init::AroundOne(std) => (0..n)
+                    .map(|_| 1.0 + std * standard.sample(&mut rng))
+                    .collect(),
+                Init::Constant(c) => vec![c; n],
+            };
+            (name, shape, values)
+        })
+        .collect()
+}
+
 /// The tensors of a random CLIP model with Hugging Face names, in the order they are drawn.
 pub fn random_clip_tensors(cfg: &TinyClipConfig, seed: u64) -> Result<Vec<NamedTensor>> {
     cfg.validate()?;
-    let mut specs: Vec<(String, Vec<usize>, Init)> = Vec::new();
+    let mut specs: Vec<Spec> = Vec::new();
     let t = &cfg.text;
     let v = &cfg.vision;
-    let inv_sqrt = |fan_in: usize| (fan_in as f32).sqrt().recip();
-
-    let add_linear = |specs: &mut Vec<(String, Vec<usize>, Init)>,
-                      prefix: &str,
-                      inputs: usize,
-                      outputs: usize| {
-        specs.push((
-            format!("{prefix}.weight"),
-            vec![outputs, inputs],
-            Init::Normal(inv_sqrt(inputs)),
-        ));
-        specs.push((format!("{prefix}.bias"), vec![outputs], Init::Normal(0.05)));
-    };
-    let add_layer_norm = |specs: &mut Vec<(String, Vec<usize>, Init)>, prefix: &str, n: usize| {
-        specs.push((format!("{prefix}.weight"), vec![n], Init::AroundOne(0.1)));
-        specs.push((format!("{prefix}.bias"), vec![n], Init::Normal(0.1)));
-    };
-    let add_encoder = |specs: &mut Vec<(String, Vec<usize>, Init)>,
-                       prefix: &str,
-                       layers: usize,
-                       hidden: usize,
-                       intermediate: usize| {
-        for i in 0..layers {
-            let p = format!("{prefix}.encoder.layers.{i}");
-            add_layer_norm(specs, &format!("{p}.layer_norm1"), hidden);
-            for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
-                add_linear(specs, &format!("{p}.self_attn.{proj}"), hidden, hidden);
-            }
-            add_layer_norm(specs, &format!("{p}.layer_norm2"), hidden);
-            add_linear(specs, &format!("{p}.mlp.fc1"), hidden, intermediate);
-            add_linear(specs, &format!("{p}.mlp.fc2"), intermediate, hidden);
-        }
-    };
 
     specs.push((
         "text_model.embeddings.token_embedding.weight".into(),
@@ -296,24 +326,27 @@ pub fn random_clip_tensors(cfg: &TinyClipConfig, seed: u64) -> Result<Vec<NamedT
         vec![],
         Init::Constant(LOGIT_SCALE_INIT),
     ));
+    Ok(draw(specs, seed))
+}
 
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let standard = Normal::new(0f32, 1f32).expect("unit normal");
-    let tensors = specs
-        .into_iter()
-        .map(|(name, shape, init)| {
-            let n: usize = shape.iter().product();
-            let values: Vec<f32> = match init {
-                Init::Normal(std) => (0..n).map(|_| std * standard.sample(&mut rng)).collect(),
-                Init::AroundOne(std) => (0..n)
-                    .map(|_| 1.0 + std * standard.sample(&mut rng))
-                    .collect(),
-                Init::Constant(c) => vec![c; n],
-            };
-            (name, shape, values)
-        })
+/// Writes `tensors` as an F32 safetensors file (metadata `format = pt`, as the hub's files).
+pub(crate) fn write_safetensors(path: &Path, tensors: &[NamedTensor]) -> Result<()> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, values)| values.iter().flat_map(|x| x.to_le_bytes()).collect())
         .collect();
-    Ok(tensors)
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), data)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                .map(|view| (name.clone(), view))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .context("building the safetensors views")?;
+    let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    let file = safetensors::serialize(views, Some(metadata)).context("serialising the weights")?;
+    std::fs::write(path, file).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Writes a random CLIP model into `dir` (created if needed): `config.json`,
@@ -333,25 +366,10 @@ pub fn write_random_clip(
         );
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tensors = random_clip_tensors(cfg, seed)?;
-
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, _, values)| values.iter().flat_map(|x| x.to_le_bytes()).collect())
-        .collect();
-    let views = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((name, shape, _), data)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
-                .map(|view| (name.clone(), view))
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .context("building the safetensors views")?;
-    let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-    let weights = dir.join("model.safetensors");
-    let file = safetensors::serialize(views, Some(metadata)).context("serialising the weights")?;
-    std::fs::write(&weights, file).with_context(|| format!("writing {}", weights.display()))?;
+    write_safetensors(
+        &dir.join("model.safetensors"),
+        &random_clip_tensors(cfg, seed)?,
+    )?;
 
     let config = dir.join("config.json");
     let text = serde_json::to_string_pretty(&cfg.hf_config_json())? + "\n";
@@ -363,6 +381,18 @@ pub fn write_random_clip(
             .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
     }
     Ok(())
+}
+
+/// Number of ids of [`write_byte_level_tokenizer`]'s tokenizer: 256 byte symbols, the same with
+/// the end-of-word suffix, the start and the end token (the last, 513).
+pub const BYTE_LEVEL_VOCAB: usize = 514;
+
+/// Writes CLIP's tokenizer pipeline without merges as `path` (every byte of a word one token; see
+/// [`crate::embed::clip_bpe::clip_tokenizer_from_merges`]), so tests can embed texts with a small
+/// model without the CLIP merges file. Its ids fit any vocabulary of [`BYTE_LEVEL_VOCAB`] or more.
+pub fn write_byte_level_tokenizer(path: &Path) -> Result<()> {
+    let tokenizer = crate::embed::clip_bpe::clip_tokenizer_from_merges(Vec::new())?;
+    crate::embed::clip_bpe::write_tokenizer_json(&tokenizer, path)
 }
 
 #[cfg(test)]

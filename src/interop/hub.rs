@@ -68,11 +68,36 @@ pub fn fetch(repo: &str, file: &str, revision: &str) -> Result<HubFile> {
     fetch_from(Kind::Model, repo, file, revision)
 }
 
+/// The commit `revision` stands for in the cache: what `refs/<revision>` holds, else the revision
+/// itself, taken as a commit. The Python tools write refs only for branches and tags, so a
+/// revision pinned to a commit (or a commit resolved from `refs/main`) has no ref of its own.
+fn cached_commit(repo_dir: &Path, revision: &str) -> String {
+    std::fs::read_to_string(repo_dir.join("refs").join(revision))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| revision.to_string())
+}
+
+/// The cached copy of `file` at `revision`, if the cache holds it.
+fn cached_file(
+    cache: &Cache,
+    kind: Kind,
+    name: &str,
+    revision: &str,
+    file: &str,
+) -> Option<PathBuf> {
+    let repo_dir = cache.path().join(repo(kind, name, revision).folder_name());
+    let path = repo_dir
+        .join("snapshots")
+        .join(cached_commit(&repo_dir, revision))
+        .join(file);
+    path.exists().then_some(path)
+}
+
 /// The local path of `file` in a repository of either kind; downloaded unless offline.
 pub fn fetch_from(kind: Kind, name: &str, file: &str, revision: &str) -> Result<HubFile> {
     let cache = Cache::new(cache_dir());
     let hub_repo = repo(kind, name, revision);
-    let cached = cache.repo(hub_repo.clone()).get(file);
+    let cached = cached_file(&cache, kind, name, revision, file);
     let path = match cached {
         Some(p) => p,
         None if offline() => {
@@ -101,7 +126,7 @@ pub fn fetch_optional(
 ) -> Result<Option<HubFile>> {
     let cache = Cache::new(cache_dir());
     let hub_repo = repo(kind, name, revision);
-    if let Some(path) = cache.repo(hub_repo.clone()).get(file) {
+    if let Some(path) = cached_file(&cache, kind, name, revision, file) {
         return Ok(Some(HubFile {
             commit: commit_of(&path),
             path,
@@ -143,9 +168,7 @@ pub fn list(kind: Kind, name: &str, revision: &str) -> Result<(Vec<String>, Opti
         return Ok((files, Some(info.sha)));
     }
     let repo_dir = cache.path().join(hub_repo.folder_name());
-    let commit = std::fs::read_to_string(repo_dir.join("refs").join(revision))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| revision.to_string());
+    let commit = cached_commit(&repo_dir, revision);
     let snapshot = repo_dir.join("snapshots").join(&commit);
     if !snapshot.is_dir() {
         return Err(anyhow!(
@@ -225,5 +248,38 @@ mod tests {
         let p = PathBuf::from("/c/models--a--b/snapshots/abc123/sub/f.pth");
         assert_eq!(commit_of(&p).as_deref(), Some("abc123"));
         assert_eq!(commit_of(&PathBuf::from("/tmp/f.pth")), None);
+    }
+
+    #[test]
+    fn a_cached_file_is_found_by_branch_and_by_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        let repo_dir = dir.path().join("datasets--org--name");
+        let snapshot = repo_dir.join("snapshots").join(commit).join("data");
+        std::fs::create_dir_all(&snapshot).unwrap();
+        std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
+        std::fs::write(repo_dir.join("refs/main"), format!("{commit}\n")).unwrap();
+        std::fs::write(snapshot.join("a.parquet"), b"x").unwrap();
+        let cache = Cache::new(dir.path().to_path_buf());
+        let find = |revision: &str, file: &str| {
+            cached_file(&cache, Kind::Dataset, "org/name", revision, file)
+        };
+        let expected = Some(snapshot.join("a.parquet"));
+        assert_eq!(find("main", "data/a.parquet"), expected);
+        // No `refs/<commit>` exists: the commit names its snapshot directly.
+        assert_eq!(find(commit, "data/a.parquet"), expected);
+        assert_eq!(find("v2", "data/a.parquet"), None);
+        assert_eq!(find("main", "data/b.parquet"), None);
+        assert_eq!(
+            find("main", "data/a.parquet")
+                .and_then(|p| commit_of(&p))
+                .as_deref(),
+            Some(commit)
+        );
+        // A model repository of the same name is another folder.
+        assert_eq!(
+            cached_file(&cache, Kind::Model, "org/name", "main", "data/a.parquet"),
+            None
+        );
     }
 }

@@ -299,9 +299,11 @@ fn open_source(
         #[cfg(feature = "parquet")]
         "parquet" => {
             let opts = ParquetOptions {
-                image_column: Some(ctx.str("image_column")?.to_string()).filter(|_| wants_image(ctx)),
+                image_column: Some(ctx.str("image_column")?.to_string()),
                 text_column: ctx.params.get("text_column").and_then(Value::as_str).map(String::from),
                 label_column: ctx.params.get("label_column").and_then(Value::as_str).map(String::from),
+                // The text tower alone reads no image bytes, and needs no image column.
+                skip_images: !wants_image(ctx),
             };
             (Box::new(ParquetSource::open(files, opts)?), None)
         }

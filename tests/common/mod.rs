@@ -248,3 +248,37 @@ pub fn hub_cache_layout(cache: &Path, repo: &str, commit: &str, files_from: &Pat
         std::fs::copy(&p, snapshot.join(p.file_name().unwrap())).unwrap();
     }
 }
+
+/// A float32 `.npy` matrix: rows, columns and values.
+pub fn npy_f32(path: &Path) -> (usize, usize, Vec<f32>) {
+    let m = msae::data::npy::Matrix::open(path).unwrap();
+    (m.rows(), m.cols(), m.data().to_vec())
+}
+
+/// PNG bytes of a deterministic RGB (or RGBA) pattern that depends on `seed`.
+pub fn png_image(width: u32, height: u32, seed: u32, alpha: bool) -> Vec<u8> {
+    let channels = if alpha { 4 } else { 3 };
+    let mut data = Vec::with_capacity((width * height * channels) as usize);
+    for y in 0..height {
+        for x in 0..width {
+            let v = |k: u32| ((x * (3 + k) + y * (5 + seed) + seed * 17 + k * 40) % 256) as u8;
+            data.extend([v(0), v(1), v(2)]);
+            if alpha {
+                data.push(((x + y) * 9 % 256) as u8);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, width, height);
+        enc.set_color(if alpha {
+            png::ColorType::Rgba
+        } else {
+            png::ColorType::Rgb
+        });
+        enc.set_depth(png::BitDepth::Eight);
+        let mut w = enc.write_header().unwrap();
+        w.write_image_data(&data).unwrap();
+    }
+    out
+}

@@ -34,7 +34,9 @@
 //!   image bytes nor a text is unreadable on its own.
 //!
 //! A configured column missing from a shard is an error for the whole source: the options do
-//! not fit the dataset, and the message lists the columns the shard has.
+//! not fit the dataset, and the message lists the columns the shard has. With `skip_images` (an
+//! embed with the text tower alone) the image column is not configured: a dataset of captions
+//! needs none, and the bytes of one that has it are left unread.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -59,6 +61,9 @@ pub struct ParquetOptions {
     pub text_column: Option<String>,
     /// An integer (class index) or string label column. `None`: no label is read.
     pub label_column: Option<String>,
+    /// Read no images (an embed with the text tower alone): the image column need not exist,
+    /// and where it does its bytes are never read.
+    pub skip_images: bool,
 }
 
 impl ParquetOptions {
@@ -217,7 +222,8 @@ struct Leaf {
 
 #[derive(Debug, Clone)]
 struct Columns {
-    image: Leaf,
+    /// `None` with [`ParquetOptions::skip_images`].
+    image: Option<Leaf>,
     text: Option<Leaf>,
     label: Option<Leaf>,
 }
@@ -305,7 +311,10 @@ impl Shard {
             .reader
             .get_row_group(group)
             .map_err(|e| e.to_string())?;
-        let image = read_bytes(rg.as_ref(), &self.columns.image, rows)?;
+        let image = match &self.columns.image {
+            Some(leaf) => Some(read_bytes(rg.as_ref(), leaf, rows)?),
+            None => None,
+        };
         let text = match &self.columns.text {
             Some(leaf) => Some(read_bytes(rg.as_ref(), leaf, rows)?),
             None => None,
@@ -314,18 +323,28 @@ impl Shard {
             Some(leaf) => Some(read_label(rg.as_ref(), leaf, rows)?),
             None => None,
         };
-        Ok(GroupValues { image, text, label })
+        Ok(GroupValues {
+            rows,
+            image,
+            text,
+            label,
+        })
     }
 
     fn build_rows(&self, first_row: u64, values: GroupValues) -> Vec<Entry> {
-        let GroupValues { image, text, label } = values;
+        let GroupValues {
+            rows,
+            image,
+            text,
+            label,
+        } = values;
+        let mut image = image.map(Vec::into_iter);
         let mut text = text.map(Vec::into_iter);
         let mut label = label.map(Vec::into_iter);
-        image
-            .into_iter()
-            .enumerate()
-            .map(|(i, image)| {
+        (0..rows)
+            .map(|i| {
                 let key = format!("{}:{}", self.name, first_row + i as u64);
+                let image = image.as_mut().and_then(|t| t.next()).flatten();
                 let text = text.as_mut().and_then(|t| t.next()).flatten();
                 let label = label.as_mut().and_then(|l| l.next()).flatten();
                 self.build_row(key, image, text, label)
@@ -385,7 +404,8 @@ enum LabelValue {
 }
 
 struct GroupValues {
-    image: Vec<Option<Vec<u8>>>,
+    rows: usize,
+    image: Option<Vec<Option<Vec<u8>>>>,
     text: Option<Vec<Option<Vec<u8>>>>,
     label: Option<Vec<Option<LabelValue>>>,
 }
@@ -403,7 +423,7 @@ fn resolve_columns(
         .map(|f| f.name())
         .collect();
     let wanted = [
-        Some(opts.image_column()),
+        Some(opts.image_column()).filter(|_| !opts.skip_images),
         opts.text_column.as_deref(),
         opts.label_column.as_deref(),
     ];
@@ -449,14 +469,19 @@ fn resolve_columns(
     };
     let image_name = opts.image_column();
     let binary = [PhysicalType::BYTE_ARRAY];
-    let image = leaf(&[image_name, "bytes"], &binary)
-        .or_else(|| leaf(&[image_name], &binary))
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "{shard}: column `{image_name}` is neither binary nor a struct with a binary \
-                 `bytes` field"
-            )
-        })?;
+    let image = match opts.skip_images {
+        true => None,
+        false => Some(
+            leaf(&[image_name, "bytes"], &binary)
+                .or_else(|| leaf(&[image_name], &binary))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{shard}: column `{image_name}` is neither binary nor a struct with a \
+                         binary `bytes` field"
+                    )
+                })?,
+        ),
+    };
     let text =
         match &opts.text_column {
             Some(name) => Some(leaf(&[name], &binary).ok_or_else(|| {
@@ -481,7 +506,7 @@ fn resolve_columns(
         None => None,
     };
     Ok(Columns {
-        image: check_flat(image)?,
+        image: image.map(check_flat).transpose()?,
         text: text.map(check_flat).transpose()?,
         label: label.map(check_flat).transpose()?,
     })
@@ -735,6 +760,7 @@ mod tests {
             image_column: None,
             text_column: Some("caption".into()),
             label_column: Some("label".into()),
+            skip_images: false,
         }
     }
 
@@ -1006,6 +1032,7 @@ mod tests {
             image_column: Some("jpg".into()),
             text_column: Some("caption".into()),
             label_column: Some("labels".into()),
+            skip_images: false,
         };
         let err = ParquetSource::open(vec![a.clone()], wrong).err().unwrap();
         assert_eq!(
@@ -1028,13 +1055,35 @@ mod tests {
             image_column: Some("label".into()),
             ..Default::default()
         };
-        let err = ParquetSource::open(vec![a], wrong).err().unwrap();
+        let err = ParquetSource::open(vec![a.clone()], wrong).err().unwrap();
         assert!(
             err.to_string()
                 .contains("`label` is neither binary nor a struct"),
             "{err}"
         );
         assert!(ParquetSource::open(vec![], opts()).is_err());
+        // Without images, an image column is neither needed nor read.
+        let texts_only = ParquetOptions {
+            image_column: Some("jpg".into()),
+            text_column: Some("caption".into()),
+            skip_images: true,
+            ..Default::default()
+        };
+        let entries = read_all(&mut ParquetSource::open(vec![a], texts_only).unwrap());
+        // The rows with a text are items (without their images); the others have nothing to
+        // embed, and row 7's text is not UTF-8.
+        let keys: Vec<String> = ["0", "!1", "2", "!3", "4", "!5", "!6", "!7", "8"]
+            .iter()
+            .map(|k| match k.strip_prefix('!') {
+                Some(k) => format!("!a.parquet:{k}"),
+                None => format!("a.parquet:{k}"),
+            })
+            .collect();
+        assert_eq!(outline(&entries), keys);
+        assert!(entries.iter().all(|e| match e {
+            Entry::Item(item) => item.image.is_none() && item.text.is_some(),
+            Entry::Unreadable { .. } => true,
+        }));
     }
 
     #[test]
@@ -1065,6 +1114,7 @@ mod tests {
             image_column: Some("jpg".into()),
             text_column: None,
             label_column: Some("cls".into()),
+            skip_images: false,
         };
         let entries = read_all(&mut ParquetSource::open(vec![path], opts).unwrap());
         assert_eq!(
