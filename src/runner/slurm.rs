@@ -7,7 +7,8 @@
 //!   for slow shared filesystems).
 //! * One `squeue` per poll cycle for the whole run, with backoff while nothing changes; no
 //!   `sacct` (many clusters have no accounting database). Jobs in flight and submissions per
-//!   second are capped.
+//!   second are capped; a job counts as in flight until `squeue` no longer lists it live, even
+//!   after its result was taken in.
 //! * Re-attach: a restarted coordinator takes in finished result files and adopts live jobs
 //!   (by name and comment) before it submits anything, so no instance is ever submitted twice
 //!   while a job for it lives.
@@ -50,6 +51,12 @@ pub struct Slurm {
     /// key → (job id, state) as the last `squeue` showed them.
     queue: Option<BTreeMap<String, (String, String)>>,
     ready: Vec<Finished>,
+    /// Jobs whose result was taken in while the scheduler still listed them as live (the
+    /// worker writes its result just before it exits): key → job id. They still hold a place
+    /// on the cluster, so they count against `--max-jobs` until `squeue` no longer shows them
+    /// live; otherwise a new submission would join them there, and a site limit on jobs per
+    /// user could refuse it.
+    finishing: BTreeMap<String, String>,
     pacing: Pacing,
     next_results: Instant,
 }
@@ -208,6 +215,13 @@ pub fn parse_squeue(text: &str) -> BTreeMap<String, (String, String)> {
     jobs
 }
 
+/// Whether `squeue` lists job `id` of `key` in a state from which it may still run.
+fn listed_live(queue: &BTreeMap<String, (String, String)>, key: &str, id: &str) -> bool {
+    queue
+        .get(key)
+        .is_some_and(|(i, state)| i == id && !ENDED.contains(&state.as_str()))
+}
+
 /// The last `n` lines of a log file.
 fn log_tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -254,6 +268,7 @@ impl Slurm {
             jobs: BTreeMap::new(),
             queue: None,
             ready: Vec::new(),
+            finishing: BTreeMap::new(),
             next_results: Instant::now(),
         })
     }
@@ -282,6 +297,11 @@ impl Slurm {
             let job = self.jobs.remove(&i).expect("listed");
             // Taken in: a later run must not read it again (a failure would be reported twice).
             std::fs::remove_file(job.dir.join(RESULT)).ok();
+            if job.state != "GONE" && !ENDED.contains(&job.state.as_str()) && job.id != "?" {
+                self.finishing.insert(job.key.clone(), job.id.clone());
+                // Its place frees at the next look, due soon.
+                self.pacing.expect_change(Instant::now());
+            }
             let result = match (r.ok, r.error) {
                 (Some(ok), _) => Ok(ok),
                 (None, e) => Err(format!(
@@ -326,6 +346,10 @@ impl Slurm {
                 job.gone_since = None;
             }
         }
+        let finishing = self.finishing.len();
+        self.finishing
+            .retain(|key, id| listed_live(&queue, key, id));
+        changed |= self.finishing.len() != finishing;
         // A result may have landed since the last look: it wins over the scheduler's word.
         self.take_results();
         for i in failed {
@@ -455,7 +479,8 @@ impl Executor for Slurm {
     }
 
     fn has_room(&self, _needs: Needs) -> bool {
-        self.pacing.has_room(self.jobs.len(), Instant::now())
+        self.pacing
+            .has_room(self.jobs.len() + self.finishing.len(), Instant::now())
     }
 
     fn start(&mut self, task: Task) -> Result<()> {
@@ -497,7 +522,8 @@ impl Executor for Slurm {
                 self.take_results();
                 self.next_results = now + Duration::from_millis(500);
             }
-            if self.ready.is_empty() && self.pacing.poll_due(now) && !self.jobs.is_empty() {
+            let watched = !self.jobs.is_empty() || !self.finishing.is_empty();
+            if self.ready.is_empty() && self.pacing.poll_due(now) && watched {
                 self.poll();
             }
             if !self.ready.is_empty() {
@@ -548,6 +574,16 @@ mod tests {
         let q = parse_squeue("9|PENDING|abc\n7|CANCELLED|abc\n");
         assert_eq!(q["abc"].0, "9");
         assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn a_job_holds_its_place_while_squeue_lists_it_live() {
+        let q = parse_squeue("4|RUNNING|a\n5|COMPLETING|b\n6|COMPLETED|c\n8|PENDING|d\n");
+        assert!(listed_live(&q, "a", "4"));
+        assert!(listed_live(&q, "b", "5"), "still on the node");
+        assert!(!listed_live(&q, "c", "6"));
+        assert!(!listed_live(&q, "d", "7"), "another job of the same key");
+        assert!(!listed_live(&q, "e", "9"), "no longer listed");
     }
 
     #[test]
