@@ -4,14 +4,16 @@
 //! installs them); without them the test prints a notice and skips.
 //!
 //! One test function runs the scenarios one after another on one cluster: the same records and
-//! bytes as the local executor; a coordinator killed and restarted finishes without a duplicate
-//! job; a job cancelled with `scancel` is reported failed with its log tail and a rerun finishes
-//! it; a running training requeued with `scontrol requeue`, and one sent SIGUSR1 (which
-//! checkpoints and requeues itself), complete with the bytes of an uninterrupted run.
+//! bytes as the local executor; with `--max-jobs 1` never two of the run's jobs live in the
+//! queue at once; a coordinator killed and restarted finishes without a duplicate job; a job
+//! cancelled with `scancel` is reported failed with its log tail and a rerun finishes it; a
+//! running training requeued with `scontrol requeue` (its live progress showing an ETA
+//! meanwhile), and one sent SIGUSR1 (which checkpoints and requeues itself), complete with the
+//! bytes of an uninterrupted run.
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -301,11 +303,12 @@ fn run(cluster: &Cluster, env: &Env, exp: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
-fn spawn(cluster: &Cluster, env: &Env, exp: &Path) -> Child {
+fn spawn(cluster: &Cluster, env: &Env, exp: &Path, extra: &[&str]) -> Child {
     cluster
         .msae(env)
         .arg("run")
         .args(SLURM_ARGS)
+        .args(extra)
         .arg(exp)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -361,8 +364,14 @@ fn status(cluster: &Cluster, env: &Env, exp: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// Waits until a training's job runs and has made `min_steps` steps; returns (instance, job id).
-fn running_training(cluster: &Cluster, env: &Env, exp: &Path, min_steps: u64) -> (String, String) {
+/// Waits until a training's job runs and has made `min_steps` steps; returns (instance, job id,
+/// its live progress as `msae status --json` showed it then).
+fn running_training(
+    cluster: &Cluster,
+    env: &Env,
+    exp: &Path,
+    min_steps: u64,
+) -> (String, String, serde_json::Value) {
     let start = Instant::now();
     loop {
         let s = status(cluster, env, exp);
@@ -375,6 +384,7 @@ fn running_training(cluster: &Cluster, env: &Env, exp: &Path, min_steps: u64) ->
                 return (
                     i["name"].as_str().unwrap().to_string(),
                     i["live"]["job"]["id"].as_str().unwrap().to_string(),
+                    i["live"]["progress"].clone(),
                 );
             }
         }
@@ -498,10 +508,46 @@ fn slurm_executor_on_a_real_cluster() {
     assert!(text(&out).contains("0 run, 5 cached"), "{}", text(&out));
     assert_no_duplicate_jobs(&cluster, &on_slurm, "cluster", 5);
 
+    // 1b. `--max-jobs 1`: the grid's two trainings are ready at the same moment, yet the queue,
+    //     sampled while the run goes on, never holds two live jobs of the run; same records.
+    {
+        let env = Env::new();
+        let exp = env.write("c.toml", &text_exp);
+        let name = msae::runner::slurm::job_name(&env.cache(), "cluster");
+        let mut coordinator = spawn(&cluster, &env, &exp, &["--max-jobs", "1"]);
+        let mut seen = BTreeSet::new();
+        let mut samples = 0;
+        let out = loop {
+            let exited = coordinator.try_wait().unwrap().is_some();
+            let live: Vec<_> = cluster
+                .jobs()
+                .into_iter()
+                .filter(|j| j.3 == name && !msae::runner::slurm::ENDED.contains(&j.1.as_str()))
+                .collect();
+            assert!(live.len() <= 1, "two live jobs with --max-jobs 1: {live:?}");
+            seen.extend(live.into_iter().map(|j| j.2));
+            samples += 1;
+            if exited {
+                break coordinator.wait_with_output().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            text(&out).contains("5 run, 0 cached, 0 failed"),
+            "{}",
+            text(&out)
+        );
+        // The samples saw the jobs come and go, so the bound above was put to the test.
+        assert!(seen.len() >= 3, "{samples} samples saw only {seen:?}");
+        assert_eq!(records(&env, "cluster"), a);
+        assert_no_duplicate_jobs(&cluster, &env, "cluster", 5);
+    }
+
     // 2. The coordinator killed mid-run and started again: re-attaches, no duplicate job.
     let env = Env::new();
     let exp = env.write("c.toml", &experiment(300, "[2, 3]"));
-    let mut coordinator = spawn(&cluster, &env, &exp);
+    let mut coordinator = spawn(&cluster, &env, &exp, &[]);
     running_training(&cluster, &env, &exp, 1);
     coordinator.kill().unwrap();
     coordinator.wait().unwrap();
@@ -513,8 +559,8 @@ fn slurm_executor_on_a_real_cluster() {
     // 3. A job cancelled with scancel: reported failed with its log tail; a rerun finishes it.
     let env = Env::new();
     let exp = env.write("c.toml", &experiment(300, "[2]"));
-    let coordinator = spawn(&cluster, &env, &exp);
-    let (name, id) = running_training(&cluster, &env, &exp, 1);
+    let coordinator = spawn(&cluster, &env, &exp, &[]);
+    let (name, id, _) = running_training(&cluster, &env, &exp, 1);
     assert!(cluster.cmd("scancel", &[&id]).status.success());
     let out = coordinator.wait_with_output().unwrap();
     let msg = text(&out);
@@ -539,8 +585,18 @@ fn slurm_executor_on_a_real_cluster() {
     //    of an uninterrupted run.
     let env = Env::new();
     let exp = env.write("c.toml", &experiment(300, "[2]"));
-    let coordinator = spawn(&cluster, &env, &exp);
-    let (_, id) = running_training(&cluster, &env, &exp, 200);
+    let coordinator = spawn(&cluster, &env, &exp, &[]);
+    let (_, id, progress) = running_training(&cluster, &env, &exp, 200);
+    // The job's progress reaches `msae status` with an estimate of the time left.
+    let (position, length) = (
+        progress["position"].as_u64().unwrap(),
+        progress["length"]
+            .as_u64()
+            .expect("a training knows its length"),
+    );
+    assert!(position >= 200 && position < length, "{progress}");
+    let eta = progress["eta_seconds"].as_f64().expect("an ETA");
+    assert!(eta.is_finite() && eta > 0.0, "{progress}");
     assert!(
         cluster.cmd("scontrol", &["requeue", &id]).status.success(),
         "scontrol requeue failed"
@@ -573,8 +629,8 @@ fn slurm_executor_on_a_real_cluster() {
     {
         let env = Env::new();
         let exp = env.write("c.toml", &experiment(300, "[2]"));
-        let coordinator = spawn(&cluster, &env, &exp);
-        let (_, id) = running_training(&cluster, &env, &exp, 100);
+        let coordinator = spawn(&cluster, &env, &exp, &[]);
+        let (_, id, _) = running_training(&cluster, &env, &exp, 100);
         let out = cluster.cmd("scancel", &["--signal=USR1", "--batch", &id]);
         assert!(out.status.success(), "{}", text(&out));
         release_requeued(&cluster, &env, &id);
@@ -607,11 +663,12 @@ fn slurm_executor_on_a_real_cluster() {
     //    text status shows the job id and state while it runs.
     let env = Env::new();
     let exp = env.write("c.toml", &experiment(300, "[3]"));
-    let coordinator = spawn(&cluster, &env, &exp);
-    let (name, id) = running_training(&cluster, &env, &exp, 1);
+    let coordinator = spawn(&cluster, &env, &exp, &[]);
+    let (name, id, _) = running_training(&cluster, &env, &exp, 1);
     let shown = text(&cluster.msae(&env).arg("status").arg(&exp).output().unwrap());
     assert!(shown.contains("slurm executor"), "{shown}");
     assert!(shown.contains(&format!("job {id} RUNNING")), "{shown}");
+    assert!(shown.contains(", eta "), "{shown}");
     let out = cluster
         .msae(&env)
         .args(["cancel"])

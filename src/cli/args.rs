@@ -183,8 +183,8 @@ pub struct RunArgs {
     /// Slurm: most submissions per second.
     #[arg(long, default_value_t = 5)]
     pub submit_rate: usize,
-    /// Slurm: seconds between `squeue` calls while jobs change (doubling towards --poll-max
-    /// while nothing does).
+    /// Slurm: seconds between `squeue` calls while jobs change (half as long again after each
+    /// quiet cycle, up to --poll-max, while nothing does).
     #[arg(long, default_value_t = 5.0)]
     pub poll: f64,
     #[arg(long, default_value_t = 60.0)]

@@ -7,7 +7,8 @@
 //!   for slow shared filesystems).
 //! * One `squeue` per poll cycle for the whole run, with backoff while nothing changes; no
 //!   `sacct` (many clusters have no accounting database). Jobs in flight and submissions per
-//!   second are capped.
+//!   second are capped; a job counts as in flight until `squeue` no longer lists it live, even
+//!   after its result was taken in.
 //! * Re-attach: a restarted coordinator takes in finished result files and adopts live jobs
 //!   (by name and comment) before it submits anything, so no instance is ever submitted twice
 //!   while a job for it lives.
@@ -50,10 +51,101 @@ pub struct Slurm {
     /// key → (job id, state) as the last `squeue` showed them.
     queue: Option<BTreeMap<String, (String, String)>>,
     ready: Vec<Finished>,
+    /// Jobs whose result was taken in while the scheduler still listed them as live (the
+    /// worker writes its result just before it exits): key → job id. They still hold a place
+    /// on the cluster, so they count against `--max-jobs` until `squeue` no longer shows them
+    /// live; otherwise a new submission would join them there, and a site limit on jobs per
+    /// user could refuse it.
+    finishing: BTreeMap<String, String>,
+    pacing: Pacing,
+    next_results: Instant,
+}
+
+/// The executor's timing decisions, apart from the clock (every method is given `now`): when
+/// the next `squeue` is due, and whether the caps on jobs in flight and on submissions per
+/// second leave room for another submission.
+pub struct Pacing {
+    max_jobs: usize,
+    submit_per_second: usize,
+    poll_min: Duration,
+    poll_max: Duration,
     interval: Duration,
     next_poll: Instant,
-    next_results: Instant,
+    /// When the last `submit_per_second` submissions were made (oldest first).
     submitted: VecDeque<Instant>,
+}
+
+impl Pacing {
+    /// A first poll is due at once.
+    pub fn new(
+        max_jobs: usize,
+        submit_per_second: usize,
+        poll_min: Duration,
+        poll_max: Duration,
+        now: Instant,
+    ) -> Pacing {
+        Pacing {
+            max_jobs,
+            submit_per_second,
+            poll_min,
+            poll_max,
+            interval: poll_min,
+            next_poll: now,
+            submitted: VecDeque::new(),
+        }
+    }
+
+    /// The wait before the poll after the next one (the current backoff step).
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    pub fn poll_due(&self, now: Instant) -> bool {
+        now >= self.next_poll
+    }
+
+    /// After an answered `squeue`: back to `--poll` if any job changed, else a longer wait,
+    /// up to `--poll-max`.
+    pub fn polled(&mut self, changed: bool, now: Instant) {
+        self.interval = if changed {
+            self.poll_min
+        } else {
+            self.interval.mul_f64(1.5).min(self.poll_max)
+        };
+        self.next_poll = now + self.interval;
+    }
+
+    /// After a `squeue` that failed: the controller may be busy or restarting, so wait twice
+    /// as long before asking again (up to `--poll-max`).
+    pub fn poll_failed(&mut self, now: Instant) {
+        self.interval = (self.interval * 2).min(self.poll_max);
+        self.next_poll = now + self.interval;
+    }
+
+    /// Whether one more job may be submitted while `in_flight` jobs occupy the scheduler.
+    pub fn has_room(&self, in_flight: usize, now: Instant) -> bool {
+        let recent = self
+            .submitted
+            .iter()
+            .filter(|t| now.saturating_duration_since(**t) < Duration::from_secs(1))
+            .count();
+        in_flight < self.max_jobs && recent < self.submit_per_second
+    }
+
+    /// A submission is being made (counted whether or not the scheduler accepts it).
+    pub fn submitting(&mut self, now: Instant) {
+        self.submitted.push_back(now);
+        while self.submitted.len() > self.submit_per_second {
+            self.submitted.pop_front();
+        }
+    }
+
+    /// Something is about to change (a new job): look again within `--poll`, however far the
+    /// backoff had gone.
+    pub fn expect_change(&mut self, now: Instant) {
+        self.interval = self.poll_min;
+        self.next_poll = self.next_poll.min(now + self.interval);
+    }
 }
 
 struct Job {
@@ -123,6 +215,13 @@ pub fn parse_squeue(text: &str) -> BTreeMap<String, (String, String)> {
     jobs
 }
 
+/// Whether `squeue` lists job `id` of `key` in a state from which it may still run.
+fn listed_live(queue: &BTreeMap<String, (String, String)>, key: &str, id: &str) -> bool {
+    queue
+        .get(key)
+        .is_some_and(|(i, state)| i == id && !ENDED.contains(&state.as_str()))
+}
+
 /// The last `n` lines of a log file.
 fn log_tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -155,7 +254,13 @@ impl Slurm {
             .output()
             .context("`--executor slurm` needs Slurm's `sbatch` on PATH")?;
         Ok(Slurm {
-            interval: opts.poll_min,
+            pacing: Pacing::new(
+                opts.max_jobs,
+                opts.submit_per_second,
+                opts.poll_min,
+                opts.poll_max,
+                Instant::now(),
+            ),
             opts,
             store_root: store_root.to_path_buf(),
             name: job_name(store_root, experiment),
@@ -163,9 +268,8 @@ impl Slurm {
             jobs: BTreeMap::new(),
             queue: None,
             ready: Vec::new(),
-            next_poll: Instant::now(),
+            finishing: BTreeMap::new(),
             next_results: Instant::now(),
-            submitted: VecDeque::new(),
         })
     }
 
@@ -193,6 +297,11 @@ impl Slurm {
             let job = self.jobs.remove(&i).expect("listed");
             // Taken in: a later run must not read it again (a failure would be reported twice).
             std::fs::remove_file(job.dir.join(RESULT)).ok();
+            if job.state != "GONE" && !ENDED.contains(&job.state.as_str()) && job.id != "?" {
+                self.finishing.insert(job.key.clone(), job.id.clone());
+                // Its place frees at the next look, due soon.
+                self.pacing.expect_change(Instant::now());
+            }
             let result = match (r.ok, r.error) {
                 (Some(ok), _) => Ok(ok),
                 (None, e) => Err(format!(
@@ -212,8 +321,7 @@ impl Slurm {
             Err(e) => {
                 // The controller may be busy or restarting: keep the jobs, try again later.
                 tracing::warn!("{e:#}");
-                self.interval = (self.interval * 2).min(self.opts.poll_max);
-                self.next_poll = Instant::now() + self.interval;
+                self.pacing.poll_failed(Instant::now());
                 return;
             }
         };
@@ -238,6 +346,10 @@ impl Slurm {
                 job.gone_since = None;
             }
         }
+        let finishing = self.finishing.len();
+        self.finishing
+            .retain(|key, id| listed_live(&queue, key, id));
+        changed |= self.finishing.len() != finishing;
         // A result may have landed since the last look: it wins over the scheduler's word.
         self.take_results();
         for i in failed {
@@ -258,12 +370,7 @@ impl Slurm {
             changed = true;
         }
         self.queue = Some(queue);
-        self.interval = if changed {
-            self.opts.poll_min
-        } else {
-            (self.interval.mul_f64(1.5)).min(self.opts.poll_max)
-        };
-        self.next_poll = Instant::now() + self.interval;
+        self.pacing.polled(changed, Instant::now());
     }
 
     fn submit(&mut self, task: &Task, dir: &Path) -> Result<String> {
@@ -372,20 +479,13 @@ impl Executor for Slurm {
     }
 
     fn has_room(&self, _needs: Needs) -> bool {
-        let recent = self
-            .submitted
-            .iter()
-            .filter(|t| t.elapsed() < Duration::from_secs(1))
-            .count();
-        self.jobs.len() < self.opts.max_jobs && recent < self.opts.submit_per_second
+        self.pacing
+            .has_room(self.jobs.len() + self.finishing.len(), Instant::now())
     }
 
     fn start(&mut self, task: Task) -> Result<()> {
         let dir = job_dir(&self.store_root, &task.spec.key);
-        self.submitted.push_back(Instant::now());
-        while self.submitted.len() > self.opts.submit_per_second {
-            self.submitted.pop_front();
-        }
+        self.pacing.submitting(Instant::now());
         match self.submit(&task, &dir) {
             Ok(id) => {
                 tracing::info!(instance = %task.spec.instance, job = %id, "submitted");
@@ -401,8 +501,7 @@ impl Executor for Slurm {
                     },
                 );
                 // A new job: look again soon.
-                self.interval = self.opts.poll_min;
-                self.next_poll = self.next_poll.min(Instant::now() + self.interval);
+                self.pacing.expect_change(Instant::now());
             }
             Err(e) => self.ready.push(Finished {
                 index: task.index,
@@ -423,7 +522,8 @@ impl Executor for Slurm {
                 self.take_results();
                 self.next_results = now + Duration::from_millis(500);
             }
-            if self.ready.is_empty() && now >= self.next_poll && !self.jobs.is_empty() {
+            let watched = !self.jobs.is_empty() || !self.finishing.is_empty();
+            if self.ready.is_empty() && self.pacing.poll_due(now) && watched {
                 self.poll();
             }
             if !self.ready.is_empty() {
@@ -477,6 +577,16 @@ mod tests {
     }
 
     #[test]
+    fn a_job_holds_its_place_while_squeue_lists_it_live() {
+        let q = parse_squeue("4|RUNNING|a\n5|COMPLETING|b\n6|COMPLETED|c\n8|PENDING|d\n");
+        assert!(listed_live(&q, "a", "4"));
+        assert!(listed_live(&q, "b", "5"), "still on the node");
+        assert!(!listed_live(&q, "c", "6"));
+        assert!(!listed_live(&q, "d", "7"), "another job of the same key");
+        assert!(!listed_live(&q, "e", "9"), "no longer listed");
+    }
+
+    #[test]
     fn resources_become_sbatch_flags_and_defaults_fill_gaps() {
         let step = Resources::from_assignments(&["gpus=1".into(), "time=1:00:00".into()]).unwrap();
         let defaults = Resources::from_assignments(&[
@@ -516,5 +626,145 @@ mod tests {
         let tail = log_tail(&log, 3);
         assert_eq!(tail, "  | line 18\n  | line 19\n  | line 20");
         assert!(log_tail(&dir.path().join("none"), 3).contains("empty"));
+    }
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    /// Polls whenever one is due, each time finding the `changed` given; returns the wait
+    /// before each next poll, checked against the moment the poll became due.
+    fn poll_waits(p: &mut Pacing, now: &mut Instant, changed: &[bool]) -> Vec<f64> {
+        let mut waits = Vec::new();
+        for &c in changed {
+            assert!(p.poll_due(*now));
+            p.polled(c, *now);
+            let wait = p.interval();
+            assert!(!p.poll_due(*now + wait - Duration::from_millis(1)));
+            assert!(p.poll_due(*now + wait));
+            waits.push(wait.as_secs_f64());
+            *now += wait;
+        }
+        waits
+    }
+
+    #[test]
+    fn quiet_polls_back_off_to_poll_max_and_a_change_resets_the_wait() {
+        let t0 = Instant::now();
+        let mut p = Pacing::new(100, 5, secs(5.0), secs(60.0), t0);
+        assert!(p.poll_due(t0), "the first poll is due at once");
+        let mut now = t0;
+        let waits = poll_waits(&mut p, &mut now, &[false; 8]);
+        let expected = [7.5, 11.25, 16.875, 25.3125, 37.96875, 56.953125, 60.0, 60.0];
+        for (w, e) in waits.iter().zip(expected) {
+            assert!((w - e).abs() < 1e-6, "{waits:?}");
+        }
+        // A change anywhere in the backoff goes back to --poll, and the backoff starts over.
+        let waits = poll_waits(&mut p, &mut now, &[true, false, false, true, true]);
+        let expected = [5.0, 7.5, 11.25, 5.0, 5.0];
+        for (w, e) in waits.iter().zip(expected) {
+            assert!((w - e).abs() < 1e-6, "{waits:?}");
+        }
+    }
+
+    #[test]
+    fn failed_polls_wait_twice_as_long_each_time() {
+        let t0 = Instant::now();
+        let mut p = Pacing::new(100, 5, secs(5.0), secs(60.0), t0);
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            p.poll_failed(t0);
+            waits.push(p.interval().as_secs_f64());
+        }
+        assert_eq!(waits, [10.0, 20.0, 40.0, 60.0, 60.0, 60.0]);
+        assert!(!p.poll_due(t0 + secs(59.9)) && p.poll_due(t0 + secs(60.0)));
+        p.polled(true, t0);
+        assert_eq!(p.interval(), secs(5.0));
+    }
+
+    #[test]
+    fn a_new_job_brings_a_distant_poll_forward_and_never_delays_a_near_one() {
+        let t0 = Instant::now();
+        let mut p = Pacing::new(100, 5, secs(5.0), secs(60.0), t0);
+        p.poll_failed(t0);
+        p.poll_failed(t0);
+        p.poll_failed(t0);
+        assert_eq!(p.interval(), secs(40.0));
+        p.expect_change(t0 + secs(1.0));
+        assert!(!p.poll_due(t0 + secs(5.9)));
+        assert!(
+            p.poll_due(t0 + secs(6.0)),
+            "due within --poll of the submission"
+        );
+        // Quiet again: the backoff starts from --poll.
+        p.polled(false, t0 + secs(6.0));
+        assert_eq!(p.interval(), secs(7.5));
+        // A poll due in 2 s stays due in 2 s.
+        let mut p = Pacing::new(100, 5, secs(5.0), secs(60.0), t0);
+        p.polled(true, t0);
+        p.expect_change(t0 + secs(3.0));
+        assert!(p.poll_due(t0 + secs(5.0)));
+    }
+
+    /// A deterministic stream of job run times between 10 ms and 2 s.
+    fn run_times(seed: u64) -> impl FnMut() -> Duration {
+        let mut state = seed;
+        move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            Duration::from_millis(10 + (state >> 33) % 1990)
+        }
+    }
+
+    #[test]
+    fn never_more_than_max_jobs_in_flight() {
+        for max_jobs in [1, 3, 10] {
+            let t0 = Instant::now();
+            let mut p = Pacing::new(max_jobs, 1000, secs(0.5), secs(2.0), t0);
+            let mut run_time = run_times(max_jobs as u64);
+            let mut ends: Vec<Instant> = Vec::new();
+            let (mut started, mut most) = (0, 0);
+            for tick in 0..6000 {
+                let now = t0 + Duration::from_millis(10 * tick);
+                ends.retain(|e| *e > now);
+                while p.has_room(ends.len(), now) {
+                    p.submitting(now);
+                    ends.push(now + run_time());
+                    started += 1;
+                    assert!(ends.len() <= max_jobs, "{} jobs in flight", ends.len());
+                }
+                most = most.max(ends.len());
+            }
+            // Room is given whenever a job ends: the cap is reached, not merely respected.
+            assert_eq!(most, max_jobs);
+            assert!(started >= 25 * max_jobs, "only {started} jobs started");
+        }
+    }
+
+    #[test]
+    fn submissions_per_second_are_capped_in_every_window() {
+        for rate in [1, 5, 20] {
+            let t0 = Instant::now();
+            let mut p = Pacing::new(100_000, rate, secs(5.0), secs(60.0), t0);
+            let mut times = Vec::new();
+            // Ticks of 7 ms: submissions land at uneven offsets, not only on whole seconds.
+            for tick in 0..1000 {
+                let now = t0 + Duration::from_millis(7 * tick);
+                while p.has_room(times.len(), now) {
+                    p.submitting(now);
+                    times.push(now);
+                }
+            }
+            for (i, t) in times.iter().enumerate() {
+                let in_window = times[i..]
+                    .iter()
+                    .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+                    .count();
+                assert!(in_window <= rate, "{in_window} submissions within a second");
+            }
+            // 7 s of ticks: the full rate in each second, not less.
+            assert!(times.len() >= 6 * rate, "{} submissions", times.len());
+        }
     }
 }

@@ -17,6 +17,10 @@ fn draw_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("drawing a figure: {e}")
 }
 
+/// The outline of a hollow triangle marker around its centre, closed: plotters' triangle marker
+/// is always filled, so a hollow one is drawn as this path (the filled marker's corners).
+const TRIANGLE_OUTLINE: [(i32, i32); 4] = [(0, -5), (-4, 3), (4, 3), (0, -5)];
+
 /// One curve (or, in a scatter plot, one point set).
 pub struct Series {
     pub style: SeriesStyle,
@@ -112,6 +116,13 @@ fn legend_marker(
     };
     match marker {
         Marker::Circle => area.draw(&Circle::new(at, 4, style)),
+        Marker::Triangle if hollow => area.draw(&PathElement::new(
+            TRIANGLE_OUTLINE
+                .iter()
+                .map(|(x, y)| (at.0 + x, at.1 + y))
+                .collect::<Vec<_>>(),
+            style,
+        )),
         Marker::Triangle => area.draw(&TriangleMarker::new(at, 5, style)),
         Marker::Square => area.draw(&Rectangle::new(
             [(at.0 - 4, at.1 - 4), (at.0 + 4, at.1 + 4)],
@@ -173,6 +184,11 @@ macro_rules! draw_markers {
         match $marker {
             Marker::Circle => $chart
                 .draw_series(pts.map(|p| Circle::new(p, 4, style)))
+                .map(|_| ()),
+            Marker::Triangle if $hollow => $chart
+                .draw_series(pts.map(|p| {
+                    EmptyElement::at(p) + PathElement::new(TRIANGLE_OUTLINE.to_vec(), style)
+                }))
                 .map(|_| ()),
             Marker::Triangle => $chart
                 .draw_series(pts.map(|p| TriangleMarker::new(p, 5, style)))
@@ -348,6 +364,8 @@ pub fn render_histogram(h: &Histogram) -> Result<String> {
 pub struct Bars {
     pub title: String,
     pub x_desc: String,
+    /// What the row labels say.
+    pub y_desc: String,
     pub labels: Vec<String>,
     pub values: Vec<f64>,
 }
@@ -365,7 +383,7 @@ pub fn render_bars(b: &Bars) -> Result<String> {
             .caption(&b.title, (FONT, 20))
             .margin(12)
             .x_label_area_size(48)
-            .y_label_area_size(260)
+            .y_label_area_size(280)
             .build_cartesian_2d(0.0..top, (0..rows).into_segmented())
             .map_err(draw_err)?;
         let labels = b.labels.clone();
@@ -380,6 +398,7 @@ pub fn render_bars(b: &Bars) -> Result<String> {
         c.configure_mesh()
             .disable_y_mesh()
             .x_desc(&b.x_desc)
+            .y_desc(&b.y_desc)
             .x_label_formatter(&fmt)
             .y_labels(rows)
             .y_label_formatter(&row_label)

@@ -39,9 +39,8 @@ pub fn figures(f: &Finished) -> Result<Vec<Figure>> {
         let title = format!("Most frequent latents and their names, {}", inst.name);
         let svg = render_bars(&Bars {
             title: title.clone(),
-            x_desc:
-                "activation frequency (share of training samples); label: #latent name (cosine)"
-                    .into(),
+            x_desc: "activation frequency (share of training samples)".into(),
+            y_desc: "latent: #index name (cosine of the name)".into(),
             labels,
             values,
         })?;
