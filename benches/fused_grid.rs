@@ -15,10 +15,10 @@ mod common;
 use common::{load_average, median};
 use std::time::Instant;
 
-use candle_core::Device;
 use msae::sae::fused::{train_fused, Member};
 use msae::sae::train::{train, MatrixSource, Standardization, TrainOptions, TrainOutcome};
 use msae::sae::{Arch, TrainConfig};
+use msae::steps::sae_common::device;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
@@ -69,20 +69,6 @@ fn parse_args() -> Args {
         }
     }
     a
-}
-
-fn device(name: &str) -> anyhow::Result<Device> {
-    Ok(match name {
-        "cpu" => Device::Cpu,
-        cuda => {
-            let ordinal = cuda
-                .strip_prefix("cuda")
-                .map(|s| s.trim_start_matches(':'))
-                .filter(|s| !s.is_empty())
-                .map_or(Ok(0), str::parse)?;
-            Device::new_cuda(ordinal)?
-        }
-    })
 }
 
 fn weights(o: &TrainOutcome) -> Vec<Vec<u32>> {

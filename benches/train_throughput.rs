@@ -17,9 +17,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
-use candle_core::Device;
 use msae::sae::train::{train, MatrixSource, Standardization, TrainOptions};
 use msae::sae::{Arch, TrainConfig};
+use msae::steps::sae_common::device;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
@@ -219,21 +219,6 @@ fn rounds(
     }
     anyhow::ensure!(ours.len() == a.rounds, "not every round ran");
     Ok((ours, theirs))
-}
-
-/// The device named on the command line.
-fn device(name: &str) -> anyhow::Result<Device> {
-    Ok(match name {
-        "cpu" => Device::Cpu,
-        cuda => {
-            let ordinal = cuda
-                .strip_prefix("cuda")
-                .map(|s| s.trim_start_matches(':'))
-                .filter(|s| !s.is_empty())
-                .map_or(Ok(0), str::parse)?;
-            Device::new_cuda(ordinal)?
-        }
-    })
 }
 
 /// Throughput goal of msae relative to PyTorch on the same device.

@@ -68,7 +68,6 @@ impl<'a> Run<'a> {
     ) -> Result<Self> {
         let (config, options) = (member.config, member.options);
         let (d, n_rows) = (source.dim(), source.n_rows());
-        config.validate(d)?;
         let resumed = match (&options.checkpoint_dir, options.resume) {
             (Some(dir), true) => checkpoint::load(dir, device)?,
             _ => None,

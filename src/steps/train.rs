@@ -250,10 +250,6 @@ fn run_together(ctxs: &mut [StepContext]) -> Vec<Result<Metrics>> {
             })
         });
     if !shareable {
-        if ctxs.len() == 1 {
-            let p = prepared.into_iter().next().expect("one context");
-            return vec![p.and_then(|p| train_group(ctxs, vec![p]).remove(0))];
-        }
         // Alone, one after another.
         return ctxs
             .iter_mut()
@@ -265,14 +261,10 @@ fn run_together(ctxs: &mut [StepContext]) -> Vec<Result<Metrics>> {
     }
     let prepared: Vec<Prepared> = prepared.into_iter().map(|p| p.expect("checked")).collect();
     let results = train_group(ctxs, prepared);
-    if results.iter().all(|r| r.is_ok()) {
-        return results;
-    }
-    if results.iter().any(|r| {
-        r.as_ref()
-            .err()
-            .is_some_and(|e| e.to_string().contains("stopped on request"))
-    }) {
+    // A stop asked for by a signal is no failure to retry: the checkpoints hold the work.
+    if results.iter().all(|r| r.is_ok())
+        || crate::sae::train::stop_requested().load(std::sync::atomic::Ordering::SeqCst)
+    {
         return results;
     }
     // A failure in the group: every member again alone, from its checkpoints.

@@ -7,11 +7,12 @@
 //! this is several times less work outside the dense products (see the README's embedding
 //! benchmark).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
 
 use super::host_ops::{self, Activation, Heads};
+use super::host_weights::{get, norm};
 
 struct Layer {
     /// Query, key and value weights stacked: `[3 · hidden, hidden]`.
@@ -40,18 +41,6 @@ pub struct HostBert {
     layers: Vec<Layer>,
     vocab: usize,
     max_positions: usize,
-}
-
-fn get(vb: &VarBuilder, shape: &[usize], name: &str) -> Result<Vec<f32>> {
-    Ok(vb
-        .get(shape, name)
-        .with_context(|| format!("weight {name}"))?
-        .flatten_all()?
-        .to_vec1::<f32>()?)
-}
-
-fn norm(vb: &VarBuilder, h: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-    Ok((get(vb, &[h], "weight")?, get(vb, &[h], "bias")?))
 }
 
 impl HostBert {

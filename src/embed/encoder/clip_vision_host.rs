@@ -8,11 +8,12 @@
 //! post-layer norm of the class token and the projection. Residual additions ride on the dense
 //! products (the product accumulates into the residual stream), attention runs one image per task.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_nn::VarBuilder;
 use candle_transformers::models::clip::vision_model::ClipVisionConfig;
 
 use super::host_ops::{self, Activation, Heads};
+use super::host_weights::{get, norm};
 
 /// CLIP's layer norms use this epsilon (checked against `config.json` when loading).
 const EPS: f64 = 1e-5;
@@ -45,18 +46,6 @@ pub struct HostClipVision {
     post_ln: (Vec<f32>, Vec<f32>),
     /// `[projection, hidden]`.
     projection: Vec<f32>,
-}
-
-fn get(vb: &VarBuilder, shape: &[usize], name: &str) -> Result<Vec<f32>> {
-    Ok(vb
-        .get(shape, name)
-        .with_context(|| format!("weight {name}"))?
-        .flatten_all()?
-        .to_vec1::<f32>()?)
-}
-
-fn norm(vb: &VarBuilder, h: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-    Ok((get(vb, &[h], "weight")?, get(vb, &[h], "bias")?))
 }
 
 impl HostClipVision {

@@ -11,6 +11,7 @@ mod bert_host;
 pub mod clip;
 mod clip_vision_host;
 pub mod host_ops;
+mod host_weights;
 pub mod sentence;
 pub mod siglip;
 pub mod tokens;
