@@ -7,7 +7,8 @@ prints {"ready": true}; then, for every line S read from stdin, takes S timed st
 {"arch": ..., "samples_per_s": ...}. Run by `cargo bench --bench train_throughput`, which
 alternates it with msae; not used in CI.
 
-usage: python3 torch_sae.py THREADS D N BATCH ARCH [DEVICE]   (DEVICE: cpu, the default, or cuda[:N])
+usage: python3 torch_sae.py THREADS D N BATCH ARCH [DEVICE] [LATENT_BIAS]
+  (DEVICE: cpu, the default, or cuda[:N]; LATENT_BIAS: initial latent bias, default 0)
 """
 import json
 import os
@@ -60,7 +61,7 @@ def nesting(n, start=64):
     return levels
 
 
-def model(arch, d, n, batch, device):
+def model(arch, d, n, batch, device, latent_bias=0.0):
     """The timing function of a freshly built and warmed-up model: steps -> samples/s."""
     torch.manual_seed(0)
     w = torch.empty(n, d)
@@ -68,7 +69,7 @@ def model(arch, d, n, batch, device):
     w = (w * (0.1 / w.norm(dim=1, keepdim=True))).to(device)
     pre_bias = torch.zeros(d, device=device, requires_grad=True)
     enc = w.t().clone().requires_grad_(True)
-    lat_bias = torch.zeros(n, device=device, requires_grad=True)
+    lat_bias = torch.full((n,), latent_bias, device=device, requires_grad=True)
     dec = w.clone().requires_grad_(True)
     log_theta = torch.full((n,), -6.907755, device=device, requires_grad=True)
     params = [pre_bias, enc, lat_bias, dec] + ([log_theta] if arch == "jumprelu" else [])
@@ -139,8 +140,9 @@ def main():
     threads, d, n, batch = (int(a) for a in sys.argv[1:5])
     arch = sys.argv[5]
     device = sys.argv[6] if len(sys.argv) > 6 else "cpu"
+    latent_bias = float(sys.argv[7]) if len(sys.argv) > 7 else 0.0
     torch.set_num_threads(threads)
-    timed = model(arch, d, n, batch, device)
+    timed = model(arch, d, n, batch, device, latent_bias)
     # The threads PyTorch actually uses (its intra-op pool, the inter-op pool, and what the
     # environment asked OpenMP for), so a reader can tell a mis-set run from a slow one.
     print(

@@ -1,13 +1,16 @@
 //! Training throughput of msae next to a PyTorch implementation of the same recipe.
 //!
 //! `cargo bench --bench train_throughput -- [--threads N] [--steps S] [--rounds R]
-//! [--archs topk,msae,...] [--d D] [--n N] [--batch B] [--device cpu|cuda:N]`
+//! [--archs topk,msae,...] [--d D] [--n N] [--batch B] [--device cpu|cuda:N] [--latent-bias V]`
 //!
 //! For every architecture msae trains on an in-memory matrix of standard-normal rows and
 //! `benches/torch_sae.py` (started once per architecture, same thread count) holds the same
 //! recipe in PyTorch. After one warm-up step each, the two alternate: S timed msae steps, then
 //! S timed PyTorch steps, R rounds, so that both see the same machine load; the table reports
-//! the median samples/s of the rounds. The Python interpreter is `$MSAE_TORCH_PYTHON` (default
+//! the median samples/s of the rounds. `--latent-bias V` starts both models with every latent
+//! bias at V (the `latent_bias_init` knob): a negative value starts the ReLU and JumpReLU codes
+//! at the sparser densities of a model in training; the output prints the density each
+//! architecture's code starts at. The Python interpreter is `$MSAE_TORCH_PYTHON` (default
 //! `python3`); without PyTorch only the msae column is printed.
 
 mod common;
@@ -17,8 +20,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
+use candle_core::{DType, Tensor};
 use msae::sae::train::{train, MatrixSource, Standardization, TrainOptions};
-use msae::sae::{Arch, TrainConfig};
+use msae::sae::{Arch, Sae, TrainConfig};
 use msae::steps::sae_common::device;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -33,6 +37,8 @@ struct Args {
     batch: usize,
     /// `cpu` or `cuda[:N]`, for msae and PyTorch alike.
     device: String,
+    /// Initial latent bias of both implementations.
+    latent_bias: f64,
 }
 
 fn parse_args() -> Args {
@@ -47,6 +53,7 @@ fn parse_args() -> Args {
         n: 6144,
         batch: 4096,
         device: "cpu".into(),
+        latent_bias: 0.0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -61,6 +68,10 @@ fn parse_args() -> Args {
             "--n" => a.n = num(value()),
             "--batch" => a.batch = num(value()),
             "--device" => a.device = value(),
+            "--latent-bias" => {
+                let v = value();
+                a.latent_bias = v.parse().unwrap_or_else(|_| panic!("bad number {v}"))
+            }
             // Flags that cargo passes to every bench target.
             "--bench" => {}
             other => panic!("unknown argument {other}"),
@@ -90,6 +101,7 @@ impl Torch {
             .args([a.threads, a.d, a.n, a.batch].iter().map(|v| v.to_string()))
             .arg(arch)
             .arg(&a.device)
+            .arg(a.latent_bias.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -175,13 +187,7 @@ fn rounds(
 ) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let rows = data.data().len() / a.d;
     let total = a.steps * a.rounds;
-    let cfg = TrainConfig {
-        arch,
-        n_latents: Some(a.n),
-        batch_size: a.batch,
-        epochs: (total + 1).div_ceil(rows.div_ceil(a.batch)),
-        ..Default::default()
-    };
+    let cfg = config(arch, a, (total + 1).div_ceil(rows.div_ceil(a.batch)));
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     let mut torch_err = None;
     // Progress is reported after every step: the first report closes the warm-up step.
@@ -219,6 +225,34 @@ fn rounds(
     }
     anyhow::ensure!(ours.len() == a.rounds, "not every round ran");
     Ok((ours, theirs))
+}
+
+/// The benchmark's training configuration of `arch`.
+fn config(arch: Arch, a: &Args, epochs: usize) -> TrainConfig {
+    TrainConfig {
+        arch,
+        n_latents: Some(a.n),
+        batch_size: a.batch,
+        epochs,
+        latent_bias_init: a.latent_bias,
+        ..Default::default()
+    }
+}
+
+/// Fraction of non-zero entries of the training code of a freshly built `arch` model on the
+/// first batch: the density the timed steps start from.
+fn start_density(arch: Arch, a: &Args, data: &MatrixSource) -> anyhow::Result<f64> {
+    let dev = device(&a.device)?;
+    let model = Sae::new(&config(arch, a, 1), a.d, &dev)?;
+    let x = Tensor::from_slice(&data.data()[..a.batch * a.d], (a.batch, a.d), &dev)?;
+    let z = model.forward_train(&x)?.levels.pop().map(|l| l.z);
+    let z = z.ok_or_else(|| anyhow::anyhow!("no code"))?;
+    let kept = z
+        .ne(0f32)?
+        .to_dtype(DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()?;
+    Ok(kept as f64 / (a.batch * a.n) as f64)
 }
 
 /// Throughput goal of msae relative to PyTorch on the same device.
@@ -261,6 +295,11 @@ fn main() -> anyhow::Result<()> {
             Ok(py) => Some(Torch::start(py, name, &a).map_err(anyhow::Error::msg)?),
             Err(_) => None,
         };
+        eprintln!(
+            "{name}: code density at the start {:.1} % (latent bias {})",
+            100.0 * start_density(arch, &a, &data)?,
+            a.latent_bias
+        );
         let (ours, theirs) = rounds(arch, &a, &data, torch.as_mut())?;
         let show = |v: &[f64]| v.iter().map(|s| format!("{s:.0}")).collect::<Vec<_>>();
         eprintln!("msae {name}: {:?} samples/s", show(&ours));
@@ -273,14 +312,15 @@ fn main() -> anyhow::Result<()> {
 
     println!(
         "\nTraining throughput on {}, d = {}, n = {}, batch {}, {} threads asked, msae's rayon pool {} \
-         threads, median of {} alternating rounds of {} timed steps (after one warm-up step); \
-         one-minute load average {} at the start, {} at the end\n",
+         threads, latent bias {}, median of {} alternating rounds of {} timed steps (after one \
+         warm-up step); one-minute load average {} at the start, {} at the end\n",
         a.device,
         a.d,
         a.n,
         a.batch,
         a.threads,
         rayon::current_num_threads(),
+        a.latent_bias,
         a.rounds,
         a.steps,
         load_start,

@@ -137,6 +137,9 @@ pub struct TrainConfig {
     pub init: InitMethod,
     /// Row norm of the initial decoder.
     pub init_norm: f64,
+    /// Initial value of every latent (encoder) bias; the reference starts at 0. A negative
+    /// value starts the ReLU and JumpReLU codes sparser.
+    pub latent_bias_init: f64,
     /// c > 0 enables `c·tanh(z/c)` on the code.
     pub soft_cap: f64,
     pub loss: RecLoss,
@@ -184,6 +187,7 @@ impl Default for TrainConfig {
             clip_grad: 1.0,
             init: InitMethod::Kaiming,
             init_norm: 0.1,
+            latent_bias_init: 0.0,
             soft_cap: 0.0,
             loss: RecLoss::Nmse,
             seed: 42,
@@ -274,6 +278,9 @@ impl TrainConfig {
         }
         if self.init_norm.is_nan() || self.init_norm <= 0.0 {
             return bad("init_norm must be positive".into());
+        }
+        if !self.latent_bias_init.is_finite() {
+            return bad("latent_bias_init must be a finite number".into());
         }
         if self.check_dead == 0 || self.log_every == 0 {
             return bad("check_dead and log_every must be positive".into());

@@ -334,7 +334,7 @@ pub(super) fn train_step(
         return Ok(StepOut {
             loss: parts.total.to_scalar::<f32>()? as f64,
             rec: parts.rec.to_scalar::<f32>()? as f64,
-            sparsity: 0.0,
+            sparsity: parts.sparsity.to_scalar::<f32>()? as f64,
             active: extra.active,
         });
     }

@@ -48,6 +48,7 @@ static PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "clip_grad", ty: ParamType::Float, default: Default::Float(1.0), doc: "global gradient-norm clip (≤ 0 disables)", ..ParamSpec::BASE },
     ParamSpec { name: "init", ty: ParamType::Choice(&["kaiming", "xavier", "uniform", "normal"]), default: Default::Str("kaiming"), doc: "decoder initialisation", ..ParamSpec::BASE },
     ParamSpec { name: "init_norm", ty: ParamType::Float, default: Default::Float(0.1), min: Some(0.0), doc: "row norm of the initial decoder", ..ParamSpec::BASE },
+    ParamSpec { name: "latent_bias_init", ty: ParamType::Float, default: Default::Float(0.0), doc: "initial latent (encoder) bias, 0 in the reference; a negative value starts relu and jumprelu codes sparser", ..ParamSpec::BASE },
     ParamSpec { name: "soft_cap", ty: ParamType::Float, default: Default::Float(0.0), min: Some(0.0), doc: "c > 0 applies c·tanh(z/c) to the code", ..ParamSpec::BASE },
     ParamSpec { name: "loss", ty: ParamType::Choice(&["nmse", "mse", "cosine"]), default: Default::Str("nmse"), gridable: true, doc: "reconstruction loss", ..ParamSpec::BASE },
     ParamSpec { name: "seed", ty: ParamType::Int, default: Default::ExperimentSeed, gridable: true, min: Some(0.0), doc: "initialisation and shuffling seed (defaults to the experiment's seed)", ..ParamSpec::BASE },
@@ -123,7 +124,7 @@ pub fn config_from_params(params: &BTreeMap<String, Value>) -> Result<TrainConfi
 }
 
 impl Step for Train {
-    step_info!(kind: "train", version: 2, about: "train an SAE (relu, topk, batchtopk, jumprelu, msae) with the reference recipe");
+    step_info!(kind: "train", version: 3, about: "train an SAE (relu, topk, batchtopk, jumprelu, msae) with the reference recipe");
 
     fn needs(&self) -> crate::steps::Needs {
         crate::steps::Needs::DEVICE

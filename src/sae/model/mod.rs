@@ -239,7 +239,7 @@ impl Sae {
             n,
             pre_bias: Tensor::zeros(d, DType::F32, device)?,
             encoder,
-            latent_bias: Tensor::zeros(n, DType::F32, device)?,
+            latent_bias: Tensor::full(config.latent_bias_init as f32, n, device)?,
             decoder,
             log_threshold,
             levels,

@@ -1,4 +1,5 @@
-//! CPU fast path of the training step for TopK, BatchTopK and Matryoshka SAEs.
+//! CPU fast path of the training step for every architecture: TopK, BatchTopK and Matryoshka
+//! here, ReLU and JumpReLU in [`thresholded`] (dense or sparse products by the code's density).
 //!
 //! With a top-k code only k of n latents are non-zero per row (k·B per batch for BatchTopK),
 //! so everything after the encoder matrix product is a sparse-dense product: the
@@ -30,7 +31,8 @@
 //!
 //! The parts: [`select`] finds the kept entries (per row, or over the batch for BatchTopK) and
 //! returns them as a [`format::Csr`] code; [`format`] holds that layout and its by-latent
-//! transpose; [`blocked`] holds the cache-blocked products; this file drives one step.
+//! transpose; [`blocked`] holds the cache-blocked products; [`thresholded`] drives the step of
+//! the ReLU and JumpReLU codes; this file drives the top-k family's step.
 
 use candle_core::{Storage, Tensor};
 use rayon::prelude::*;
@@ -44,6 +46,7 @@ use super::{Result, SaeError};
 mod blocked;
 mod format;
 mod select;
+mod thresholded;
 
 use blocked::{blocked_sddmm, blocked_spmm, Gathered, Tiling, TILING};
 use format::{Csc, Csr, TRANSPOSE_ROWS};
@@ -59,14 +62,15 @@ pub(crate) struct FastExtras {
     pub min_positive: Option<f32>,
 }
 
-/// Whether the fast path handles this model on its device.
+/// Whether the fast path handles this model on its device: every architecture on the CPU
+/// without a soft cap (Matryoshka with its reference ReLU variant).
 pub(crate) fn applicable(model: &Sae) -> bool {
     model.device().is_cpu()
         && model.config.soft_cap <= 0.0
         && match model.config.arch {
             Arch::Topk | Arch::Batchtopk => true,
             Arch::Msae => model.config.topk_variant == TopkVariant::Relu,
-            _ => false,
+            Arch::Relu | Arch::Jumprelu => true,
         }
 }
 
@@ -236,13 +240,100 @@ fn latent_sums(csr: &Csr, v: &[f32], n: usize, dev: &candle_core::Device) -> Res
     Ok(Tensor::from_vec(total, n, dev)?)
 }
 
-/// Loss and gradients of a TopK / Matryoshka model on a standardised batch `x`.
+/// Decoder, encoder and latent-bias gradients `(g_enc, g_lat, g_dec)` of a sparse code: `dp`
+/// is the pre-activation gradient at every entry (CSR order), `c` the reconstruction gradients
+/// as [B, L, d] and `xc` the centred input [B, d]. Consumes `c`, whose memory goes back to the
+/// pool before the encoder gradient needs its own.
+fn weight_grads(
+    csr: &Csr,
+    dp: &[f32],
+    c: Scratch<f32>,
+    xc: &[f32],
+    model: &Sae,
+    paths: Paths,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (b, nl) = (csr.rows(), csr.levels());
+    let (n, d) = (model.n, model.d);
+    let dev = model.device().clone();
+    // A code dense enough makes the encoder gradient (x − b_pre)ᵀ·dP cheaper as one dense
+    // matrix product than as per-latent sums of gathered rows.
+    let dense_dp = paths.dense_dp.unwrap_or(csr.idx.len() * 4 > b * n);
+    let csc = Csc::new(csr, n, !dense_dp);
+    let mut g_dec = vec![0f32; n * d];
+    let range = |j: usize| csc.start[j]..csc.start[j + 1];
+    let c_gathered = Gathered::new(&c, d, paths.tiling);
+    blocked_spmm(
+        range,
+        &csc.vrow,
+        &csc.val,
+        &c_gathered,
+        d,
+        &mut g_dec,
+        paths.tiling,
+    );
+    drop(c_gathered);
+    drop(c);
+    let g_dec = Tensor::from_vec(g_dec, (n, d), &dev)?;
+    let (g_enc, g_lat) = if dense_dp {
+        let mut dense = Scratch::zeros(b * n);
+        dense.par_chunks_mut(n).enumerate().for_each(|(r, row)| {
+            for e in csr.offsets[r]..csr.offsets[r + 1] {
+                row[csr.idx[e] as usize] = dp[e];
+            }
+        });
+        let mut g_enc = vec![0f32; d * n];
+        matmul_into(d, n, b, xc, (1, d), &dense, (n, 1), &mut g_enc);
+        (
+            Tensor::from_vec(g_enc, (d, n), &dev)?,
+            latent_sums(csr, dp, n, &dev)?,
+        )
+    } else {
+        let dp_t: Vec<f32> = csc.entry.iter().map(|&e| dp[e as usize]).collect();
+        let g_lat: Vec<f32> = (0..n)
+            .map(|j| dp_t[csc.start[j]..csc.start[j + 1]].iter().sum())
+            .collect();
+        // Batch row of each entry; with one level it is the row of C.
+        let rows: Vec<u32> = if nl == 1 {
+            csc.vrow.to_vec()
+        } else {
+            csc.vrow.iter().map(|&v| v / nl as u32).collect()
+        };
+        let mut g_enc_t = vec![0f32; n * d];
+        let range = |j: usize| csc.start[j]..csc.start[j + 1];
+        let xc_gathered = Gathered::new(xc, d, paths.tiling);
+        blocked_spmm(
+            range,
+            &rows,
+            &dp_t,
+            &xc_gathered,
+            d,
+            &mut g_enc_t,
+            paths.tiling,
+        );
+        (
+            Tensor::from_vec(g_enc_t, (n, d), &dev)?.t()?.contiguous()?,
+            Tensor::from_vec(g_lat, n, &dev)?,
+        )
+    };
+    Ok((g_enc, g_lat, g_dec))
+}
+
+/// Loss and gradients of a model the fast path handles ([`applicable`]) on a standardised
+/// batch `x`.
 pub(crate) fn loss_and_grads(
     model: &Sae,
     x: &Tensor,
     nmse_reference: Option<&Tensor>,
 ) -> Result<(LossParts, Grads, FastExtras)> {
-    loss_and_grads_with(model, x, nmse_reference, Paths::default())
+    match model.config.arch {
+        Arch::Relu | Arch::Jumprelu => thresholded::loss_and_grads(
+            model,
+            x,
+            nmse_reference,
+            thresholded::ThresholdPaths::default(),
+        ),
+        _ => loss_and_grads_with(model, x, nmse_reference, Paths::default()),
+    }
 }
 
 /// As [`loss_and_grads`], with the sparse / dense choices of `paths`.
@@ -339,66 +430,7 @@ fn loss_and_grads_with(
         None
     };
 
-    // A code dense enough makes the encoder gradient (x − b_pre)ᵀ·dP cheaper as one dense
-    // matrix product than as per-latent sums of gathered rows.
-    let dense_dp = paths.dense_dp.unwrap_or(csr.idx.len() * 4 > b * n);
-    let csc = Csc::new(&csr, n, !dense_dp);
-    let mut g_dec = vec![0f32; n * d];
-    let range = |j: usize| csc.start[j]..csc.start[j + 1];
-    let c_gathered = Gathered::new(&c, d, paths.tiling);
-    blocked_spmm(
-        range,
-        &csc.vrow,
-        &csc.val,
-        &c_gathered,
-        d,
-        &mut g_dec,
-        paths.tiling,
-    );
-    drop(c_gathered);
-    drop(c);
-    let g_dec = Tensor::from_vec(g_dec, (n, d), &dev)?;
-    let (g_enc, g_lat) = if dense_dp {
-        let mut dense = Scratch::zeros(b * n);
-        dense.par_chunks_mut(n).enumerate().for_each(|(r, row)| {
-            for e in csr.offsets[r]..csr.offsets[r + 1] {
-                row[csr.idx[e] as usize] = dp[e];
-            }
-        });
-        let mut g_enc = vec![0f32; d * n];
-        matmul_into(d, n, b, &xc, (1, d), &dense, (n, 1), &mut g_enc);
-        (
-            Tensor::from_vec(g_enc, (d, n), &dev)?,
-            latent_sums(&csr, &dp, n, &dev)?,
-        )
-    } else {
-        let dp_t: Vec<f32> = csc.entry.iter().map(|&e| dp[e as usize]).collect();
-        let g_lat: Vec<f32> = (0..n)
-            .map(|j| dp_t[csc.start[j]..csc.start[j + 1]].iter().sum())
-            .collect();
-        // Batch row of each entry; with one level it is the row of C.
-        let rows: Vec<u32> = if nl == 1 {
-            csc.vrow.to_vec()
-        } else {
-            csc.vrow.iter().map(|&v| v / nl as u32).collect()
-        };
-        let mut g_enc_t = vec![0f32; n * d];
-        let range = |j: usize| csc.start[j]..csc.start[j + 1];
-        let xc_gathered = Gathered::new(&xc, d, paths.tiling);
-        blocked_spmm(
-            range,
-            &rows,
-            &dp_t,
-            &xc_gathered,
-            d,
-            &mut g_enc_t,
-            paths.tiling,
-        );
-        (
-            Tensor::from_vec(g_enc_t, (n, d), &dev)?.t()?.contiguous()?,
-            Tensor::from_vec(g_lat, n, &dev)?,
-        )
-    };
+    let (g_enc, g_lat, g_dec) = weight_grads(&csr, &dp, c, &xc, model, paths)?;
     let g_pre = (g_pre_dec - model.encoder.matmul(&g_lat.unsqueeze(1)?)?.squeeze(1)?)?;
     let rec = Tensor::new(rec_total as f32, &dev)?;
     let zero = Tensor::zeros((), candle_core::DType::F32, &dev)?;
