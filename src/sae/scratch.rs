@@ -17,7 +17,8 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-/// Element types whose all-zero bit pattern is the value zero, with no padding.
+/// Element types whose all-zero bit pattern is the value zero, with no padding, and for which
+/// every bit pattern is a valid value.
 pub(crate) trait Zeroed: Copy + Send + Sync + 'static {}
 impl Zeroed for f32 {}
 impl Zeroed for u32 {}
@@ -106,12 +107,26 @@ pub(crate) struct Scratch<T: Zeroed> {
 impl<T: Zeroed> Scratch<T> {
     /// Panics when the system cannot map the memory (as a vector allocation would abort).
     pub(crate) fn zeros(len: usize) -> Self {
+        Self::new(len, true)
+    }
+
+    /// A buffer whose content is unspecified (zeros, or what its last user left), for a
+    /// product that writes every element: a reused 100 MB buffer is not cleared for nothing.
+    /// Any bit pattern is a valid f32 or u32, so stale content is wrong values, never
+    /// undefined behaviour.
+    pub(crate) fn for_overwrite(len: usize) -> Self {
+        Self::new(len, false)
+    }
+
+    fn new(len: usize, clear: bool) -> Self {
         let bytes = (len * std::mem::size_of::<T>()).max(1);
         let class = size_class(bytes);
         let reused = pool().take(class);
         let map = match reused {
             Some(mut map) => {
-                map[..bytes].par_chunks_mut(1 << 20).for_each(|c| c.fill(0));
+                if clear {
+                    map[..bytes].par_chunks_mut(1 << 20).for_each(|c| c.fill(0));
+                }
                 map
             }
             None => {

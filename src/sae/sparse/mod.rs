@@ -347,7 +347,7 @@ fn loss_and_grads_with(
     let n = model.n;
     let dev = model.device().clone();
     let pre_bias = model.pre_bias.to_vec1::<f32>()?;
-    let mut xc = Scratch::zeros(b * d);
+    let mut xc = Scratch::for_overwrite(b * d);
     with_slice(x, |x| {
         xc.par_chunks_mut(d)
             .zip(x.par_chunks(d))
@@ -357,7 +357,7 @@ fn loss_and_grads_with(
                 }
             })
     })?;
-    let mut p = Scratch::zeros(b * n);
+    let mut p = Scratch::for_overwrite(b * n);
     with_slice(&model.encoder, |w| {
         matmul_into(b, n, d, &xc, (d, 1), w, (n, 1), &mut p)
     })?;
@@ -386,7 +386,7 @@ fn loss_and_grads_with(
 
     // Losses and C_l = Σ_{i ≥ l} w_i ∂ℓ_i/∂X̂_i (suffix sums), C as [B, L, d].
     let reference = nmse_reference.map(|m| m.to_vec1::<f32>()).transpose()?;
-    let mut c = Scratch::zeros(b * nl * d);
+    let mut c = Scratch::for_overwrite(b * nl * d);
     let rec_total = with_slice(x, |x| {
         loss::nested_levels(
             model.config.loss,
