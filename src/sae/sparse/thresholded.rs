@@ -48,28 +48,61 @@ struct Code {
     row_kept: Vec<usize>,
     /// Σ_j z_ij per row (the L1 numerator).
     row_sum: Vec<f64>,
-    /// JumpReLU: (row, latent) of each entry with |R − θ_j| < ε/2, by row, then latent.
+    /// JumpReLU: (row, latent) of each entry with |R − θ_j| < ε/2, by row, then latent, for
+    /// the latents whose window does not reach zero (see [`Thresholds::wide`]).
     window: Vec<(u32, u32)>,
+}
+
+/// JumpReLU's thresholds and window.
+struct Thresholds {
+    theta: Vec<f32>,
+    half_eps: f32,
+    /// Latents whose window reaches R = 0 (θ_j < ε/2, as the f32 window test decides it): every
+    /// entry not kept is in their window. Training reaches this at once in the reference recipe
+    /// (the first decoder renormalisation scales θ₀ = 0.001 by the initial row norm 0.1), so
+    /// listing their window entries would list most of the batch; their window sums are taken
+    /// as the sum over all rows minus the kept entries outside the window instead.
+    wide: Vec<bool>,
+}
+
+impl Thresholds {
+    fn new(theta: Vec<f32>, half_eps: f32) -> Self {
+        let wide = theta
+            .iter()
+            .map(|&t| Self::inside(0.0, t, half_eps))
+            .collect();
+        Thresholds {
+            theta,
+            half_eps,
+            wide,
+        }
+    }
+
+    /// The window test of the reference kernel, |R − θ| < ε/2, in f32.
+    fn inside(r: f32, t: f32, half_eps: f32) -> bool {
+        (r - t).abs() < half_eps
+    }
 }
 
 /// Biases, rectifies and thresholds `p` (B×n, overwritten by the code) in one parallel pass.
 /// Written without data-dependent branches on the kept entries (about half of them are kept
 /// at the start of training, a branch per entry would be mispredicted half the time).
-fn code_pass(mut p: Scratch<f32>, bias: &[f32], theta: Option<&[f32]>, half_eps: f32) -> Code {
+fn code_pass(mut p: Scratch<f32>, bias: &[f32], thresholds: Option<&Thresholds>) -> Code {
     let n = bias.len();
     let rows: Vec<(usize, f64, Vec<u32>)> = p
         .par_chunks_mut(n)
         .map(|row| {
             let mut window = Vec::new();
-            match theta {
+            match thresholds {
                 None => row
                     .iter_mut()
                     .zip(bias)
                     .for_each(|(v, c)| *v = (*v + c).max(0.0)),
-                Some(t) => {
+                Some(th) => {
+                    let (t, wide, half) = (&th.theta, &th.wide, th.half_eps);
                     for (j, ((v, c), &t)) in row.iter_mut().zip(bias).zip(t).enumerate() {
                         let r = (*v + c).max(0.0);
-                        if (r - t).abs() < half_eps {
+                        if Thresholds::inside(r, t, half) && !wide[j] {
                             window.push(j as u32);
                         }
                         *v = if r > t { r } else { 0.0 };
@@ -214,13 +247,16 @@ pub(super) fn loss_and_grads(
         matmul_into(b, n, d, &xc, (d, 1), w, (n, 1), &mut p)
     })?;
     let bias = model.latent_bias.to_vec1::<f32>()?;
-    let theta = match (&model.log_threshold, jump) {
-        (Some(t), true) => Some(t.exp()?.to_vec1::<f32>()?),
+    let eps = cfg.jumprelu_bandwidth;
+    let thresholds = match (&model.log_threshold, jump) {
+        (Some(t), true) => Some(Thresholds::new(
+            t.exp()?.to_vec1::<f32>()?,
+            (eps / 2.0) as f32,
+        )),
         (None, true) => return Err(SaeError::Config("JumpReLU model without thresholds".into())),
         _ => None,
     };
-    let eps = cfg.jumprelu_bandwidth;
-    let code = code_pass(p, &bias, theta.as_deref(), (eps / 2.0) as f32);
+    let code = code_pass(p, &bias, thresholds.as_ref());
     let kept: usize = code.row_kept.iter().sum();
     // The L1 gradient of a kept entry, λ / (B·‖x_i‖), per row (ReLU with λ ≠ 0 only).
     let l1_on = cfg.arch == Arch::Relu && lambda != 0.0;
@@ -240,15 +276,16 @@ pub(super) fn loss_and_grads(
         .collect();
     let reference = nmse_reference.map(|m| m.to_vec1::<f32>()).transpose()?;
     let w_dec = model.decoder.contiguous()?;
-    // A window wider than the code (θ_j below ε/2 puts every zero entry of latent j in it)
-    // is cheaper to read from the dense code gradient.
+    // A listed window wider than the code is cheaper to read from the dense code gradient.
     let sparse = paths
         .sparse
         .unwrap_or((kept as f64) < SPARSE_BELOW * (b * n) as f64 && code.window.len() <= kept);
-    // Code gradient at each window entry, filled by the path taken.
+    // Code gradient at each listed window entry, and Σ dZ and the count of the kept entries
+    // outside the window of each wide latent, filled by the path taken.
     let mut window_grad = vec![0f32; code.window.len()];
+    let mut outside = (vec![0f64; n], vec![0usize; n]);
     let mut c = Scratch::for_overwrite(b * d);
-    let (rec_total, g_pre_dec, g_enc, g_lat, g_dec, counts) = if sparse {
+    let (rec_total, c_total, g_enc, g_lat, g_dec, counts) = if sparse {
         let csr = to_csr(&code, n);
         drop(code.z);
         let tiling = paths.inner.tiling;
@@ -264,7 +301,7 @@ pub(super) fn loss_and_grads(
             &mut c,
         );
         drop(recon);
-        let g_pre_dec = row_sum(&c, d);
+        let c_total = column_total(&c, d);
         let mut dp = code_grad(&csr, &c, &w_gathered, d, tiling);
         drop(w_gathered);
         if jump {
@@ -279,6 +316,15 @@ pub(super) fn loss_and_grads(
                 }
             })?;
         }
+        if let Some(th) = &thresholds {
+            for e in 0..csr.idx.len() {
+                let j = csr.idx[e] as usize;
+                if th.wide[j] && !Thresholds::inside(csr.val[e], th.theta[j], th.half_eps) {
+                    outside.0[j] += dp[e] as f64;
+                    outside.1[j] += 1;
+                }
+            }
+        }
         if l1_on {
             for (r, &g) in l1_grad.iter().enumerate() {
                 dp[csr.offsets[r]..csr.offsets[r + 1]]
@@ -291,7 +337,7 @@ pub(super) fn loss_and_grads(
             counts[j as usize] += 1;
         }
         let (g_enc, g_lat, g_dec) = weight_grads(&csr, &dp, c, &xc, model, paths.inner)?;
-        (rec_total, g_pre_dec, g_enc, g_lat, g_dec, counts)
+        (rec_total, c_total, g_enc, g_lat, g_dec, counts)
     } else {
         let z = &code.z;
         let mut recon = Scratch::for_overwrite(b * d);
@@ -313,13 +359,16 @@ pub(super) fn loss_and_grads(
             &mut c,
         );
         drop(recon);
-        let g_pre_dec = row_sum(&c, d);
+        let c_total = column_total(&c, d);
         let mut dz = Scratch::for_overwrite(b * n);
         with_slice(&w_dec, |w| {
             matmul_into(b, n, d, &c, (d, 1), w, (1, d), &mut dz)
         })?;
         for (g, &(r, j)) in window_grad.iter_mut().zip(&code.window) {
             *g = dz[r as usize * n + j as usize];
+        }
+        if let Some(th) = &thresholds {
+            outside = outside_window(z, &dz, th);
         }
         let (g_lat, counts) = mask_and_sum(&mut dz, z, &l1_grad, n);
         let mut g_dec = vec![0f32; n * d];
@@ -329,13 +378,14 @@ pub(super) fn loss_and_grads(
         matmul_into(d, n, b, &xc, (1, d), &dz, (n, 1), &mut g_enc);
         (
             rec_total,
-            g_pre_dec,
+            c_total,
             Tensor::from_vec(g_enc, (d, n), &dev)?,
             Tensor::from_vec(g_lat, n, &dev)?,
             Tensor::from_vec(g_dec, (n, d), &dev)?,
             counts,
         )
     };
+    let g_pre_dec: Vec<f32> = c_total.iter().map(|&v| v as f32).collect();
     let g_pre_dec = Tensor::from_vec(g_pre_dec, d, &dev)?;
     // P depends on b_pre through −b_pre·W_enc.
     let g_pre = (g_pre_dec - model.encoder.matmul(&g_lat.unsqueeze(1)?)?.squeeze(1)?)?;
@@ -354,20 +404,30 @@ pub(super) fn loss_and_grads(
     } else {
         0.0
     };
-    if let Some(theta) = &theta {
+    if let Some(th) = &thresholds {
         // ∂/∂log θ_j = θ_j·(−(θ_j/ε)·Σ_window dZ − λ/(ε·B)·|window|): the reconstruction and L0
         // pseudo-derivatives of the JumpReLU paper with the chain factor of the log.
-        let mut rec_part = vec![0f32; n];
-        let mut width = vec![0f32; n];
+        let mut rec_part = vec![0f64; n];
+        let mut width = vec![0f64; n];
         for (&g, &(_, j)) in window_grad.iter().zip(&code.window) {
-            rec_part[j as usize] += g;
+            rec_part[j as usize] += g as f64;
             width[j as usize] += 1.0;
         }
+        with_slice(&w_dec, |w| {
+            for j in (0..n).filter(|&j| th.wide[j]) {
+                let all: f64 = w[j * d..(j + 1) * d]
+                    .iter()
+                    .zip(&c_total)
+                    .map(|(&w, &c)| w as f64 * c)
+                    .sum();
+                rec_part[j] = all - outside.0[j];
+                width[j] = (b - outside.1[j]) as f64;
+            }
+        })?;
         let g: Vec<f32> = (0..n)
             .map(|j| {
-                let t = theta[j] as f64;
-                let v = rec_part[j] as f64 * t * (-1.0 / eps)
-                    + width[j] as f64 * (-lambda / (eps * b as f64));
+                let t = th.theta[j] as f64;
+                let v = rec_part[j] * t * (-1.0 / eps) + width[j] * (-lambda / (eps * b as f64));
                 (v * t) as f32
             })
             .collect();
@@ -394,13 +454,42 @@ pub(super) fn loss_and_grads(
     ))
 }
 
-/// Σ over the rows of a B×d matrix.
-fn row_sum(m: &[f32], d: usize) -> Vec<f32> {
-    let mut s = vec![0f32; d];
+/// Σ over the rows of a B×d matrix, in f64.
+fn column_total(m: &[f32], d: usize) -> Vec<f64> {
+    let mut s = vec![0f64; d];
     for row in m.chunks(d) {
-        s.iter_mut().zip(row).for_each(|(t, v)| *t += v);
+        s.iter_mut().zip(row).for_each(|(t, &v)| *t += v as f64);
     }
     s
+}
+
+/// For each wide latent (see [`Thresholds::wide`]), Σ of the code gradient `dz` (B×n, before
+/// masking) over its kept entries outside the window, and their count; fixed parts of rows
+/// added in order.
+fn outside_window(z: &[f32], dz: &[f32], th: &Thresholds) -> (Vec<f64>, Vec<usize>) {
+    let n = th.theta.len();
+    let parts: Vec<(Vec<f64>, Vec<usize>)> = z
+        .par_chunks(TRANSPOSE_ROWS * n)
+        .zip(dz.par_chunks(TRANSPOSE_ROWS * n))
+        .map(|(z, dz)| {
+            let (mut sums, mut counts) = (vec![0f64; n], vec![0usize; n]);
+            for (z, dz) in z.chunks(n).zip(dz.chunks(n)) {
+                for (j, (&z, &g)) in z.iter().zip(dz).enumerate() {
+                    if z > 0.0 && th.wide[j] && !Thresholds::inside(z, th.theta[j], th.half_eps) {
+                        sums[j] += g as f64;
+                        counts[j] += 1;
+                    }
+                }
+            }
+            (sums, counts)
+        })
+        .collect();
+    let (mut sums, mut counts) = (vec![0f64; n], vec![0usize; n]);
+    for (s, c) in parts {
+        sums.iter_mut().zip(s).for_each(|(t, v)| *t += v);
+        counts.iter_mut().zip(c).for_each(|(t, v)| *t += v);
+    }
+    (sums, counts)
 }
 
 /// Dot product of two equal-length rows, accumulated in f32 in order.
@@ -430,7 +519,7 @@ mod tests {
 
     /// A d → n model with random biases and a batch of `b` rows. JumpReLU gets a bandwidth of
     /// 0.2 and thresholds around 0.1, so that many entries fall in the window on both sides of
-    /// the threshold, and latent 0 a threshold below ε/2, so that its zeros are in it too.
+    /// the threshold, and every fourth latent a threshold below ε/2, so that its zeros are in it too.
     fn case(arch: Arch, loss: RecLoss, lambda: f64, d: usize, n: usize, b: usize) -> (Sae, Tensor) {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
         let cfg = TrainConfig {
@@ -454,7 +543,7 @@ mod tests {
         if arch == Arch::Jumprelu {
             let t: Vec<f32> = (0..n)
                 .map(|j| {
-                    if j == 0 {
+                    if j % 4 == 0 {
                         0.05f32.ln()
                     } else {
                         rng.random_range(0.05f32..0.3).ln()
@@ -527,8 +616,8 @@ mod tests {
 
     #[test]
     fn the_jumprelu_window_covers_both_sides_of_the_threshold_and_zeros() {
-        // The case above must exercise every branch of the window: entries kept and not kept
-        // in it, and zero entries of a latent whose threshold is below ε/2.
+        // The case above must exercise every branch of the window: listed entries kept and
+        // not kept, and wide latents (θ below ε/2) with kept entries inside and outside it.
         let (m, x) = case(Arch::Jumprelu, RecLoss::Nmse, 0.001, 136, 96, 40);
         let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let mut xc = Scratch::zeros(xs.len());
@@ -539,24 +628,25 @@ mod tests {
         let mut p = Scratch::zeros(40 * 96);
         let w = m.encoder.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         matmul_into(40, 96, 136, &xc, (136, 1), &w, (96, 1), &mut p);
-        let theta = m
-            .log_threshold
-            .as_ref()
-            .unwrap()
-            .exp()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let code = code_pass(
-            p,
-            &m.latent_bias.to_vec1::<f32>().unwrap(),
-            Some(&theta),
-            0.1,
-        );
+        let log_t = m.log_threshold.as_ref().unwrap();
+        let th = Thresholds::new(log_t.exp().unwrap().to_vec1::<f32>().unwrap(), 0.1);
+        let code = code_pass(p, &m.latent_bias.to_vec1::<f32>().unwrap(), Some(&th));
         let at = |r: u32, j: u32| code.z[r as usize * 96 + j as usize];
         assert!(code.window.iter().any(|&(r, j)| at(r, j) > 0.0));
-        assert!(code.window.iter().any(|&(r, j)| at(r, j) == 0.0 && j != 0));
-        assert!(code.window.iter().any(|&(r, j)| j == 0 && at(r, j) == 0.0));
+        assert!(code.window.iter().any(|&(r, j)| at(r, j) == 0.0));
+        assert!(code.window.iter().all(|&(_, j)| !th.wide[j as usize]));
+        assert!(th.wide.iter().filter(|&&w| w).count() >= 24);
+        let kept_of_wide = |inside: bool| {
+            (0..40u32).any(|r| {
+                (0..96u32).any(|j| {
+                    let z = at(r, j);
+                    th.wide[j as usize]
+                        && z > 0.0
+                        && Thresholds::inside(z, th.theta[j as usize], 0.1) == inside
+                })
+            })
+        };
+        assert!(kept_of_wide(true) && kept_of_wide(false));
     }
 
     #[test]
