@@ -48,8 +48,9 @@ struct Code {
     row_kept: Vec<usize>,
     /// Σ_j z_ij per row (the L1 numerator).
     row_sum: Vec<f64>,
-    /// JumpReLU: (row, latent) of each entry with |R − θ_j| < ε/2, by row, then latent, for
-    /// the latents whose window does not reach zero (see [`Thresholds::wide`]).
+    /// JumpReLU: (row, latent) of the listed window entries, by row, then latent: every entry
+    /// with |R − θ_j| < ε/2 of a latent whose window does not reach zero, and the kept ones in
+    /// the window of a latent whose window does (see [`Thresholds::wide`]).
     window: Vec<(u32, u32)>,
 }
 
@@ -60,8 +61,9 @@ struct Thresholds {
     /// Latents whose window reaches R = 0 (θ_j < ε/2, as the f32 window test decides it): every
     /// entry not kept is in their window. Training reaches this at once in the reference recipe
     /// (the first decoder renormalisation scales θ₀ = 0.001 by the initial row norm 0.1), so
-    /// listing their window entries would list most of the batch; their window sums are taken
-    /// as the sum over all rows minus the kept entries outside the window instead.
+    /// listing their window entries would list most of the batch. Their window holds every
+    /// entry not kept plus the kept ones within ε/2 above θ_j, so the step lists only the
+    /// latter and takes the rest as the sum over all rows minus the sum over the kept entries.
     wide: Vec<bool>,
 }
 
@@ -91,7 +93,7 @@ fn code_pass(mut p: Scratch<f32>, bias: &[f32], thresholds: Option<&Thresholds>)
     let n = bias.len();
     let rows: Vec<(usize, f64, Vec<u32>)> = p
         .par_chunks_mut(n)
-        .map(|row| {
+        .map_init(Vec::new, |candidates: &mut Vec<u32>, row| {
             let mut window = Vec::new();
             match thresholds {
                 None => row
@@ -100,13 +102,18 @@ fn code_pass(mut p: Scratch<f32>, bias: &[f32], thresholds: Option<&Thresholds>)
                     .for_each(|(v, c)| *v = (*v + c).max(0.0)),
                 Some(th) => {
                     let (t, wide, half) = (&th.theta, &th.wide, th.half_eps);
+                    // Every latent is written as a candidate and the count advances only for
+                    // the listed ones: no branch on entries whose test is a coin flip.
+                    candidates.resize(n, 0);
+                    let mut listed = 0;
                     for (j, ((v, c), &t)) in row.iter_mut().zip(bias).zip(t).enumerate() {
                         let r = (*v + c).max(0.0);
-                        if Thresholds::inside(r, t, half) && !wide[j] {
-                            window.push(j as u32);
-                        }
-                        *v = if r > t { r } else { 0.0 };
+                        let keep = r > t;
+                        candidates[listed] = j as u32;
+                        listed += (Thresholds::inside(r, t, half) & (keep | !wide[j])) as usize;
+                        *v = if keep { r } else { 0.0 };
                     }
+                    window.extend_from_slice(&candidates[..listed]);
                 }
             }
             let kept = row.iter().filter(|&&z| z > 0.0).count();
@@ -280,10 +287,8 @@ pub(super) fn loss_and_grads(
     let sparse = paths
         .sparse
         .unwrap_or((kept as f64) < SPARSE_BELOW * (b * n) as f64 && code.window.len() <= kept);
-    // Code gradient at each listed window entry, and Σ dZ and the count of the kept entries
-    // outside the window of each wide latent, filled by the path taken.
+    // Code gradient at each listed window entry, filled by the path taken.
     let mut window_grad = vec![0f32; code.window.len()];
-    let mut outside = (vec![0f64; n], vec![0usize; n]);
     let mut c = Scratch::for_overwrite(b * d);
     let (rec_total, c_total, g_enc, g_lat, g_dec, counts) = if sparse {
         let csr = to_csr(&code, n);
@@ -315,15 +320,6 @@ pub(super) fn loss_and_grads(
                     };
                 }
             })?;
-        }
-        if let Some(th) = &thresholds {
-            for e in 0..csr.idx.len() {
-                let j = csr.idx[e] as usize;
-                if th.wide[j] && !Thresholds::inside(csr.val[e], th.theta[j], th.half_eps) {
-                    outside.0[j] += dp[e] as f64;
-                    outside.1[j] += 1;
-                }
-            }
         }
         if l1_on {
             for (r, &g) in l1_grad.iter().enumerate() {
@@ -367,9 +363,6 @@ pub(super) fn loss_and_grads(
         for (g, &(r, j)) in window_grad.iter_mut().zip(&code.window) {
             *g = dz[r as usize * n + j as usize];
         }
-        if let Some(th) = &thresholds {
-            outside = outside_window(z, &dz, th);
-        }
         let (g_lat, counts) = mask_and_sum(&mut dz, z, &l1_grad, n);
         let mut g_dec = vec![0f32; n * d];
         matmul_into(n, d, b, z, (1, n), &c, (d, 1), &mut g_dec);
@@ -407,6 +400,7 @@ pub(super) fn loss_and_grads(
     if let Some(th) = &thresholds {
         // ∂/∂log θ_j = θ_j·(−(θ_j/ε)·Σ_window dZ − λ/(ε·B)·|window|): the reconstruction and L0
         // pseudo-derivatives of the JumpReLU paper with the chain factor of the log.
+        let (g_lat_host, counts_host) = (grads[2].to_vec1::<f32>()?, &counts);
         let mut rec_part = vec![0f64; n];
         let mut width = vec![0f64; n];
         for (&g, &(_, j)) in window_grad.iter().zip(&code.window) {
@@ -420,8 +414,11 @@ pub(super) fn loss_and_grads(
                     .zip(&c_total)
                     .map(|(&w, &c)| w as f64 * c)
                     .sum();
-                rec_part[j] = all - outside.0[j];
-                width[j] = (b - outside.1[j]) as f64;
+                // Listed: the kept entries inside the window; the rest of the window is every
+                // entry not kept, Σ over all rows minus Σ over the kept (the latent-bias
+                // gradient: JumpReLU has no L1 term).
+                rec_part[j] += all - g_lat_host[j] as f64;
+                width[j] += (b - counts_host[j] as usize) as f64;
             }
         })?;
         let g: Vec<f32> = (0..n)
@@ -461,35 +458,6 @@ fn column_total(m: &[f32], d: usize) -> Vec<f64> {
         s.iter_mut().zip(row).for_each(|(t, &v)| *t += v as f64);
     }
     s
-}
-
-/// For each wide latent (see [`Thresholds::wide`]), Σ of the code gradient `dz` (B×n, before
-/// masking) over its kept entries outside the window, and their count; fixed parts of rows
-/// added in order.
-fn outside_window(z: &[f32], dz: &[f32], th: &Thresholds) -> (Vec<f64>, Vec<usize>) {
-    let n = th.theta.len();
-    let parts: Vec<(Vec<f64>, Vec<usize>)> = z
-        .par_chunks(TRANSPOSE_ROWS * n)
-        .zip(dz.par_chunks(TRANSPOSE_ROWS * n))
-        .map(|(z, dz)| {
-            let (mut sums, mut counts) = (vec![0f64; n], vec![0usize; n]);
-            for (z, dz) in z.chunks(n).zip(dz.chunks(n)) {
-                for (j, (&z, &g)) in z.iter().zip(dz).enumerate() {
-                    if z > 0.0 && th.wide[j] && !Thresholds::inside(z, th.theta[j], th.half_eps) {
-                        sums[j] += g as f64;
-                        counts[j] += 1;
-                    }
-                }
-            }
-            (sums, counts)
-        })
-        .collect();
-    let (mut sums, mut counts) = (vec![0f64; n], vec![0usize; n]);
-    for (s, c) in parts {
-        sums.iter_mut().zip(s).for_each(|(t, v)| *t += v);
-        counts.iter_mut().zip(c).for_each(|(t, v)| *t += v);
-    }
-    (sums, counts)
 }
 
 /// Dot product of two equal-length rows, accumulated in f32 in order.
@@ -634,7 +602,13 @@ mod tests {
         let at = |r: u32, j: u32| code.z[r as usize * 96 + j as usize];
         assert!(code.window.iter().any(|&(r, j)| at(r, j) > 0.0));
         assert!(code.window.iter().any(|&(r, j)| at(r, j) == 0.0));
-        assert!(code.window.iter().all(|&(_, j)| !th.wide[j as usize]));
+        // A wide latent lists only its kept entries in the window.
+        let wide_listed = |(r, j): (u32, u32)| th.wide[j as usize] && at(r, j) > 0.0;
+        assert!(code.window.iter().any(|&e| wide_listed(e)));
+        assert!(code
+            .window
+            .iter()
+            .all(|&(r, j)| !th.wide[j as usize] || at(r, j) > 0.0));
         assert!(th.wide.iter().filter(|&&w| w).count() >= 24);
         let kept_of_wide = |inside: bool| {
             (0..40u32).any(|r| {
