@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{text, Env};
+use common::{text, walk, Env};
 
 /// Data, a grid of five trainings of every architecture and two sizes that share their batches,
 /// one training with another batch size, and scores of each.
@@ -202,20 +202,4 @@ fn fuse_zero_is_refused() {
         "{}",
         text(&out)
     );
-}
-
-/// Every file below `dir` (none when it does not exist).
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }

@@ -103,33 +103,7 @@ impl TinyClipConfig {
             ("vision patch_size", v.patch_size),
             ("projection_dim", self.projection_dim),
         ];
-        for (name, value) in sizes {
-            if value == 0 {
-                bail!("{name} must be positive");
-            }
-        }
-        if !t.hidden.is_multiple_of(t.heads) {
-            bail!(
-                "text hidden size {} is not a multiple of its {} heads",
-                t.hidden,
-                t.heads
-            );
-        }
-        if !v.hidden.is_multiple_of(v.heads) {
-            bail!(
-                "vision hidden size {} is not a multiple of its {} heads",
-                v.hidden,
-                v.heads
-            );
-        }
-        if !v.image_size.is_multiple_of(v.patch_size) {
-            bail!(
-                "image size {} is not a multiple of the patch size {}",
-                v.image_size,
-                v.patch_size
-            );
-        }
-        Ok(())
+        check_shapes(&sizes, (t.hidden, t.heads), v)
     }
 
     /// Patches per image side.
@@ -206,6 +180,34 @@ pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
 pub(crate) type Spec = (String, Vec<usize>, Init);
 
 /// N(0, 1/fan_in): keeps a linear layer's outputs near the size of its inputs.
+/// The checks every test-model shape shares: each named size positive, each tower's hidden
+/// size a whole number of heads (`text` is the text tower's hidden size and heads), and the
+/// image a whole number of patches.
+pub(crate) fn check_shapes(
+    sizes: &[(&str, usize)],
+    text: (usize, usize),
+    v: &TinyVisionConfig,
+) -> Result<()> {
+    for &(name, value) in sizes {
+        if value == 0 {
+            bail!("{name} must be positive");
+        }
+    }
+    for (which, hidden, heads) in [("text", text.0, text.1), ("vision", v.hidden, v.heads)] {
+        if !hidden.is_multiple_of(heads) {
+            bail!("{which} hidden size {hidden} is not a multiple of its {heads} heads");
+        }
+    }
+    if !v.image_size.is_multiple_of(v.patch_size) {
+        bail!(
+            "image size {} is not a multiple of the patch size {}",
+            v.image_size,
+            v.patch_size
+        );
+    }
+    Ok(())
+}
+
 pub(crate) fn inv_sqrt(fan_in: usize) -> f32 {
     (fan_in as f32).sqrt().recip()
 }

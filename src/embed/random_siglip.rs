@@ -21,8 +21,9 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use super::random_clip::{
-    add_encoder, add_layer_norm, add_linear, draw, inv_sqrt, write_byte_level_tokenizer,
-    write_safetensors, Init, NamedTensor, Spec, TinyVisionConfig, BYTE_LEVEL_VOCAB,
+    add_encoder, add_layer_norm, add_linear, check_shapes, draw, inv_sqrt,
+    write_byte_level_tokenizer, write_safetensors, Init, NamedTensor, Spec, TinyVisionConfig,
+    BYTE_LEVEL_VOCAB,
 };
 
 /// SigLIP's layer-norm epsilon.
@@ -79,23 +80,23 @@ impl TinySiglipConfig {
     pub fn validate(&self) -> Result<()> {
         let t = &self.text;
         let v = &self.vision;
-        for (name, value) in [
-            ("text hidden", t.hidden),
-            ("text layers", t.layers),
-            ("text heads", t.heads),
-            ("text intermediate", t.intermediate),
-            ("text max_position", t.max_position),
-            ("vision hidden", v.hidden),
-            ("vision layers", v.layers),
-            ("vision heads", v.heads),
-            ("vision intermediate", v.intermediate),
-            ("vision image_size", v.image_size),
-            ("vision patch_size", v.patch_size),
-        ] {
-            if value == 0 {
-                bail!("{name} must be positive");
-            }
-        }
+        check_shapes(
+            &[
+                ("text hidden", t.hidden),
+                ("text layers", t.layers),
+                ("text heads", t.heads),
+                ("text intermediate", t.intermediate),
+                ("text max_position", t.max_position),
+                ("vision hidden", v.hidden),
+                ("vision layers", v.layers),
+                ("vision heads", v.heads),
+                ("vision intermediate", v.intermediate),
+                ("vision image_size", v.image_size),
+                ("vision patch_size", v.patch_size),
+            ],
+            (t.hidden, t.heads),
+            v,
+        )?;
         if t.vocab_size < BYTE_LEVEL_VOCAB {
             bail!(
                 "a vocabulary of {} cannot hold the test tokenizer's {BYTE_LEVEL_VOCAB} ids",
@@ -107,18 +108,6 @@ impl TinySiglipConfig {
                 "pad id {} is outside the vocabulary of {}",
                 t.pad_token_id,
                 t.vocab_size
-            );
-        }
-        for (which, hidden, heads) in [("text", t.hidden, t.heads), ("vision", v.hidden, v.heads)] {
-            if !hidden.is_multiple_of(heads) {
-                bail!("{which} hidden size {hidden} is not a multiple of its {heads} heads");
-            }
-        }
-        if !v.image_size.is_multiple_of(v.patch_size) {
-            bail!(
-                "image size {} is not a multiple of the patch size {}",
-                v.image_size,
-                v.patch_size
             );
         }
         Ok(())

@@ -68,9 +68,8 @@ pub(crate) fn applicable(model: &Sae) -> bool {
     model.device().is_cpu()
         && model.config.soft_cap <= 0.0
         && match model.config.arch {
-            Arch::Topk | Arch::Batchtopk => true,
+            Arch::Topk | Arch::Batchtopk | Arch::Relu | Arch::Jumprelu => true,
             Arch::Msae => model.config.topk_variant == TopkVariant::Relu,
-            Arch::Relu | Arch::Jumprelu => true,
         }
 }
 
@@ -240,6 +239,30 @@ fn latent_sums(csr: &Csr, v: &[f32], n: usize, dev: &candle_core::Device) -> Res
     Ok(Tensor::from_vec(total, n, dev)?)
 }
 
+/// The centred input `x − b_pre` and the encoder product `(x − b_pre)·W_enc` (without the latent
+/// bias) of a standardised batch `x` (B×d, row-major), both in pooled buffers.
+fn centre_and_encode(
+    model: &Sae,
+    x: &[f32],
+    pre_bias: &[f32],
+) -> Result<(Scratch<f32>, Scratch<f32>)> {
+    let (n, d) = (model.n, model.d);
+    let b = x.len() / d;
+    let mut xc = Scratch::for_overwrite(b * d);
+    xc.par_chunks_mut(d)
+        .zip(x.par_chunks(d))
+        .for_each(|(o, x)| {
+            for ((o, v), m) in o.iter_mut().zip(x).zip(pre_bias) {
+                *o = v - m;
+            }
+        });
+    let mut p = Scratch::for_overwrite(b * n);
+    with_slice(&model.encoder, |w| {
+        matmul_into(b, n, d, &xc, (d, 1), w, (n, 1), &mut p)
+    })?;
+    Ok((xc, p))
+}
+
 /// Decoder, encoder and latent-bias gradients `(g_enc, g_lat, g_dec)` of a sparse code: `dp`
 /// is the pre-activation gradient at every entry (CSR order), `c` the reconstruction gradients
 /// as [B, L, d] and `xc` the centred input [B, d]. Consumes `c`, whose memory goes back to the
@@ -347,20 +370,7 @@ fn loss_and_grads_with(
     let n = model.n;
     let dev = model.device().clone();
     let pre_bias = model.pre_bias.to_vec1::<f32>()?;
-    let mut xc = Scratch::for_overwrite(b * d);
-    with_slice(x, |x| {
-        xc.par_chunks_mut(d)
-            .zip(x.par_chunks(d))
-            .for_each(|(o, x)| {
-                for ((o, v), m) in o.iter_mut().zip(x).zip(&pre_bias) {
-                    *o = v - m;
-                }
-            })
-    })?;
-    let mut p = Scratch::for_overwrite(b * n);
-    with_slice(&model.encoder, |w| {
-        matmul_into(b, n, d, &xc, (d, 1), w, (n, 1), &mut p)
-    })?;
+    let (xc, mut p) = with_slice(x, |x| centre_and_encode(model, x, &pre_bias))??;
     // Per-row selection adds the latent bias row by row, in cache; the batch-wide one needs
     // the whole biased matrix.
     let bias = model.latent_bias.to_vec1::<f32>()?;

@@ -21,7 +21,10 @@ use rayon::prelude::*;
 
 use super::blocked::Gathered;
 use super::format::{Csr, TRANSPOSE_ROWS};
-use super::{code_grad, matmul_into, reconstruct, weight_grads, with_slice, FastExtras, Paths};
+use super::{
+    centre_and_encode, code_grad, matmul_into, reconstruct, weight_grads, with_slice, FastExtras,
+    Paths,
+};
 use crate::sae::config::Arch;
 use crate::sae::loss;
 use crate::sae::model::{Grads, LossParts, Sae};
@@ -241,18 +244,7 @@ pub(super) fn loss_and_grads(
     let lambda = cfg.sparsity_weight();
     let pre_bias = model.pre_bias.to_vec1::<f32>()?;
     let x_host = x.flatten_all()?.to_vec1::<f32>()?;
-    let mut xc = Scratch::for_overwrite(b * d);
-    xc.par_chunks_mut(d)
-        .zip(x_host.par_chunks(d))
-        .for_each(|(o, x)| {
-            for ((o, v), m) in o.iter_mut().zip(x).zip(&pre_bias) {
-                *o = v - m;
-            }
-        });
-    let mut p = Scratch::for_overwrite(b * n);
-    with_slice(&model.encoder, |w| {
-        matmul_into(b, n, d, &xc, (d, 1), w, (n, 1), &mut p)
-    })?;
+    let (xc, p) = centre_and_encode(model, &x_host, &pre_bias)?;
     let bias = model.latent_bias.to_vec1::<f32>()?;
     let eps = cfg.jumprelu_bandwidth;
     let thresholds = match (&model.log_threshold, jump) {
@@ -289,6 +281,11 @@ pub(super) fn loss_and_grads(
         .unwrap_or((kept as f64) < SPARSE_BELOW * (b * n) as f64 && code.window.len() <= kept);
     // Code gradient at each listed window entry, filled by the path taken.
     let mut window_grad = vec![0f32; code.window.len()];
+    // The reconstruction loss and its gradient c = ∂ℓ/∂X̂ (one level), whichever products
+    // built the reconstruction.
+    let reconstruction_loss = |recon: &[f32], c: &mut [f32]| {
+        loss::nested_levels(cfg.loss, recon, &x_host, reference.as_deref(), &[1.0], d, c)
+    };
     let mut c = Scratch::for_overwrite(b * d);
     let (rec_total, c_total, g_enc, g_lat, g_dec, counts) = if sparse {
         let csr = to_csr(&code, n);
@@ -296,15 +293,7 @@ pub(super) fn loss_and_grads(
         let tiling = paths.inner.tiling;
         let w_gathered = with_slice(&w_dec, |w| Gathered::new(w, d, tiling))?;
         let recon = reconstruct(&csr, &w_gathered, d, &pre_bias, tiling);
-        let rec_total = loss::nested_levels(
-            cfg.loss,
-            &recon,
-            &x_host,
-            reference.as_deref(),
-            &[1.0],
-            d,
-            &mut c,
-        );
+        let rec_total = reconstruction_loss(&recon, &mut c);
         drop(recon);
         let c_total = column_total(&c, d);
         let mut dp = code_grad(&csr, &c, &w_gathered, d, tiling);
@@ -345,15 +334,7 @@ pub(super) fn loss_and_grads(
                 *o += p;
             }
         });
-        let rec_total = loss::nested_levels(
-            cfg.loss,
-            &recon,
-            &x_host,
-            reference.as_deref(),
-            &[1.0],
-            d,
-            &mut c,
-        );
+        let rec_total = reconstruction_loss(&recon, &mut c);
         drop(recon);
         let c_total = column_total(&c, d);
         let mut dz = Scratch::for_overwrite(b * n);
