@@ -33,6 +33,8 @@ pub mod checkpoint;
 pub mod config;
 pub mod fused;
 mod gather;
+mod host;
+mod host_update;
 pub mod loss;
 pub mod model;
 pub mod optim;

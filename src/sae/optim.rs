@@ -3,6 +3,7 @@
 
 use candle_core::Tensor;
 
+use super::host::{is_host_f32, with_slice, with_slice_mut};
 use super::Result;
 
 /// Adam / AdamW state (PyTorch `torch.optim.AdamW`, single-tensor implementation).
@@ -10,7 +11,7 @@ use super::Result;
 /// Per step t (1-based) with gradient g and learning rate lr:
 /// `p ← p·(1 − lr·wd)`; `m ← m + (1 − β1)(g − m)`; `v ← β2·v + (1 − β2)·g²`;
 /// `p ← p − (lr / (1 − β1^t)) · m / (√v / √(1 − β2^t) + eps)`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Adam {
     pub beta1: f64,
     pub beta2: f64,
@@ -37,7 +38,11 @@ impl Adam {
             .iter()
             .map(|p| p.zeros_like())
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let v = m.clone();
+        // Separate storage for each moment: the host update writes them in place.
+        let v = params
+            .iter()
+            .map(|p| p.zeros_like())
+            .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Adam {
             beta1,
             beta2,
@@ -51,6 +56,19 @@ impl Adam {
 
     /// One update of every parameter with its gradient.
     pub fn step(&mut self, params: &mut [&mut Tensor], grads: &[Tensor], lr: f64) -> Result<()> {
+        self.step_scaled(params, grads, lr, None)
+    }
+
+    /// One update of every parameter with its gradient multiplied by `grad_scale` (the
+    /// clipping factor, applied inside the update rather than as a pass of its own). Host
+    /// tensors are updated in place, parameters and moments alike.
+    pub fn step_scaled(
+        &mut self,
+        params: &mut [&mut Tensor],
+        grads: &[Tensor],
+        lr: f64,
+        grad_scale: Option<f32>,
+    ) -> Result<()> {
         if params.len() != grads.len() || params.len() != self.m.len() {
             return Err(super::SaeError::Config(format!(
                 "optimizer holds {} tensors, got {} parameters and {} gradients",
@@ -63,96 +81,102 @@ impl Adam {
         let t = self.step as i32;
         let bc1 = 1.0 - self.beta1.powi(t);
         let bc2 = 1.0 - self.beta2.powi(t);
-        let step_size = lr / bc1;
-        let bc2_sqrt = bc2.sqrt();
+        let k = Constants {
+            decay: (1.0 - lr * self.weight_decay) as f32,
+            weight_decay: self.weight_decay != 0.0,
+            one_minus_beta1: (1.0 - self.beta1) as f32,
+            beta2: self.beta2 as f32,
+            one_minus_beta2: (1.0 - self.beta2) as f32,
+            inv_bc2_sqrt: (1.0 / bc2.sqrt()) as f32,
+            eps: self.eps as f32,
+            step_size: (lr / bc1) as f32,
+            grad_scale: grad_scale.unwrap_or(1.0),
+        };
         for (i, (p, g)) in params.iter_mut().zip(grads).enumerate() {
-            if let Some((np, nm, nv)) = self.fused_cpu(p, g, i, lr, step_size, bc2_sqrt)? {
-                **p = np;
-                self.m[i] = nm;
-                self.v[i] = nv;
+            if self.step_host(p, g, i, &k)? {
                 continue;
             }
+            let g = match grad_scale {
+                Some(s) => g.affine(s as f64, 0.0)?,
+                None => g.clone(),
+            };
             if self.weight_decay != 0.0 {
                 **p = p.affine(1.0 - lr * self.weight_decay, 0.0)?;
             }
             // lerp: m + (1 − β1)(g − m)
-            let m = ((g - &self.m[i])?.affine(1.0 - self.beta1, 0.0)? + &self.m[i])?;
+            let m = ((&g - &self.m[i])?.affine(1.0 - self.beta1, 0.0)? + &self.m[i])?;
             let v =
                 (self.v[i].affine(self.beta2, 0.0)? + g.sqr()?.affine(1.0 - self.beta2, 0.0)?)?;
-            let denom = v.sqrt()?.affine(1.0 / bc2_sqrt, self.eps)?;
-            let upd = (&m / denom)?.affine(step_size, 0.0)?;
+            let denom = v.sqrt()?.affine(1.0 / bc2.sqrt(), self.eps)?;
+            let upd = (&m / denom)?.affine(lr / bc1, 0.0)?;
             **p = (&**p - upd)?;
             self.m[i] = m;
             self.v[i] = v;
         }
         Ok(())
     }
+
+    /// The same update as the tensor-op path in one pass over host memory, in place; false
+    /// (nothing changed) unless the parameter, gradient and moments are contiguous f32 host
+    /// tensors.
+    fn step_host(&self, p: &Tensor, g: &Tensor, i: usize, k: &Constants) -> Result<bool> {
+        use rayon::prelude::*;
+        let (m, v) = (&self.m[i], &self.v[i]);
+        if ![p, g, m, v].into_iter().all(is_host_f32) {
+            return Ok(false);
+        }
+        let len = p.elem_count();
+        if [g, m, v].into_iter().any(|t| t.elem_count() != len) {
+            return Err(super::SaeError::Config(format!(
+                "optimizer tensor {i}: parameter, gradient and moments differ in size"
+            )));
+        }
+        with_slice(g, |gv| {
+            with_slice_mut(p, |pv| {
+                with_slice_mut(m, |mv| {
+                    with_slice_mut(v, |vv| {
+                        pv.par_chunks_mut(CHUNK)
+                            .zip(mv.par_chunks_mut(CHUNK))
+                            .zip(vv.par_chunks_mut(CHUNK))
+                            .zip(gv.par_chunks(CHUNK))
+                            .for_each(|(((pc, mc), vc), gc)| k.update(pc, gc, mc, vc));
+                    })
+                })
+            })
+        })????;
+        Ok(true)
+    }
 }
 
-impl Adam {
-    /// The same update as the tensor-op path in one pass over host memory (CPU tensors only);
-    /// None when the tensors are not f32 on the CPU.
-    fn fused_cpu(
-        &self,
-        p: &Tensor,
-        g: &Tensor,
-        i: usize,
-        lr: f64,
-        step_size: f64,
-        bc2_sqrt: f64,
-    ) -> Result<Option<(Tensor, Tensor, Tensor)>> {
-        use candle_core::{DType, Storage};
-        use rayon::prelude::*;
-        let all = [p, g, &self.m[i], &self.v[i]];
-        if all
-            .iter()
-            .any(|t| !t.device().is_cpu() || t.dtype() != DType::F32)
-        {
-            return Ok(None);
-        }
-        let host = |t: &Tensor| -> Result<Vec<f32>> {
-            let t = t.contiguous()?;
-            let (st, layout) = t.storage_and_layout();
-            match (&*st, layout.contiguous_offsets()) {
-                (Storage::Cpu(c), Some((a, b))) => Ok(c.as_slice::<f32>()?[a..b].to_vec()),
-                _ => Err(super::SaeError::Data(
-                    "expected a contiguous CPU tensor".into(),
-                )),
+/// Elements per parallel task of the host update.
+const CHUNK: usize = 4096;
+
+/// The scalars of one Adam step, in f32 as the host update uses them.
+struct Constants {
+    decay: f32,
+    weight_decay: bool,
+    one_minus_beta1: f32,
+    beta2: f32,
+    one_minus_beta2: f32,
+    inv_bc2_sqrt: f32,
+    eps: f32,
+    step_size: f32,
+    grad_scale: f32,
+}
+
+impl Constants {
+    /// Updates parameters `p` and moments `m`, `v` with gradients `g`, element by element.
+    fn update(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m).zip(v) {
+            if self.weight_decay {
+                *p *= self.decay;
             }
-        };
-        let (mut pv, gv, mut mv, mut vv) =
-            (host(p)?, host(g)?, host(&self.m[i])?, host(&self.v[i])?);
-        let decay = (1.0 - lr * self.weight_decay) as f32;
-        let (c1, b2, c2) = (
-            (1.0 - self.beta1) as f32,
-            self.beta2 as f32,
-            (1.0 - self.beta2) as f32,
-        );
-        let (inv_bc2, eps, ss) = ((1.0 / bc2_sqrt) as f32, self.eps as f32, step_size as f32);
-        let wd = self.weight_decay != 0.0;
-        pv.par_chunks_mut(4096)
-            .zip(mv.par_chunks_mut(4096))
-            .zip(vv.par_chunks_mut(4096))
-            .zip(gv.par_chunks(4096))
-            .for_each(|(((pc, mc), vc), gc)| {
-                for j in 0..pc.len() {
-                    if wd {
-                        pc[j] *= decay;
-                    }
-                    let g = gc[j];
-                    mc[j] += (g - mc[j]) * c1;
-                    vc[j] = vc[j] * b2 + g * g * c2;
-                    let denom = vc[j].sqrt() * inv_bc2 + eps;
-                    pc[j] -= (mc[j] / denom) * ss;
-                }
-            });
-        let shape = p.shape().clone();
-        let dev = p.device();
-        Ok(Some((
-            Tensor::from_vec(pv, shape.clone(), dev)?,
-            Tensor::from_vec(mv, shape.clone(), dev)?,
-            Tensor::from_vec(vv, shape, dev)?,
-        )))
+            let g = g * self.grad_scale;
+            *m += (g - *m) * self.one_minus_beta1;
+            *v = *v * self.beta2 + g * g * self.one_minus_beta2;
+            let denom = v.sqrt() * self.inv_bc2_sqrt + self.eps;
+            *p -= (*m / denom) * self.step_size;
+        }
     }
 }
 

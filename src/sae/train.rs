@@ -327,10 +327,13 @@ pub(super) fn train_step(
         if model.config.arch == Arch::Batchtopk {
             model.record_batchtopk_min(extra.min_positive);
         }
-        model.scale_to_unit_norm()?;
-        grads.0[3] = model.project_decoder_grad(&grads.0[3])?;
-        clip_grad_norm(&mut grads.0, model.config.clip_grad)?;
-        adam.step(&mut model.params_mut(), &grads.0, lr)?;
+        // The fast paths' gradients own their storage: the update may take them in place.
+        if !super::host_update::apply(model, adam, &grads, lr)? {
+            model.scale_to_unit_norm()?;
+            grads.0[3] = model.project_decoder_grad(&grads.0[3])?;
+            clip_grad_norm(&mut grads.0, model.config.clip_grad)?;
+            adam.step(&mut model.params_mut(), &grads.0, lr)?;
+        }
         return Ok(StepOut {
             loss: parts.total.to_scalar::<f32>()? as f64,
             rec: parts.rec.to_scalar::<f32>()? as f64,

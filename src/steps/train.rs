@@ -124,7 +124,7 @@ pub fn config_from_params(params: &BTreeMap<String, Value>) -> Result<TrainConfi
 }
 
 impl Step for Train {
-    step_info!(kind: "train", version: 3, about: "train an SAE (relu, topk, batchtopk, jumprelu, msae) with the reference recipe");
+    step_info!(kind: "train", version: 4, about: "train an SAE (relu, topk, batchtopk, jumprelu, msae) with the reference recipe");
 
     fn needs(&self) -> crate::steps::Needs {
         crate::steps::Needs::DEVICE

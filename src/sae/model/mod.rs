@@ -164,7 +164,11 @@ pub struct LossParts {
 }
 
 /// A sparse autoencoder of any supported architecture.
-#[derive(Debug, Clone)]
+///
+/// Training on the CPU updates the parameter tensors where they lie (see `host`), so a tensor
+/// taken from a model shares the model's later values; [`Sae::copy`] gives an independent
+/// model, and `Tensor::copy` an independent tensor.
+#[derive(Debug)]
 pub struct Sae {
     pub config: TrainConfig,
     pub d: usize,
@@ -253,6 +257,26 @@ impl Sae {
 
     pub fn device(&self) -> &Device {
         self.decoder.device()
+    }
+
+    /// An independent copy: the parameters in new storage.
+    pub fn copy(&self) -> Result<Self> {
+        Ok(Sae {
+            config: self.config.clone(),
+            d: self.d,
+            n: self.n,
+            pre_bias: self.pre_bias.copy()?,
+            encoder: self.encoder.copy()?,
+            latent_bias: self.latent_bias.copy()?,
+            decoder: self.decoder.copy()?,
+            log_threshold: self.log_threshold.as_ref().map(Tensor::copy).transpose()?,
+            levels: self.levels.clone(),
+            level_weights: self.level_weights.clone(),
+            batchtopk_threshold: self.batchtopk_threshold,
+            stats: self.stats.clone(),
+            standardization: self.standardization.clone(),
+            target_norm: self.target_norm,
+        })
     }
 
     /// Parameters in optimiser order.
@@ -736,7 +760,7 @@ mod tests {
                         plus[idx] += h;
                         let mut minus = vals.clone();
                         minus[idx] -= h;
-                        let mut mp = m.clone();
+                        let mut mp = m.copy().unwrap();
                         *mp.params_mut()[pi] =
                             Tensor::from_vec(plus, shape.as_slice(), &Device::Cpu).unwrap();
                         let lp = loss_at(&mp);
@@ -839,7 +863,7 @@ mod tests {
                 let shape = base.dims().to_vec();
                 let vals = base.flatten_all().unwrap().to_vec1::<f32>().unwrap();
                 for idx in 0..vals.len() {
-                    let mut mp = m.clone();
+                    let mut mp = m.copy().unwrap();
                     let mut at = |delta: f32| {
                         let mut v = vals.clone();
                         v[idx] += delta;

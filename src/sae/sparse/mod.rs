@@ -34,14 +34,15 @@
 //! transpose; [`blocked`] holds the cache-blocked products; [`thresholded`] drives the step of
 //! the ReLU and JumpReLU codes; this file drives the top-k family's step.
 
-use candle_core::{Storage, Tensor};
+use candle_core::Tensor;
 use rayon::prelude::*;
 
 use super::config::{Arch, TopkVariant};
+use super::host::with_slice;
 use super::loss;
 use super::model::{Grads, LossParts, Sae};
 use super::scratch::Scratch;
-use super::{Result, SaeError};
+use super::Result;
 
 mod blocked;
 mod format;
@@ -71,22 +72,6 @@ pub(crate) fn applicable(model: &Sae) -> bool {
             Arch::Topk | Arch::Batchtopk | Arch::Relu | Arch::Jumprelu => true,
             Arch::Msae => model.config.topk_variant == TopkVariant::Relu,
         }
-}
-
-/// Run `f` on the contiguous f32 host data of a CPU tensor.
-fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    let t = t.contiguous()?;
-    let (st, layout) = t.storage_and_layout();
-    match &*st {
-        Storage::Cpu(c) => {
-            let s = c.as_slice::<f32>()?;
-            let (a, b) = layout
-                .contiguous_offsets()
-                .ok_or_else(|| SaeError::Data("non-contiguous tensor".into()))?;
-            Ok(f(&s[a..b]))
-        }
-        _ => Err(SaeError::Data("fast path needs CPU tensors".into())),
-    }
 }
 
 /// Choice between the sparse and the dense encoder-gradient product, and the cache blocking

@@ -22,10 +22,10 @@ use rayon::prelude::*;
 use super::blocked::Gathered;
 use super::format::{Csr, TRANSPOSE_ROWS};
 use super::{
-    centre_and_encode, code_grad, matmul_into, reconstruct, weight_grads, with_slice, FastExtras,
-    Paths,
+    centre_and_encode, code_grad, matmul_into, reconstruct, weight_grads, FastExtras, Paths,
 };
 use crate::sae::config::Arch;
+use crate::sae::host::with_slice;
 use crate::sae::loss;
 use crate::sae::model::{Grads, LossParts, Sae};
 use crate::sae::scratch::Scratch;
