@@ -89,6 +89,9 @@ impl Thresholds {
     }
 }
 
+/// Latents per lane of the code pass (one AVX-512 register of f32).
+const LANE: usize = 16;
+
 /// Biases, rectifies and thresholds `p` (B×n, overwritten by the code) in one parallel pass.
 /// Written without data-dependent branches on the kept entries (about half of them are kept
 /// at the start of training, a branch per entry would be mispredicted half the time).
@@ -96,7 +99,7 @@ fn code_pass(mut p: Scratch<f32>, bias: &[f32], thresholds: Option<&Thresholds>)
     let n = bias.len();
     let rows: Vec<(usize, f64, Vec<u32>)> = p
         .par_chunks_mut(n)
-        .map_init(Vec::new, |candidates: &mut Vec<u32>, row| {
+        .map(|row| {
             let mut window = Vec::new();
             match thresholds {
                 None => row
@@ -104,19 +107,32 @@ fn code_pass(mut p: Scratch<f32>, bias: &[f32], thresholds: Option<&Thresholds>)
                     .zip(bias)
                     .for_each(|(v, c)| *v = (*v + c).max(0.0)),
                 Some(th) => {
-                    let (t, wide, half) = (&th.theta, &th.wide, th.half_eps);
-                    // Every latent is written as a candidate and the count advances only for
-                    // the listed ones: no branch on entries whose test is a coin flip.
-                    candidates.resize(n, 0);
-                    let mut listed = 0;
-                    for (j, ((v, c), &t)) in row.iter_mut().zip(bias).zip(t).enumerate() {
-                        let r = (*v + c).max(0.0);
-                        let keep = r > t;
-                        candidates[listed] = j as u32;
-                        listed += (Thresholds::inside(r, t, half) & (keep | !wide[j])) as usize;
-                        *v = if keep { r } else { 0.0 };
+                    // Lanes of sixteen latents: the code and the window test of each lane are
+                    // computed without branches (vectorised), and only a lane with a listed
+                    // entry, rare as values so close to a threshold are, is looked at again.
+                    let lanes = row
+                        .chunks_mut(LANE)
+                        .zip(bias.chunks(LANE))
+                        .zip(th.theta.chunks(LANE))
+                        .zip(th.wide.chunks(LANE));
+                    for (lane, (((v, c), t), wide)) in lanes.enumerate() {
+                        let mut listed = [false; LANE];
+                        for l in 0..v.len() {
+                            let r = (v[l] + c[l]).max(0.0);
+                            let keep = r > t[l];
+                            listed[l] =
+                                Thresholds::inside(r, t[l], th.half_eps) & (keep | !wide[l]);
+                            v[l] = if keep { r } else { 0.0 };
+                        }
+                        if listed.iter().any(|&f| f) {
+                            let first = (lane * LANE) as u32;
+                            window.extend(
+                                (0..v.len() as u32)
+                                    .filter(|&l| listed[l as usize])
+                                    .map(|l| first + l),
+                            );
+                        }
                     }
-                    window.extend_from_slice(&candidates[..listed]);
                 }
             }
             let kept = row.iter().filter(|&&z| z > 0.0).count();
@@ -388,20 +404,23 @@ pub(super) fn loss_and_grads(
             rec_part[j as usize] += g as f64;
             width[j as usize] += 1.0;
         }
-        with_slice(&w_dec, |w| {
-            for j in (0..n).filter(|&j| th.wide[j]) {
-                let all: f64 = w[j * d..(j + 1) * d]
-                    .iter()
-                    .zip(&c_total)
-                    .map(|(&w, &c)| w as f64 * c)
-                    .sum();
-                // Listed: the kept entries inside the window; the rest of the window is every
-                // entry not kept, Σ over all rows minus Σ over the kept (the latent-bias
-                // gradient: JumpReLU has no L1 term).
-                rec_part[j] += all - g_lat_host[j] as f64;
-                width[j] += (b - counts_host[j] as usize) as f64;
-            }
+        // Σ over all rows of the code gradient of each wide latent, (Σ_i c_i)·W_dec[j].
+        let all: Vec<f64> = with_slice(&w_dec, |w| {
+            w.par_chunks(d)
+                .zip(&th.wide)
+                .map(|(row, &wide)| match wide {
+                    true => row.iter().zip(&c_total).map(|(&w, &c)| w as f64 * c).sum(),
+                    false => 0.0,
+                })
+                .collect()
         })?;
+        for j in (0..n).filter(|&j| th.wide[j]) {
+            // Listed: the kept entries inside the window; the rest of the window is every
+            // entry not kept, Σ over all rows minus Σ over the kept (the latent-bias gradient:
+            // JumpReLU has no L1 term).
+            rec_part[j] += all[j] - g_lat_host[j] as f64;
+            width[j] += (b - counts_host[j] as usize) as f64;
+        }
         let g: Vec<f32> = (0..n)
             .map(|j| {
                 let t = th.theta[j] as f64;
