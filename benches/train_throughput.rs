@@ -14,6 +14,7 @@
 //! `python3`); without PyTorch only the msae column is printed.
 
 mod common;
+mod train_floor;
 
 use common::{load_average, median};
 use std::io::{BufRead, BufReader, Write};
@@ -295,9 +296,10 @@ fn main() -> anyhow::Result<()> {
             Ok(py) => Some(Torch::start(py, name, &a).map_err(anyhow::Error::msg)?),
             Err(_) => None,
         };
+        let density = start_density(arch, &a, &data)?;
         eprintln!(
             "{name}: code density at the start {:.1} % (latent bias {})",
-            100.0 * start_density(arch, &a, &data)?,
+            100.0 * density,
             a.latent_bias
         );
         let (ours, theirs) = rounds(arch, &a, &data, torch.as_mut())?;
@@ -306,8 +308,18 @@ fn main() -> anyhow::Result<()> {
         if torch.is_some() {
             eprintln!("pytorch {name}: {:?} samples/s", show(&theirs));
         }
-        results.push((name.clone(), median(&ours), median(&theirs)));
+        results.push((name.clone(), median(&ours), median(&theirs), density));
     }
+    // The dense floor, where a code keeps enough entries for msae's dense products.
+    let dense: Vec<_> = results
+        .iter()
+        .filter(|r| matches!(r.0.as_str(), "relu" | "jumprelu") && r.3 >= DENSE_FROM)
+        .collect();
+    let floor = if a.device == "cpu" && !dense.is_empty() {
+        Some(dense_floor(&a, python.as_ref().ok())?)
+    } else {
+        None
+    };
     let load_end = load_average();
 
     println!(
@@ -330,7 +342,7 @@ fn main() -> anyhow::Result<()> {
         Ok(_) => {
             println!("| arch | msae samples/s | PyTorch samples/s | ratio | goal | met? |");
             println!("|---|---|---|---|---|---|");
-            for (name, s, theirs) in &results {
+            for (name, s, theirs, _) in &results {
                 let s = s.unwrap_or(f64::NAN);
                 let ratio = theirs.map(|p| s / p);
                 let (goal_s, met) = match (goal(name, a.device.starts_with("cuda")), ratio) {
@@ -349,10 +361,83 @@ fn main() -> anyhow::Result<()> {
             println!("PyTorch column skipped: {why}\n");
             println!("| arch | msae samples/s |");
             println!("|---|---|");
-            for (name, s, _) in &results {
+            for (name, s, _, _) in &results {
                 println!("| {name} | {:.0} |", s.unwrap_or(f64::NAN));
             }
         }
     }
+    if let Some((ours, theirs)) = floor {
+        print_floor(&a, &dense, ours, theirs);
+    }
     Ok(())
+}
+
+/// Code density from which msae's ReLU and JumpReLU steps take dense products
+/// (`SPARSE_BELOW` in src/sae/sparse/thresholded.rs).
+const DENSE_FROM: f64 = 0.12;
+
+/// Seconds per step of the five dense products of a step, msae's and (with PyTorch)
+/// PyTorch's: medians of alternating rounds, as for the steps.
+fn dense_floor(a: &Args, python: Option<&String>) -> anyhow::Result<(f64, Option<f64>)> {
+    let mut products = train_floor::Products::new(a.batch, a.d, a.n);
+    products.time(1);
+    let mut torch = match python {
+        Some(py) => Some(Torch::start(py, "products", a).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..a.rounds {
+        ours.push(products.time(a.steps) / a.steps as f64);
+        if let Some(t) = torch.as_mut() {
+            theirs.push(a.batch as f64 / t.run(a.steps).map_err(anyhow::Error::msg)?);
+        }
+    }
+    let show = |v: &[f64]| v.iter().map(|s| format!("{s:.3}")).collect::<Vec<_>>();
+    eprintln!("msae products: {:?} s per step", show(&ours));
+    if torch.is_some() {
+        eprintln!("pytorch products: {:?} s per step", show(&theirs));
+    }
+    Ok((median(&ours).unwrap_or(f64::NAN), median(&theirs)))
+}
+
+/// The floor table: how close each dense step is to its products, and the highest ratio
+/// against PyTorch that a step computing them can reach.
+fn print_floor(
+    a: &Args,
+    dense: &[&(String, Option<f64>, Option<f64>, f64)],
+    ours: f64,
+    theirs: Option<f64>,
+) {
+    println!(
+        "\nDense floor: the five {b}×{d}×{n} matrix products of a step on a code keeping ≥ {:.0} % \
+         of its entries (encoder product, reconstruction, code gradient, decoder and encoder \
+         gradients), into buffers allocated once: msae (gemm) {ours:.3} s, PyTorch {} s per \
+         step (medians of {r} alternating rounds of {s}).\n",
+        100.0 * DENSE_FROM,
+        theirs.map_or("—".into(), |t| format!("{t:.3}")),
+        b = a.batch,
+        d = a.d,
+        n = a.n,
+        r = a.rounds,
+        s = a.steps,
+    );
+    // The fastest of the two product timings bounds any step that computes the products.
+    let fastest = theirs.map_or(ours, |t| t.min(ours));
+    println!(
+        "| arch | code density at the start | msae step s | msae step / products | PyTorch step s | \
+         highest ratio a step with these products reaches | ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (name, s, p, density) in dense {
+        let step = s.map_or(f64::NAN, |s| a.batch as f64 / s);
+        let torch_step = p.map(|p| a.batch as f64 / p);
+        println!(
+            "| {name} | {:.1} % | {step:.3} | {:.2} | {} | {} | {} |",
+            100.0 * density,
+            step / ours,
+            torch_step.map_or("—".into(), |t| format!("{t:.3}")),
+            torch_step.map_or("—".into(), |t| format!("{:.2}", t / fastest)),
+            torch_step.map_or("—".into(), |t| format!("{:.2}", t / step)),
+        );
+    }
 }
