@@ -96,7 +96,8 @@ fn states(status: &serde_json::Value, state: &str) -> Vec<String> {
 #[test]
 fn every_reading_command_works_and_shows_live_state_while_a_run_holds_the_store() {
     let env = Env::new();
-    let exp = env.write("grid.toml", &grid(40));
+    // Long enough (about ten seconds on two cores) that the run outlasts every reader below.
+    let exp = env.write("grid.toml", &grid(150));
     let e = exp.to_str().unwrap();
     let mut run = spawn_run(&env, &["-j", "2", e]);
     // A training in flight with its progress, while the data step is finished.
