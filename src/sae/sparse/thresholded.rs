@@ -87,6 +87,42 @@ impl Thresholds {
     fn inside(r: f32, t: f32, half_eps: f32) -> bool {
         (r - t).abs() < half_eps
     }
+
+    /// Code value and window listing of one entry: `p` the encoder product, `c` the latent
+    /// bias, `t` the threshold, `wide` whether the latent's window reaches zero.
+    #[inline(always)]
+    fn entry(&self, p: f32, c: f32, t: f32, wide: bool) -> (bool, f32) {
+        let r = (p + c).max(0.0);
+        let keep = r > t;
+        let listed = Self::inside(r, t, self.half_eps) & (keep | !wide);
+        (listed, if keep { r } else { 0.0 })
+    }
+
+    /// [`Thresholds::entry`] over a lane of sixteen latents, without branches (vectorised);
+    /// the code overwrites `v`, and bit l of the result flags latent l for listing.
+    #[inline(always)]
+    fn lane(
+        &self,
+        v: &mut [f32; LANE],
+        c: &[f32; LANE],
+        t: &[f32; LANE],
+        wide: &[bool; LANE],
+    ) -> u32 {
+        let mut listed = 0u32;
+        for l in 0..LANE {
+            let (flag, code) = self.entry(v[l], c[l], t[l], wide[l]);
+            listed |= (flag as u32) << l;
+            v[l] = code;
+        }
+        listed
+    }
+
+    /// Appends the latents whose bits are set in `listed`, of the lane starting at `first`.
+    #[cold]
+    fn list(&self, listed: u32, first: usize, window: &mut Vec<u32>) {
+        let flagged = (0..LANE).filter(|&l| listed >> l & 1 == 1);
+        window.extend(flagged.map(|l| (first + l) as u32));
+    }
 }
 
 /// Latents per lane of the code pass (one AVX-512 register of f32).
@@ -110,27 +146,25 @@ fn code_pass(mut p: Scratch<f32>, bias: &[f32], thresholds: Option<&Thresholds>)
                     // Lanes of sixteen latents: the code and the window test of each lane are
                     // computed without branches (vectorised), and only a lane with a listed
                     // entry, rare as values so close to a threshold are, is looked at again.
-                    let lanes = row
-                        .chunks_mut(LANE)
-                        .zip(bias.chunks(LANE))
-                        .zip(th.theta.chunks(LANE))
-                        .zip(th.wide.chunks(LANE));
-                    for (lane, (((v, c), t), wide)) in lanes.enumerate() {
-                        let mut listed = [false; LANE];
-                        for l in 0..v.len() {
-                            let r = (v[l] + c[l]).max(0.0);
-                            let keep = r > t[l];
-                            listed[l] =
-                                Thresholds::inside(r, t[l], th.half_eps) & (keep | !wide[l]);
-                            v[l] = if keep { r } else { 0.0 };
+                    let split = row.len() / LANE * LANE;
+                    let (full, rest) = row.split_at_mut(split);
+                    for (lane, v) in full.chunks_exact_mut(LANE).enumerate() {
+                        let at = lane * LANE..(lane + 1) * LANE;
+                        let v: &mut [f32; LANE] = v.try_into().expect("a full lane");
+                        let c: &[f32; LANE] = bias[at.clone()].try_into().expect("a full lane");
+                        let t: &[f32; LANE] = th.theta[at.clone()].try_into().expect("a full lane");
+                        let w: &[bool; LANE] = th.wide[at].try_into().expect("a full lane");
+                        let listed = th.lane(v, c, t, w);
+                        if listed != 0 {
+                            th.list(listed, lane * LANE, &mut window);
                         }
-                        if listed.iter().any(|&f| f) {
-                            let first = (lane * LANE) as u32;
-                            window.extend(
-                                (0..v.len() as u32)
-                                    .filter(|&l| listed[l as usize])
-                                    .map(|l| first + l),
-                            );
+                    }
+                    for (l, v) in rest.iter_mut().enumerate() {
+                        let j = split + l;
+                        let (listed, code) = th.entry(*v, bias[j], th.theta[j], th.wide[j]);
+                        *v = code;
+                        if listed {
+                            window.push(j as u32);
                         }
                     }
                 }
@@ -643,6 +677,37 @@ mod tests {
                 assert_eq!(a, b, "shift {shift}: path other than the density's");
             }
         }
+    }
+
+    #[test]
+    fn the_code_pass_lists_the_window_of_each_entry_in_full_lanes_and_the_rest() {
+        // 37 latents: two full lanes of sixteen and five left over; values crowded around the
+        // thresholds so that every lane lists entries, narrow and wide latents alternating.
+        let (b, n, half) = (9, 37, 0.05f32);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let theta: Vec<f32> = (0..n)
+            .map(|j| if j % 3 == 0 { 0.02 } else { 0.2 })
+            .collect();
+        let bias: Vec<f32> = (0..n).map(|j| 0.01 * (j % 5) as f32).collect();
+        let p: Vec<f32> = (0..b * n).map(|_| rng.random_range(-0.1..0.35)).collect();
+        let th = Thresholds::new(theta.clone(), half);
+        assert!(th.wide.iter().any(|&w| w) && th.wide.iter().any(|&w| !w));
+        let mut pool = Scratch::for_overwrite(b * n);
+        pool.copy_from_slice(&p);
+        let code = code_pass(pool, &bias, Some(&th));
+        let mut window = Vec::new();
+        for r in 0..b {
+            for j in 0..n {
+                let v = (p[r * n + j] + bias[j]).max(0.0);
+                let keep = v > theta[j];
+                assert_eq!(code.z[r * n + j], if keep { v } else { 0.0 }, "({r}, {j})");
+                if (v - theta[j]).abs() < half && (keep || !th.wide[j]) {
+                    window.push((r as u32, j as u32));
+                }
+            }
+        }
+        assert_eq!(code.window, window);
+        assert!(window.iter().any(|&(_, j)| j >= 32) && window.iter().any(|&(_, j)| j < 16));
     }
 
     #[test]
