@@ -24,7 +24,7 @@ use super::Result;
 /// unless every parameter and gradient is a contiguous f32 host tensor; the caller then takes
 /// the tensor path. The gradients must own their storage (the CPU fast paths' do): the decoder
 /// gradient is projected where it lies.
-pub(super) fn apply(model: &mut Sae, adam: &mut Adam, grads: &Grads, lr: f64) -> Result<bool> {
+pub(super) fn apply(model: &mut Sae, adam: &mut Adam, grads: &mut Grads, lr: f64) -> Result<bool> {
     if !model.params().into_iter().all(is_host_f32) || !grads.0.iter().all(is_host_f32) {
         return Ok(false);
     }
@@ -180,9 +180,9 @@ mod tests {
             let mut adam_a = Adam::new(&a.params(), 0.9, 0.999, 1e-8, 0.01).unwrap();
             let mut adam_b = Adam::new(&b.params(), 0.9, 0.999, 1e-8, 0.01).unwrap();
             for step in 0..3 {
-                let g = grads(&a, size, step);
+                let mut g = grads(&a, size, step);
                 let before = flat(&g.0[3]);
-                assert!(apply(&mut a, &mut adam_a, &g, 1e-2).unwrap());
+                assert!(apply(&mut a, &mut adam_a, &mut g, 1e-2).unwrap());
                 by_tensor_ops(&mut b, &mut adam_b, &g, 1e-2);
                 // The decoder gradient is projected in place: it changed.
                 assert_ne!(before, flat(&g.0[3]), "{arch:?}");
@@ -231,7 +231,7 @@ mod tests {
         // A transposed (non-contiguous) gradient: nothing is changed.
         g.0[3] = g.0[3].t().unwrap().contiguous().unwrap().t().unwrap();
         let w = flat(&a.decoder);
-        assert!(!apply(&mut a, &mut adam, &g, 1e-2).unwrap());
+        assert!(!apply(&mut a, &mut adam, &mut g, 1e-2).unwrap());
         assert_eq!(w, flat(&a.decoder));
         assert_eq!(adam.step, 0);
     }

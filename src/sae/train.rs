@@ -328,7 +328,7 @@ pub(super) fn train_step(
             model.record_batchtopk_min(extra.min_positive);
         }
         // The fast paths' gradients own their storage: the update may take them in place.
-        if !super::host_update::apply(model, adam, &grads, lr)? {
+        if !super::host_update::apply(model, adam, &mut grads, lr)? {
             model.scale_to_unit_norm()?;
             grads.0[3] = model.project_decoder_grad(&grads.0[3])?;
             clip_grad_norm(&mut grads.0, model.config.clip_grad)?;
