@@ -18,6 +18,7 @@ pub mod diagnostic;
 pub mod embed;
 pub mod experiment;
 pub mod interop;
+pub mod matmul;
 pub mod metrics;
 pub mod report;
 pub mod runner;

@@ -5,12 +5,14 @@
 //! computes five dense B×d×n products — the encoder product, the reconstruction, the code
 //! gradient, the decoder gradient and the encoder gradient — whatever else it does, so their
 //! time bounds the step from below, and the PyTorch step divided by it bounds the ratio any
-//! implementation of that step can reach against PyTorch. The products are timed here as msae's
-//! step runs them (the `gemm` crate, all rayon threads, operands in the step's layouts, results
-//! into buffers allocated once); `benches/torch_sae.py products` times them with PyTorch.
+//! implementation of that step can reach against PyTorch. The products are timed here with the
+//! call msae's step makes (`msae::matmul::matmul_into`, operands in the step's layouts,
+//! results into buffers allocated once); `benches/torch_sae.py products` times them with
+//! PyTorch.
 
 use std::time::Instant;
 
+use msae::matmul::matmul_into;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
@@ -69,8 +71,8 @@ impl Products {
         let start = Instant::now();
         for _ in 0..steps {
             // P = Xc·W_enc, X̂ = Z·W_dec, dZ = C·W_decᵀ, g_dec = Zᵀ·C, g_enc = Xcᵀ·dZ.
-            product(b, n, d, &self.xc, (d, 1), &self.w_enc, (n, 1), &mut self.p);
-            product(
+            matmul_into(b, n, d, &self.xc, (d, 1), &self.w_enc, (n, 1), &mut self.p);
+            matmul_into(
                 b,
                 d,
                 n,
@@ -80,59 +82,10 @@ impl Products {
                 (d, 1),
                 &mut self.recon,
             );
-            product(b, n, d, &self.c, (d, 1), &self.w_dec, (1, d), &mut self.dz);
-            product(n, d, b, &self.z, (1, n), &self.c, (d, 1), &mut self.g_dec);
-            product(d, n, b, &self.xc, (1, d), &self.dz, (n, 1), &mut self.g_enc);
+            matmul_into(b, n, d, &self.c, (d, 1), &self.w_dec, (1, d), &mut self.dz);
+            matmul_into(n, d, b, &self.z, (1, n), &self.c, (d, 1), &mut self.g_dec);
+            matmul_into(d, n, b, &self.xc, (1, d), &self.dz, (n, 1), &mut self.g_enc);
         }
         start.elapsed().as_secs_f64()
-    }
-}
-
-/// `dst` (m × n, row-major) = lhs · rhs with element (i, t) of lhs at i·rs + t·cs (and so for
-/// rhs): the call msae's training step makes.
-#[allow(clippy::too_many_arguments)]
-fn product(
-    m: usize,
-    n: usize,
-    k: usize,
-    lhs: &[f32],
-    (lhs_rs, lhs_cs): (usize, usize),
-    rhs: &[f32],
-    (rhs_rs, rhs_cs): (usize, usize),
-    dst: &mut [f32],
-) {
-    assert_eq!(dst.len(), m * n);
-    assert!((m - 1) * lhs_rs + (k - 1) * lhs_cs < lhs.len());
-    assert!((k - 1) * rhs_rs + (n - 1) * rhs_cs < rhs.len());
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the assertions keep every element the strides address inside the slices, and
-    // dst (m × n, row-major) is exclusively borrowed.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        )
     }
 }

@@ -95,12 +95,6 @@ impl TinyClipConfig {
             ("text intermediate", t.intermediate),
             ("text vocab_size", t.vocab_size),
             ("text max_position", t.max_position),
-            ("vision hidden", v.hidden),
-            ("vision layers", v.layers),
-            ("vision heads", v.heads),
-            ("vision intermediate", v.intermediate),
-            ("vision image_size", v.image_size),
-            ("vision patch_size", v.patch_size),
             ("projection_dim", self.projection_dim),
         ];
         check_shapes(&sizes, (t.hidden, t.heads), v)
@@ -179,16 +173,23 @@ pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
 /// A tensor to draw: name, shape and how.
 pub(crate) type Spec = (String, Vec<usize>, Init);
 
-/// N(0, 1/fan_in): keeps a linear layer's outputs near the size of its inputs.
-/// The checks every test-model shape shares: each named size positive, each tower's hidden
-/// size a whole number of heads (`text` is the text tower's hidden size and heads), and the
-/// image a whole number of patches.
+/// The checks every test-model shape shares: each named size of the text tower (`text_sizes`,
+/// with its hidden size and heads in `text`) and of the vision tower positive, each tower's
+/// hidden size a whole number of heads, and the image a whole number of patches.
 pub(crate) fn check_shapes(
-    sizes: &[(&str, usize)],
+    text_sizes: &[(&str, usize)],
     text: (usize, usize),
     v: &TinyVisionConfig,
 ) -> Result<()> {
-    for &(name, value) in sizes {
+    let vision_sizes = [
+        ("vision hidden", v.hidden),
+        ("vision layers", v.layers),
+        ("vision heads", v.heads),
+        ("vision intermediate", v.intermediate),
+        ("vision image_size", v.image_size),
+        ("vision patch_size", v.patch_size),
+    ];
+    for &(name, value) in text_sizes.iter().chain(&vision_sizes) {
         if value == 0 {
             bail!("{name} must be positive");
         }
@@ -208,6 +209,7 @@ pub(crate) fn check_shapes(
     Ok(())
 }
 
+/// N(0, 1/fan_in): keeps a linear layer's outputs near the size of its inputs.
 pub(crate) fn inv_sqrt(fan_in: usize) -> f32 {
     (fan_in as f32).sqrt().recip()
 }

@@ -5,8 +5,8 @@
 //! fresh result for every operation. The CPU training step updates its 19 MB weight matrices,
 //! their Adam moments and their gradients in place instead, through candle's in-place custom
 //! operation, which hands the storage over under its write lock. Every tensor a model or an
-//! optimiser holds owns its storage (their `Clone` copies the data), so an update in place
-//! changes no other value.
+//! optimiser holds owns its storage (neither has a `Clone` that would share it; `Sae::copy`
+//! copies the data), so an update in place changes no other value.
 
 use std::cell::RefCell;
 

@@ -16,6 +16,8 @@
 
 use rayon::prelude::*;
 
+use crate::matmul::matmul_add_into;
+
 /// `x · wᵀ + b` for `x` `[m, k]` and `w` `[n, k]` (row-major, as checkpoints store linear
 /// layers); writes `[m, n]` into `out`.
 pub fn linear(x: &[f32], m: usize, k: usize, w: &[f32], b: &[f32], out: &mut Vec<f32>) {
@@ -39,44 +41,14 @@ pub fn linear_accumulate(x: &[f32], m: usize, k: usize, w: &[f32], b: &[f32], ou
     accumulate_product(x, m, k, w, out);
 }
 
-/// `out += x · wᵀ` with `gemm` on the calling thread pool.
+/// `out += x · wᵀ` for `x` `[m, k]` and `w` `[n, k]`, both row-major.
 fn accumulate_product(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut [f32]) {
     let n = w.len() / k.max(1);
     assert_eq!(x.len(), m * k, "input shape");
     assert_eq!(w.len(), n * k, "weight shape");
     assert_eq!(out.len(), m * n, "output shape");
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the asserts above make the pointers cover m·k, n·k and m·n values with the strides
-    // given: x row-major (column stride 1, row stride k), wᵀ read from w's rows (column stride
-    // k, row stride 1), out row-major; out is a distinct &mut, so it aliases neither input.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            true,
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
+    // wᵀ is read from w's rows: element (t, j) of wᵀ lies at j·k + t.
+    matmul_add_into(m, n, k, x, (k, 1), w, (1, k), out);
 }
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;

@@ -43,6 +43,7 @@ use super::loss;
 use super::model::{Grads, LossParts, Sae};
 use super::scratch::Scratch;
 use super::Result;
+use crate::matmul::matmul_into;
 
 mod blocked;
 mod format;
@@ -139,64 +140,6 @@ fn code_grad(csr: &Csr, c: &[f32], w: &Gathered, d: usize, tiling: Tiling) -> Sc
         .zip(csr.der.par_iter())
         .for_each(|(o, g)| *o *= g);
     dp
-}
-
-/// `dst` (m × n, row-major) = lhs · rhs, where element (i, t) of lhs lies at
-/// i·lhs_rs + t·lhs_cs and element (t, j) of rhs at t·rhs_rs + j·rhs_cs: one dense product on
-/// all rayon threads by the routine candle's CPU matmul calls, written into memory the caller
-/// owns (a pooled buffer spares the page faults of a fresh result).
-#[allow(clippy::too_many_arguments)]
-fn matmul_into(
-    m: usize,
-    n: usize,
-    k: usize,
-    lhs: &[f32],
-    (lhs_rs, lhs_cs): (usize, usize),
-    rhs: &[f32],
-    (rhs_rs, rhs_cs): (usize, usize),
-    dst: &mut [f32],
-) {
-    assert_eq!(dst.len(), m * n);
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        dst.fill(0.0);
-        return;
-    }
-    assert!((m - 1) * lhs_rs + (k - 1) * lhs_cs < lhs.len());
-    assert!((k - 1) * rhs_rs + (n - 1) * rhs_cs < rhs.len());
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the assertions keep every element the strides address inside the slices, and
-    // dst (m × n, row-major) is exclusively borrowed.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        )
-    }
 }
 
 /// Σ over the batch of the per-entry values `v` (CSR order) for each latent: parts of

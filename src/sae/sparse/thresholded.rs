@@ -21,9 +21,8 @@ use rayon::prelude::*;
 
 use super::blocked::Gathered;
 use super::format::{Csr, TRANSPOSE_ROWS};
-use super::{
-    centre_and_encode, code_grad, matmul_into, reconstruct, weight_grads, FastExtras, Paths,
-};
+use super::{centre_and_encode, code_grad, reconstruct, weight_grads, FastExtras, Paths};
+use crate::matmul::matmul_into;
 use crate::sae::config::Arch;
 use crate::sae::host::with_slice;
 use crate::sae::loss;
@@ -431,7 +430,7 @@ pub(super) fn loss_and_grads(
     if let Some(th) = &thresholds {
         // ∂/∂log θ_j = θ_j·(−(θ_j/ε)·Σ_window dZ − λ/(ε·B)·|window|): the reconstruction and L0
         // pseudo-derivatives of the JumpReLU paper with the chain factor of the log.
-        let (g_lat_host, counts_host) = (grads[2].to_vec1::<f32>()?, &counts);
+        let g_lat_host = grads[2].to_vec1::<f32>()?;
         let mut rec_part = vec![0f64; n];
         let mut width = vec![0f64; n];
         for (&g, &(_, j)) in window_grad.iter().zip(&code.window) {
@@ -453,7 +452,7 @@ pub(super) fn loss_and_grads(
             // entry not kept, Σ over all rows minus Σ over the kept (the latent-bias gradient:
             // JumpReLU has no L1 term).
             rec_part[j] += all[j] - g_lat_host[j] as f64;
-            width[j] += (b - counts_host[j] as usize) as f64;
+            width[j] += (b - counts[j] as usize) as f64;
         }
         let g: Vec<f32> = (0..n)
             .map(|j| {
