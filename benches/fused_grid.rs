@@ -1,4 +1,4 @@
-//! Several SAEs per data pass: a grid of M models trained together (`train_fused`, one batch
+//! Several SAEs per data pass: a grid of M models trained together (`train_group`, one batch
 //! read and standardised per step for all) next to the same M models trained one after another,
 //! in one process, alternating rounds.
 //!
@@ -15,15 +15,16 @@ mod common;
 use common::{load_average, median};
 use std::time::Instant;
 
-use msae::sae::fused::{train_fused, Member};
-use msae::sae::train::{train, MatrixSource, Standardization, TrainOptions, TrainOutcome};
+use msae::kinds::sae_common::device;
+use msae::sae::training::train_loop::{train_group, Member};
+use msae::sae::training::{train, MatrixSource, TrainOptions, TrainOutcome};
+use msae::sae::Standardization;
 use msae::sae::{Arch, TrainConfig};
-use msae::steps::sae_common::device;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
 /// A model's per-step progress callback (here: nothing to report).
-type Callback = Box<dyn FnMut(&msae::sae::train::Progress)>;
+type Callback = Box<dyn FnMut(&msae::sae::training::records::TrainProgress)>;
 
 struct Args {
     device: String,
@@ -132,7 +133,7 @@ fn main() -> anyhow::Result<()> {
                 progress: progress.as_mut(),
             })
             .collect();
-        let together = train_fused(&data, &std, &dev, members)?;
+        let together = train_group(&data, &std, &dev, members)?;
         fused.push(samples / t.elapsed().as_secs_f64());
         if round == 0 {
             for (m, (x, y)) in alone.iter().zip(&together).enumerate() {

@@ -22,9 +22,10 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use candle_core::{DType, Tensor};
-use msae::sae::train::{train, MatrixSource, Standardization, TrainOptions};
+use msae::kinds::sae_common::device;
+use msae::sae::training::{train, MatrixSource, TrainOptions};
+use msae::sae::Standardization;
 use msae::sae::{Arch, Sae, TrainConfig};
-use msae::steps::sae_common::device;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 

@@ -8,7 +8,8 @@
 use std::time::Instant;
 
 use candle_core::Device;
-use msae::sae::train::{train, MatrixSource, Standardization, TrainOptions};
+use msae::sae::training::{train, MatrixSource, TrainOptions};
+use msae::sae::Standardization;
 use msae::sae::{Arch, TrainConfig};
 use rand::{Rng, SeedableRng};
 

@@ -1,10 +1,10 @@
 //! msae: reproducible sparse-autoencoder experiments on CLIP embeddings.
 //!
-//! Layers, each using only those below it (the list in README.md, checked by `tests/layers.rs`):
-//! `cli` → `report` (tables, graphs, figures, the report page) → `runner` (walk the DAG, cache,
-//! resume) → `experiment` (TOML → instances) → `steps` (one file per step kind) → `analysis`,
-//! `embed` → `interop` → `sae`, `data` (matrix files), `metrics`, `store` (sled index +
-//! content-addressed objects), `assignment`, `diagnostic`.
+//! Two legs that meet in `cli` (the layers in docs/architecture.md, checked by
+//! `tests/layers.rs`): the engine — `report` → `runner` → `experiment` → `store`, `diagnostic` —
+//! and the domain — `kinds` (one file per step kind) → `analysis`, `embed` → `interop` → `sae`,
+//! `data`, `metrics`, `assignment` → `matmul`. Both use the step contract (`step`) and nothing
+//! of each other.
 
 // Diagnostics carry a quoted source line and are built only on the error path; boxing them
 // would buy nothing measurable.
@@ -18,10 +18,11 @@ pub mod diagnostic;
 pub mod embed;
 pub mod experiment;
 pub mod interop;
+pub mod kinds;
 pub mod matmul;
 pub mod metrics;
 pub mod report;
 pub mod runner;
 pub mod sae;
-pub mod steps;
+pub mod step;
 pub mod store;

@@ -24,7 +24,10 @@ fn npy_and_headerless_files_with_the_same_numbers_give_the_same_object() {
     let summary = env.run_json(&exp);
     assert_eq!(summary["run"], 2, "{summary}");
     let table = env.msae(&["table", exp.to_str().unwrap(), "--format", "json"]);
-    let rows: serde_json::Value = serde_json::from_slice(&table.stdout).unwrap();
+    // One JSON document: an object keyed by step kind.
+    let all: serde_json::Value = serde_json::from_slice(&table.stdout).unwrap();
+    let rows = &all["import"];
+    assert_eq!(all.as_object().unwrap().len(), 1, "{all}");
     assert_eq!(rows[0]["format"], "npy");
     assert_eq!(rows[1]["format"], "headerless");
     assert_eq!(rows[0]["rows"], 6);
@@ -113,7 +116,8 @@ fn real_shared_embeddings_import_in_both_formats() {
     );
     env.run_json(&exp);
     let table = env.msae(&["table", exp.to_str().unwrap(), "--format", "json"]);
-    let rows: serde_json::Value = serde_json::from_slice(&table.stdout).unwrap();
+    let all: serde_json::Value = serde_json::from_slice(&table.stdout).unwrap();
+    let rows = &all["import"];
     assert_eq!(rows[0]["rows"], 12833);
     assert_eq!(rows[1]["rows"], 1000);
     assert_eq!(rows[1]["format"], "headerless");

@@ -560,7 +560,7 @@ fn saelens_exports_compute_what_the_imported_models_compute() {
         raw.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out));
-    let copied = std::fs::read(raw.join("scores")).unwrap();
+    let copied = std::fs::read(raw.join("scores.json")).unwrap();
     assert_eq!(
         copied,
         std::fs::read(output_file(&env, "interop", "score[sae=topk]", "scores")).unwrap()

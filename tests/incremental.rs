@@ -380,11 +380,12 @@ fn relative_paths_resolve_against_the_experiment_folder() {
 
 #[test]
 fn the_readme_toml_example_is_a_valid_experiment() {
-    let readme =
-        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-            .unwrap();
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/experiments.md"),
+    )
+    .unwrap();
     let section = readme
-        .find("## Experiment files")
+        .find("## TOML reference")
         .expect("TOML reference section");
     let start = readme[section..].find("```toml").unwrap() + section + "```toml".len();
     let end = readme[start..].find("```").unwrap() + start;

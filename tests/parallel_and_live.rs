@@ -135,7 +135,7 @@ fn every_reading_command_works_and_shows_live_state_while_a_run_holds_the_store(
     assert!(env.msae(&["graph", e]).status.success());
     let exported = env.msae(&["export", e, "data", "--output", "test", "--to", "out"]);
     assert!(exported.status.success(), "{}", text(&exported));
-    let exported = msae::data::npy::Matrix::open(&env.path("out/test")).unwrap();
+    let exported = msae::data::npy::Matrix::open(&env.path("out/test.npy")).unwrap();
     assert_eq!((exported.rows(), exported.cols()), (400, 32));
     assert!(
         started.elapsed() < Duration::from_secs(20),

@@ -436,7 +436,7 @@ fn matryoshka_validation_reports_every_nesting_level() {
     let last = &epochs.as_array().unwrap()[1];
     let levels = last["levels"].as_array().unwrap();
     let ks: Vec<u64> = levels.iter().map(|l| l["k"].as_u64().unwrap()).collect();
-    // Doubling from 4 while ≤ 48, then n = 48 appended (§4.8).
+    // Doubling from 4 while ≤ 48, then n = 48 appended (docs/reference.md §4.8).
     assert_eq!(ks, vec![4, 8, 16, 32, 48]);
 
     // The last epoch's snapshot is the final model.

@@ -1,5 +1,5 @@
-//! Dictionary alignment (reference §8.4): the cosine matrix of two sets of unit directions and
-//! the optimal one-to-one matching that maximises the total cosine.
+//! Dictionary alignment (docs/reference.md §8.4): the cosine matrix of two sets of unit
+//! directions and the optimal one-to-one matching that maximises the total cosine.
 
 use rayon::prelude::*;
 

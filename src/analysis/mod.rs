@@ -1,7 +1,7 @@
 //! Downstream analyses of a trained dictionary: concept naming against a
-//! vocabulary ([`naming`], reference §8.3), alignment of two dictionaries
-//! ([`alignment`], §8.4) and semantic preservation measured with a linear probe
-//! ([`probe`], reference §8.5).
+//! vocabulary ([`naming`], docs/reference.md §8.3), alignment of two dictionaries
+//! ([`alignment`], docs/reference.md §8.4) and semantic preservation measured with a linear probe
+//! ([`probe`], docs/reference.md §8.5).
 
 pub mod alignment;
 pub mod naming;

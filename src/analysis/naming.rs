@@ -1,4 +1,4 @@
-//! Concept naming (reference §8.3, Discover-then-Name style): every latent is
+//! Concept naming (docs/reference.md §8.3, Discover-then-Name style): every latent is
 //! named by the vocabulary entry whose embedding is most cosine-similar to the
 //! latent's decoder direction.
 //!
@@ -442,7 +442,7 @@ pub fn name_latents(
     }
 }
 
-/// The reference's output file name (§8.3 step 4):
+/// The reference's output file name (docs/reference.md §8.3 step 4):
 /// `Concept_Interpreter_{model}_{vocab}.npy` where `/` becomes `~` and the
 /// substrings `.pth`, `.pt` and `.npy` are removed before `.npy` is appended.
 pub fn reference_output_name(model_path: &str, vocab_path: &str) -> String {

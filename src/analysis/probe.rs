@@ -1,4 +1,4 @@
-//! Semantic preservation with a linear probe (reference §8.5, `linear_eval.py`).
+//! Semantic preservation with a linear probe (docs/reference.md §8.5, `linear_eval.py`).
 //!
 //! A linear classifier is trained on standardised embeddings (each row divided
 //! by its L2 norm) to predict class labels. The dictionary's reconstructions
@@ -281,7 +281,7 @@ pub struct LinearEvalReport {
 
 /// An affine map `d → C` applied to unit-norm rows.
 #[derive(Clone, Debug)]
-pub struct LinearProbe {
+pub struct ProbeWeights {
     /// `[C, d]`.
     weight: Tensor,
     /// `[C]`.
@@ -304,7 +304,7 @@ fn upload(x: MatRef<'_>, device: &Device) -> Result<Tensor> {
     Ok(Tensor::from_slice(x.data(), (x.rows(), x.cols()), device)?)
 }
 
-impl LinearProbe {
+impl ProbeWeights {
     /// A probe from host weights (`weight` row-major `[classes, dim]`).
     pub fn from_host(
         weight: &[f32],
@@ -500,7 +500,7 @@ fn check_set(what: &'static str, set: &LabelledSet<'_>, dim: Option<usize>) -> R
 /// A trained probe with its classes and training log.
 #[derive(Clone, Debug)]
 pub struct TrainedProbe {
-    pub probe: LinearProbe,
+    pub probe: ProbeWeights,
     pub classes: Classes,
     pub report: ProbeReport,
 }
@@ -528,7 +528,7 @@ pub fn train_probe(
     let y_tr = Tensor::from_slice(&y_tr, n, device)?;
 
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-    let init = LinearProbe::init(c, d, &mut rng, device)?;
+    let init = ProbeWeights::init(c, d, &mut rng, device)?;
     let w = Var::from_tensor(&init.weight)?;
     let b = Var::from_tensor(&init.bias)?;
     let mut opt = AdamW::new(vec![w.clone(), b.clone()], opts.adamw_params())?;
@@ -539,7 +539,7 @@ pub fn train_probe(
     // A deep copy: `Var::set` overwrites the parameter storage in place, so a
     // clone of the tensor handle would follow later updates (the reference's
     // mistake of keeping the best state by reference).
-    let mut best: Option<LinearProbe> = None;
+    let mut best: Option<ProbeWeights> = None;
     let mut bad_epochs = 0;
     let mut plateau = opts.plateau.clone().map(PlateauState::new);
     let mut lr = opts.lr;
@@ -567,7 +567,7 @@ pub fn train_probe(
             start += len;
         }
         let loss = loss_sum.to_scalar::<f32>()? as f64 / batches as f64;
-        let current = LinearProbe {
+        let current = ProbeWeights {
             weight: w.as_tensor().detach(),
             bias: b.as_tensor().detach(),
         };
@@ -589,7 +589,7 @@ pub fn train_probe(
             best_epoch = epoch;
             bad_epochs = 0;
             if !opts.use_last_epoch {
-                best = Some(LinearProbe {
+                best = Some(ProbeWeights {
                     weight: w.as_tensor().copy()?.detach(),
                     bias: b.as_tensor().copy()?.detach(),
                 });
@@ -603,7 +603,7 @@ pub fn train_probe(
         }
     }
 
-    let last = LinearProbe {
+    let last = ProbeWeights {
         weight: w.as_tensor().copy()?.detach(),
         bias: b.as_tensor().copy()?.detach(),
     };
@@ -635,7 +635,7 @@ pub fn train_probe(
 /// argmax agreement between the probe's predictions for the rows of `x` and
 /// of their reconstructions `x_hat`, processed `batch` rows at a time.
 pub fn semantic_preservation(
-    probe: &LinearProbe,
+    probe: &ProbeWeights,
     x: MatRef<'_>,
     x_hat: MatRef<'_>,
     batch: usize,
@@ -757,7 +757,7 @@ mod tests {
         // Probe with 3 classes in d = 2; rows are normalised before the probe.
         let w = [1.0f32, 0.5, -0.3, 2.0, 0.7, -1.2];
         let b = [0.1f32, -0.2, 0.05];
-        let probe = LinearProbe::from_host(&w, &b, 3, 2, &Device::Cpu).unwrap();
+        let probe = ProbeWeights::from_host(&w, &b, 3, 2, &Device::Cpu).unwrap();
         let x = [3.0f32, 4.0, -1.0, 2.0, 0.5, -0.5];
         let xh = [2.5f32, 4.5, 1.0, 1.0, 0.4, -0.6];
         let rep = semantic_preservation(

@@ -8,7 +8,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{bail, Context, Result};
 
 use super::args::Global;
-use super::commands::load;
+use super::shared::load;
 use crate::runner::slurm::{job_name, squeue, ENDED};
 
 pub fn cancel(g: &Global, path: &Path) -> Result<ExitCode> {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::args::{ExportArgs, ExportFormat, Global};
-use super::commands::{find_instance, load, open_read};
+use super::shared::{find_instance, load, open_read};
 use crate::interop::saelens;
 use crate::runner::plan::{plan, PlanStatus};
 
@@ -45,7 +45,10 @@ pub fn export(g: &Global, args: &ExportArgs) -> Result<ExitCode> {
         .with_context(|| format!("cannot create {}", args.to.display()))?;
     match args.format {
         ExportFormat::Raw => {
-            let dest = args.to.join(&output);
+            let dest = match file_extension(&source) {
+                Some(ext) => args.to.join(format!("{output}.{ext}")),
+                None => args.to.join(&output),
+            };
             std::fs::copy(&source, &dest)
                 .with_context(|| format!("cannot copy to {}", dest.display()))?;
             println!("wrote {}", dest.display());
@@ -67,4 +70,39 @@ pub fn export(g: &Global, args: &ExportArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The extension of a stored file's format, read from its first bytes: NumPy's magic string,
+/// a safetensors header (its length, then a JSON object), a JSON document, or plain text.
+fn file_extension(path: &std::path::Path) -> Option<&'static str> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(64 * 1024)
+        .read_to_end(&mut head)
+        .ok()?;
+    let len = std::fs::metadata(path).ok()?.len();
+    if head.starts_with(b"\x93NUMPY") {
+        return Some("npy");
+    }
+    if head.len() > 8 && head[8] == b'{' {
+        let header = u64::from_le_bytes(head[..8].try_into().unwrap());
+        if header.checked_add(8).is_some_and(|end| end <= len) {
+            return Some("safetensors");
+        }
+    }
+    // Text, possibly cut inside a character at the end of the first bytes.
+    let text = match std::str::from_utf8(&head) {
+        Ok(t) => t,
+        Err(e) if e.error_len().is_none() => std::str::from_utf8(&head[..e.valid_up_to()]).ok()?,
+        Err(_) => return None,
+    };
+    if text.trim_start().starts_with(['{', '[']) {
+        let bytes = std::fs::read(path).ok()?;
+        if serde_json::from_slice::<serde_json::Value>(&bytes).is_ok() {
+            return Some("json");
+        }
+    }
+    Some("txt")
 }

@@ -4,22 +4,34 @@
 //! 2 a usage error (clap).
 
 mod args;
+mod cache;
 mod cancel;
-mod commands;
 mod device;
 mod export;
+mod gc;
+mod kinds;
+mod plan;
+mod report;
+mod run;
+mod shared;
 mod status;
+mod table;
+mod why;
 
 use std::process::ExitCode;
 
+use anyhow::Result;
 use clap::Parser;
+
+use args::{CacheCommand, Command, GraphFormat};
+use shared::load;
 
 pub use args::Cli;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.verbose);
-    match commands::dispatch(cli) {
+    match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
             if let Some(d) = e.downcast_ref::<crate::diagnostic::Diagnostic>() {
@@ -29,6 +41,50 @@ pub fn main() -> ExitCode {
             }
             ExitCode::from(1)
         }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let g = &cli.global;
+    match &cli.command {
+        Command::Run(args) => run::run(g, args),
+        Command::Plan { experiment, json } => plan::plan(g, experiment, *json),
+        Command::Why {
+            experiment,
+            instance,
+            json,
+        } => why::why(g, experiment, instance, *json),
+        Command::Status { experiment, json } => status::status(g, experiment, *json),
+        Command::Graph { experiment, format } => {
+            let (_, p) = load(experiment)?;
+            print!(
+                "{}",
+                match format {
+                    GraphFormat::Dot => crate::report::graph::dot(&p),
+                    GraphFormat::Mermaid => crate::report::graph::mermaid(&p),
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Table {
+            experiment,
+            format,
+            kind,
+        } => table::table(g, experiment, *format, kind.as_deref()),
+        Command::Gc {
+            experiments,
+            dry_run,
+        } => gc::gc(g, experiments, *dry_run),
+        Command::Cache(CacheCommand::Du { json }) => cache::du(g, *json),
+        Command::Cache(CacheCommand::Verify) => cache::verify(g),
+        Command::Kinds => kinds::kinds(shared::kinds()),
+        Command::Export(args) => export::export(g, args),
+        Command::Cancel { experiment } => cancel::cancel(g, experiment),
+        Command::Exec { spec } => crate::runner::worker::exec(spec, shared::kinds()),
+        Command::Report {
+            experiment,
+            results,
+        } => report::report(g, experiment, results),
     }
 }
 

@@ -8,7 +8,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::args::Global;
-use super::commands::{load, open_read};
+use super::shared::{load, open_read};
 use crate::runner::plan::{plan, PlanStatus};
 use crate::store::live::{LiveInstance, LiveState};
 use crate::store::now_unix;

@@ -112,7 +112,7 @@ pub struct OutputPaths {
 
 /// What an embed produced.
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub struct EmbedOutcome {
     pub positions: usize,
     pub rows: usize,
     pub cols: usize,
@@ -475,7 +475,7 @@ pub fn run(
     partial: &Path,
     out: &OutputPaths,
     on_progress: &(dyn Fn(usize) + Sync),
-) -> Result<Outcome> {
+) -> Result<EmbedOutcome> {
     if !settings.image && !settings.text {
         bail!("nothing to embed: neither the image nor the text tower was asked for");
     }
@@ -602,7 +602,7 @@ fn assemble(
     resumed: usize,
     started: Instant,
     rows_this_run: usize,
-) -> Result<Outcome> {
+) -> Result<EmbedOutcome> {
     let mut metas = Vec::new();
     for part in 0.. {
         let Ok(bytes) = fs::read(part_path(partial, part, "json")) else {
@@ -659,7 +659,7 @@ fn assemble(
         &out.labels,
         metas.iter().flat_map(|m| m.labels.iter()).collect(),
     )?;
-    Ok(Outcome {
+    Ok(EmbedOutcome {
         positions: metas.iter().map(|m| m.positions).sum(),
         rows,
         cols: dims[0],

@@ -15,9 +15,9 @@ use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::diagnostic::Diagnostic;
 use crate::experiment::load::{Experiment, SettingValue, StepDef};
-use crate::steps::spec::{quoted_list, Role};
-use crate::steps::value::Value;
-use crate::steps::Step;
+use crate::step::spec::{quoted_list, Role};
+use crate::step::value::Value;
+use crate::step::Step;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceInput {
@@ -266,7 +266,7 @@ pub fn expand(exp: &Experiment) -> Result<Plan, Diagnostic> {
                     let mut files = BTreeMap::new();
                     let mut keyed_params = BTreeMap::new();
                     for (k, v) in params {
-                        let role = crate::steps::param(step.kind, &k).map(|p| p.role);
+                        let role = step.kind.param(&k).map(|p| p.role);
                         if role == Some(Role::File) {
                             let written = v.as_str().unwrap_or_default().to_string();
                             let resolved = exp.resolve(&written);

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use crate::diagnostic::{nearest, Diagnostic, SourceSpan};
 use crate::experiment::reference::{is_identifier, Reference};
 use crate::experiment::toml_tree::{self, Entry, Node, NodeValue};
-use crate::steps::spec::{quoted_list, ParamSpec, ParamType, Role};
-use crate::steps::value::Value;
-use crate::steps::{self, Step};
+use crate::step::spec::{quoted_list, ParamSpec, ParamType, Role};
+use crate::step::value::Value;
+use crate::step::{Registry, Step};
 
 /// Keys of a step table that are not parameters.
 const STEP_KEYS: &[&str] = &["kind", "variant", "match", "resources"];
@@ -28,6 +28,8 @@ pub struct Experiment {
     pub seed: i64,
     pub description: Option<String>,
     pub steps: Vec<StepDef>,
+    /// The step kinds the file was read against (handed in by the program).
+    pub kinds: Registry,
 }
 
 pub struct StepDef {
@@ -90,8 +92,8 @@ impl Experiment {
     }
 }
 
-/// Reads and validates an experiment file.
-pub fn load(path: &Path) -> Result<Experiment, Diagnostic> {
+/// Reads and validates an experiment file against the step kinds of `kinds`.
+pub fn load(path: &Path, kinds: Registry) -> Result<Experiment, Diagnostic> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Diagnostic::new(format!(
             "cannot read experiment file {}: {e}",
@@ -99,11 +101,11 @@ pub fn load(path: &Path) -> Result<Experiment, Diagnostic> {
         ))
         .help("check the path; experiment files are TOML, e.g. experiments/quickstart.toml")
     })?;
-    parse(path, text)
+    parse(path, text, kinds)
 }
 
 /// Validates experiment text (`path` is used for messages and to resolve relative paths).
-pub fn parse(path: &Path, text: String) -> Result<Experiment, Diagnostic> {
+pub fn parse(path: &Path, text: String, kinds: Registry) -> Result<Experiment, Diagnostic> {
     let dir = path
         .parent()
         .map(|p| {
@@ -124,6 +126,7 @@ pub fn parse(path: &Path, text: String) -> Result<Experiment, Diagnostic> {
         seed: 42,
         description: None,
         steps: Vec::new(),
+        kinds,
     };
     let root = toml_tree::parse(&exp.text).map_err(|(msg, span)| {
         let d = Diagnostic::new(format!("TOML syntax error: {}", msg.trim()));
@@ -222,7 +225,7 @@ fn read_header(exp: &mut Experiment, header: Option<&Entry>) -> Result<KindDefau
             },
             "defaults" => {
                 for kind_entry in expect_table(exp, e)? {
-                    if steps::find(&kind_entry.key).is_none() {
+                    if exp.kinds.find(&kind_entry.key).is_none() {
                         return Err(unknown_kind(
                             exp,
                             &kind_entry.key,
@@ -252,7 +255,7 @@ fn read_header(exp: &mut Experiment, header: Option<&Entry>) -> Result<KindDefau
 }
 
 fn unknown_kind(exp: &Experiment, kind: &str, span: Range<usize>) -> Diagnostic {
-    let known: Vec<&str> = steps::registry().iter().map(|s| s.kind()).collect();
+    let known = exp.kinds.names();
     let mut d = exp.error(format!("unknown step kind `{kind}`"), span);
     if let Some(s) = nearest(kind, known.iter().copied()) {
         d = d.help(format!("did you mean `{s}`?"));
@@ -284,19 +287,16 @@ fn read_step(
         )
         .help(format!(
             "add e.g. kind = \"synth\"; known kinds: {}",
-            quoted_list(
-                &steps::registry()
-                    .iter()
-                    .map(|s| s.kind())
-                    .collect::<Vec<_>>()
-            )
+            quoted_list(&exp.kinds.names())
         ))
     })?;
     let kind_name = match &kind_entry.node.value {
         NodeValue::Str(s) => s.clone(),
         _ => return Err(exp.error("`kind` must be a string", kind_entry.node.span.clone())),
     };
-    let kind = steps::find(&kind_name)
+    let kind = exp
+        .kinds
+        .find(&kind_name)
         .ok_or_else(|| unknown_kind(exp, &kind_name, kind_entry.node.span.clone()))?;
 
     // Base settings: experiment-wide defaults for this kind, then the step's own table.
@@ -409,7 +409,7 @@ fn check_required(
     variant: &Variant,
 ) -> Result<(), Diagnostic> {
     for p in kind.params() {
-        if p.default == crate::steps::spec::Default::Required
+        if p.default == crate::step::spec::Default::Required
             && !variant.settings.contains_key(p.name)
         {
             return Err(exp
@@ -438,7 +438,7 @@ fn read_setting(
     step_id: &str,
     e: &Entry,
 ) -> Result<(String, Setting), Diagnostic> {
-    let spec = steps::param(kind, &e.key).ok_or_else(|| {
+    let spec = kind.param(&e.key).ok_or_else(|| {
         let names: Vec<&str> = kind.params().iter().map(|p| p.name).collect();
         let mut d = exp.error(
             format!(

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use crate::diagnostic::{nearest, Diagnostic};
 use crate::experiment::load::Experiment;
 use crate::experiment::toml_tree::{Entry, NodeValue};
-use crate::steps::spec::quoted_list;
+use crate::step::spec::quoted_list;
 
 /// Keys of a resources table, each with the `sbatch` option it becomes.
 pub const KEYS: &[(&str, &str)] = &[
@@ -161,7 +161,12 @@ mod tests {
     #[test]
     fn a_resources_table_is_read_and_never_a_parameter() {
         let text = format!("{BASE}\n[steps.data.resources]\npartition = \"gpu\"\ngpus = 2\ntime = \"1:00:00\"\nextra = [\"--constraint=a100\"]\n");
-        let exp = crate::experiment::load::parse(Path::new("e.toml"), text).unwrap();
+        let exp = crate::experiment::load::parse(
+            Path::new("e.toml"),
+            text,
+            crate::step::fake::registry(),
+        )
+        .unwrap();
         let r = &exp.step("data").unwrap().resources;
         assert_eq!(r.settings["partition"], "gpu");
         assert_eq!(r.settings["gpus"], "2");
@@ -180,9 +185,13 @@ mod tests {
             ("extra = \"--x\"", "list of sbatch flags"),
         ] {
             let text = format!("{BASE}\n[steps.data.resources]\n{table}\n");
-            let err = crate::experiment::load::parse(Path::new("e.toml"), text)
-                .err()
-                .unwrap_or_else(|| panic!("{table} must be refused"));
+            let err = crate::experiment::load::parse(
+                Path::new("e.toml"),
+                text,
+                crate::step::fake::registry(),
+            )
+            .err()
+            .unwrap_or_else(|| panic!("{table} must be refused"));
             let shown = format!("{err}");
             assert!(shown.contains(expect), "{table}: {shown}");
         }

@@ -1,4 +1,4 @@
-//! Reading the reference code's SAE checkpoints (REFERENCE.md §4.9): a `torch.save` zip
+//! Reading the reference code's SAE checkpoints (docs/reference.md §4.9): a `torch.save` zip
 //! archive whose pickle holds `{"model": state dict, "mean_center": tensor [d],
 //! "scaling_factor": float, "target_norm": NumPy float64}`. Tensors come through candle's
 //! pickle reader; the two scalars are read from the same pickle with candle's pickle machine.
@@ -189,8 +189,8 @@ pub fn to_sae(
 ) -> Result<Sae> {
     let (n, d) = (name.n, name.d);
     if name.tied {
-        // The reference's tied training crashes (§4.6), so no such checkpoint exists to test
-        // against; refuse rather than guess.
+        // The reference's tied training crashes (docs/reference.md §4.6), so no such
+        // checkpoint exists to test against; refuse rather than guess.
         bail!(
             "{}: tied checkpoints (tied = True) are not supported",
             path.display()
@@ -265,7 +265,7 @@ pub fn to_sae(
     }
     let (levels, weights) = if name.arch == Arch::Msae {
         let levels = nesting_list(config.nesting_start, n);
-        let w = crate::sae::loss::normalised_weights(&level_weights(
+        let w = crate::sae::model::loss::normalised_weights(&level_weights(
             config.msae_weighting,
             levels.len(),
         ));

@@ -1,4 +1,4 @@
-//! The reference code's checkpoint file-name convention (REFERENCE.md §4.9): the architecture
+//! The reference code's checkpoint file-name convention (docs/reference.md §4.9): the architecture
 //! of a `.pth` checkpoint is written only in its name,
 //! `{n}_{d}_{ACT}{_RW|_UW}_{tied}_{normalize}_{soft_cap}_{train_stem}.pth`.
 //!

@@ -1,5 +1,6 @@
 //! Export in the SAELens layout: a folder with `cfg.json` and `sae_weights.safetensors`
-//! (`W_enc` [d, n], `b_enc` [n], `W_dec` [n, d], `b_dec` [d], and `threshold` [n] for JumpReLU).
+//! (`W_enc` \[d, n\], `b_enc` \[n\], `W_dec` \[n, d\], `b_dec` \[d\], and `threshold` \[n\]
+//! for JumpReLU).
 //!
 //! SAELens computes `z = act((x − b_dec)·W_enc + b_enc)` and `x̂ = z·W_dec + b_dec` on raw
 //! inputs, while msae models work on standardised inputs `x' = (x − μ)·s`. The standardisation

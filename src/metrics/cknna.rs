@@ -1,4 +1,4 @@
-//! Centered Kernel Nearest-Neighbour Alignment (reference §7.9), unbiased
+//! Centered Kernel Nearest-Neighbour Alignment (docs/reference.md §7.9), unbiased
 //! variant with linear kernels, as called by training (`cknna(X̂, X)`) and by
 //! extract / score_topk (`cknna(X, Z)`, topk 10).
 //!

@@ -1,4 +1,4 @@
-//! Dead-latent bookkeeping (reference §4.7, §7.8, §8.1).
+//! Dead-latent bookkeeping (docs/reference.md §4.7, §7.8, §8.1).
 //!
 //! Two rules are in use. During training a latent is "dead" when its firing
 //! frequency over the last window is below 10^−5.5. In extract and score_topk
@@ -105,7 +105,7 @@ impl ActivationCounter {
     }
 }
 
-/// Indices `j` with `|v_j| < threshold` (§7.8). The comparison is made in
+/// Indices `j` with `|v_j| < threshold` (docs/reference.md §7.8). The comparison is made in
 /// float32, as the reference compares a float32 tensor with a Python float.
 pub fn identify_dead(frequencies: &[f32], threshold: f64) -> Vec<usize> {
     let t = threshold as f32;

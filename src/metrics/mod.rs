@@ -53,6 +53,6 @@ pub use sparsity::{
     check_k, keep_topk_per_row, l0_count_per_sample, sparsity_fraction_per_sample, topk_list,
 };
 pub use stats::{
-    dataset_stats, DatasetStats, RowSource, ScaleRule, StatsOptions, STATS_CHUNK_ROWS,
+    dataset_stats, DatasetStats, ScaleRule, SequentialRows, StatsOptions, STATS_CHUNK_ROWS,
 };
 pub use torch_sum::torch_column_sums;

@@ -1,5 +1,5 @@
 //! Nearest neighbours in a linear kernel, the only part of the m×m kernel
-//! matrices that CKNNA (§7.9) actually uses.
+//! matrices that CKNNA (docs/reference.md §7.9) actually uses.
 //!
 //! The reference masks `K = A Aᵀ` with each row's top-k entries (diagonal
 //! excluded) and then sums over the mask. Keeping just those k entries per row

@@ -1,4 +1,4 @@
-//! Decoder orthogonality (reference §7.6).
+//! Decoder orthogonality (docs/reference.md §7.6).
 
 use super::error::Result;
 use super::gemm::gram_of_columns;

@@ -1,4 +1,4 @@
-//! Per-sample reconstruction metrics (reference §7.1–§7.5) and the
+//! Per-sample reconstruction metrics (docs/reference.md §7.1–§7.5) and the
 //! dataset-level fraction of variance unexplained.
 //!
 //! All sums run in f64 over f32 inputs. Per-sample functions return one value
@@ -23,7 +23,7 @@ where
         .collect())
 }
 
-/// Per-sample FVU as used everywhere in the reference (§7.2):
+/// Per-sample FVU as used everywhere in the reference (docs/reference.md §7.2):
 /// `Var_j(x_ij − x̂_ij) / Var_j(x_ij)`, variances over the features of one
 /// sample. Each variance is centred on that sample's own mean, so a constant
 /// offset in the error costs nothing; the N−1 factors cancel, so population
@@ -79,7 +79,8 @@ pub fn l2_distance_per_sample(a: MatRef<'_>, b: MatRef<'_>) -> Result<Vec<f64>> 
     })
 }
 
-/// Normalised mean absolute error (§7.4): `mean_j |x̂_ij − x_ij| / mean_j |x_ij|`.
+/// Normalised mean absolute error (docs/reference.md §7.4):
+/// `mean_j |x̂_ij − x_ij| / mean_j |x_ij|`.
 pub fn normalized_mae_per_sample(x: MatRef<'_>, x_hat: MatRef<'_>) -> Result<Vec<f64>> {
     per_row_pair("normalised MAE", x, x_hat, |x, x_hat| {
         let err: f64 = x
@@ -93,7 +94,7 @@ pub fn normalized_mae_per_sample(x: MatRef<'_>, x_hat: MatRef<'_>) -> Result<Vec
     })
 }
 
-/// Normalised mean squared error (§7.5): `mean_j (x̂_ij − x_ij)² / mean_j x_ij²`.
+/// Normalised mean squared error (docs/reference.md §7.5): `mean_j (x̂_ij − x_ij)² / mean_j x_ij²`.
 pub fn normalized_mse_per_sample(x: MatRef<'_>, x_hat: MatRef<'_>) -> Result<Vec<f64>> {
     per_row_pair("normalised MSE", x, x_hat, |x, x_hat| {
         let err: f64 = x

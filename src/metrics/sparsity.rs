@@ -1,5 +1,5 @@
 //! Sparsity of latent codes: the L0 count, the reference's zero fraction, and
-//! the per-row top-k truncation and k schedule used by score_topk (§7.7, §8.2).
+//! the per-row top-k truncation and k schedule used by score_topk (docs/reference.md §7.7, §8.2).
 
 use std::cmp::Ordering;
 
@@ -19,7 +19,7 @@ pub fn l0_count_per_sample(z: MatRef<'_>) -> Vec<u64> {
 
 /// Fraction of exactly-zero latents per sample, `(1/n) Σ_j 1[z_ij = 0]`.
 ///
-/// This is what the reference logs and stores as "L0" (§7.7): 0.8 means 80 %
+/// This is what the reference logs and stores as "L0" (docs/reference.md §7.7): 0.8 means 80 %
 /// of the latents are zero. It equals `1 − l0_count / n`. A code with no
 /// columns gives NaN (0/0).
 pub fn sparsity_fraction_per_sample(z: MatRef<'_>) -> Vec<f64> {
@@ -46,7 +46,7 @@ fn topk_order(a: (f32, usize), b: (f32, usize)) -> Ordering {
 }
 
 /// Keeps the `k` largest entries of every row of a dense row-major code and
-/// sets all others to zero, in place (the `topk_number` path of §4.2).
+/// sets all others to zero, in place (the `topk_number` path of docs/reference.md §4.2).
 ///
 /// Ties are broken deterministically: among equal values the lower column
 /// index is kept (`0.0` and `-0.0` are equal). Values are compared signed, so

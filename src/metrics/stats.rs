@@ -1,8 +1,8 @@
-//! Dataset standardisation statistics (reference §3.2): the mean row μ and the
+//! Dataset standardisation statistics (docs/reference.md §3.2): the mean row μ and the
 //! scaling factor s applied as `x ↦ (x − μ)·s`.
 //!
 //! Rows are read in contiguous chunks (10,000 rows by default, as in the
-//! reference) from a [`RowSource`], so a memory-mapped matrix of several GB
+//! reference) from a [`SequentialRows`], so a memory-mapped matrix of several GB
 //! is streamed twice (once for μ, once for s) without being copied.
 //!
 //! Precision follows the reference: each chunk's column sums are float32 in
@@ -29,7 +29,7 @@ pub const STATS_CHUNK_ROWS: usize = 10_000;
 /// `(end − start) · dim()` values. Calls come in increasing, non-overlapping
 /// order, twice over the whole range. Implemented for [`MatRef`]; a memory map
 /// implements it by slicing, a file reader by filling an owned buffer.
-pub trait RowSource {
+pub trait SequentialRows {
     fn rows(&self) -> usize;
     fn dim(&self) -> usize;
     fn read(
@@ -39,7 +39,7 @@ pub trait RowSource {
     ) -> std::result::Result<&[f32], Box<dyn StdError + Send + Sync>>;
 }
 
-impl RowSource for MatRef<'_> {
+impl SequentialRows for MatRef<'_> {
     fn rows(&self) -> usize {
         MatRef::rows(self)
     }
@@ -146,7 +146,7 @@ impl DatasetStats {
 }
 
 /// Reads every chunk of `src`, checking the returned length.
-fn for_each_chunk<S: RowSource>(
+fn for_each_chunk<S: SequentialRows>(
     src: &mut S,
     chunk_rows: usize,
     mut f: impl FnMut(&[f32]),
@@ -173,12 +173,12 @@ fn for_each_chunk<S: RowSource>(
     Ok(())
 }
 
-/// Computes μ and s of the rows of `src` (reference §3.1 step 4 and §3.2).
+/// Computes μ and s of the rows of `src` (docs/reference.md §3.1 step 4 and §3.2).
 ///
 /// Without mean centring μ = 0; with a target norm of 0, s = 1 and the second
 /// pass is skipped. The "repr" special case of the reference (no statistics
 /// at all) is left to the caller.
-pub fn dataset_stats<S: RowSource>(src: &mut S, opts: &StatsOptions) -> Result<DatasetStats> {
+pub fn dataset_stats<S: SequentialRows>(src: &mut S, opts: &StatsOptions) -> Result<DatasetStats> {
     let (n, d) = (src.rows(), src.dim());
     if n == 0 || d == 0 {
         return Err(MetricsError::degenerate(
@@ -412,7 +412,7 @@ mod tests {
     }
 
     struct Failing;
-    impl RowSource for Failing {
+    impl SequentialRows for Failing {
         fn rows(&self) -> usize {
             5
         }

@@ -1,4 +1,4 @@
-//! Standardisation statistics on disk (safetensors): `mean` [d] f32, `scale` and `target_norm`
+//! Standardisation statistics on disk (safetensors): `mean` \[d\] f32, `scale` and `target_norm`
 //! as one-element f64 tensors, and the row count in the metadata.
 
 use std::collections::HashMap;

@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 
 use crate::experiment::{Experiment, Plan};
-use crate::runner::{Observer, Outcome};
+use crate::runner::{InstanceOutcome, Observer};
 use crate::store::Store;
 
 use super::page;
-use super::state::Snapshot;
+use super::state::PageState;
 
 /// Rewrites `dir/index.html` before each instance that runs.
 pub struct LiveReport {
@@ -21,10 +21,10 @@ impl Observer for LiveReport {
         exp: &Experiment,
         plan: &Plan,
         store: &Store,
-        outcomes: &[Outcome],
+        outcomes: &[InstanceOutcome],
         running: &[usize],
     ) {
-        let written = Snapshot::from_outcomes(plan, store, outcomes, running, true)
+        let written = PageState::from_outcomes(plan, store, outcomes, running, true)
             .and_then(|snap| page::write(&self.dir, exp, plan, &snap, &store.objects));
         if let Err(e) = written {
             tracing::warn!("the report page could not be updated: {e:#}");

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::figures::{self, slug, Figure, Finished};
+use super::figures::{self, slug, Figure, FinishedRecords};
 use super::html::{esc, inline_svg, key_values, utc, SORT_SCRIPT, STYLE};
-use super::state::{Snapshot, State};
+use super::state::{PageState, State};
 use super::{dag, outputs, table};
 use crate::experiment::{Experiment, Plan};
 use crate::store::Objects;
@@ -97,7 +97,7 @@ fn json_text(v: &serde_json::Value) -> String {
 fn instance_html(
     exp: &Experiment,
     plan: &Plan,
-    snap: &Snapshot,
+    snap: &PageState,
     objects: &Objects,
     dir: &Path,
     index: usize,
@@ -194,11 +194,11 @@ pub fn write(
     dir: &Path,
     exp: &Experiment,
     plan: &Plan,
-    snap: &Snapshot,
+    snap: &PageState,
     objects: &Objects,
 ) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let finished = Finished {
+    let finished = FinishedRecords {
         plan,
         records: &snap.records,
         objects,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 
 use crate::experiment::{Experiment, Plan};
-use crate::runner::{Outcome, Status};
+use crate::runner::{InstanceOutcome, Status};
 use crate::store::{Record, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +63,7 @@ impl State {
 }
 
 /// What the page knows about every instance.
-pub struct Snapshot {
+pub struct PageState {
     pub records: Vec<Option<Record>>,
     pub states: Vec<State>,
     /// Last error of failed (or skipped) instances, by instance index.
@@ -72,10 +72,10 @@ pub struct Snapshot {
     pub in_progress: bool,
 }
 
-impl Snapshot {
+impl PageState {
     /// Outside a run: instances with a cached record are done; the others failed last time or
     /// have not run.
-    pub fn from_store(exp: &Experiment, plan: &Plan, store: &Store) -> Result<Snapshot> {
+    pub fn from_store(exp: &Experiment, plan: &Plan, store: &Store) -> Result<PageState> {
         let records = crate::runner::plan::cached_records(plan, store)?;
         let mut states = Vec::with_capacity(records.len());
         let mut errors = BTreeMap::new();
@@ -89,7 +89,7 @@ impl Snapshot {
                 State::NotRun
             });
         }
-        Ok(Snapshot {
+        Ok(PageState {
             records,
             states,
             errors,
@@ -101,11 +101,11 @@ impl Snapshot {
     pub fn from_outcomes(
         plan: &Plan,
         store: &Store,
-        outcomes: &[Outcome],
+        outcomes: &[InstanceOutcome],
         running: &[usize],
         in_progress: bool,
-    ) -> Result<Snapshot> {
-        let by_name: BTreeMap<&str, &Outcome> =
+    ) -> Result<PageState> {
+        let by_name: BTreeMap<&str, &InstanceOutcome> =
             outcomes.iter().map(|o| (o.name.as_str(), o)).collect();
         let mut records = Vec::with_capacity(plan.instances.len());
         let mut states = Vec::with_capacity(plan.instances.len());
@@ -134,7 +134,7 @@ impl Snapshot {
             states.push(state);
             records.push(record);
         }
-        Ok(Snapshot {
+        Ok(PageState {
             records,
             states,
             errors,

@@ -170,22 +170,37 @@ pub fn render(table: &Table, format: Format) -> String {
             }
         }
         Format::Json => {
-            let objects: Vec<BTreeMap<&str, &serde_json::Value>> = table
-                .rows
-                .iter()
-                .map(|row| {
-                    table
-                        .columns
-                        .iter()
-                        .map(String::as_str)
-                        .zip(row.iter())
-                        .collect()
-                })
-                .collect();
-            out = serde_json::to_string_pretty(&objects).expect("json");
+            out = serde_json::to_string_pretty(&json_rows(table)).expect("json");
             out.push('\n');
         }
     }
+    out
+}
+
+/// A table as JSON: one object per row, keyed by column.
+pub fn json_rows(table: &Table) -> Vec<BTreeMap<&str, &serde_json::Value>> {
+    table
+        .rows
+        .iter()
+        .map(|row| {
+            table
+                .columns
+                .iter()
+                .map(String::as_str)
+                .zip(row.iter())
+                .collect()
+        })
+        .collect()
+}
+
+/// Several tables as one JSON document: an object keyed by step kind, each an array of rows.
+pub fn render_json_all(tables: &[Table]) -> String {
+    let all: BTreeMap<&str, Vec<BTreeMap<&str, &serde_json::Value>>> = tables
+        .iter()
+        .map(|t| (t.kind.as_str(), json_rows(t)))
+        .collect();
+    let mut out = serde_json::to_string_pretty(&all).expect("json");
+    out.push('\n');
     out
 }
 

@@ -2,7 +2,7 @@
 //! records results; an [`Executor`] decides *where and when* a ready instance runs: threads on
 //! this machine ([`crate::runner::local::Local`]) or jobs of a cluster scheduler
 //! ([`crate::runner::slurm::Slurm`]). Both get the same [`Task`]s and answer with the same
-//! [`Finished`]s, so caching, early cut-off, failures and records behave identically.
+//! [`TaskFinished`]s, so caching, early cut-off, failures and records behave identically.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::runner::task::{TaskResult, TaskSpec};
-use crate::steps::Needs;
+use crate::step::Needs;
 use crate::store::live::{LiveJob, LiveProgress};
 
 /// A ready instance, handed to an executor.
@@ -27,7 +27,7 @@ pub struct Task {
 }
 
 /// An instance that stopped running, successfully or not.
-pub struct Finished {
+pub struct TaskFinished {
     pub index: usize,
     pub result: std::result::Result<TaskResult, String>,
 }
@@ -59,7 +59,7 @@ pub trait Executor {
     /// Starts a task (returns at once).
     fn start(&mut self, task: Task) -> Result<()>;
     /// Waits up to `timeout` for instances to stop; returns those that did.
-    fn wait(&mut self, timeout: Duration) -> Result<Vec<Finished>>;
+    fn wait(&mut self, timeout: Duration) -> Result<Vec<TaskFinished>>;
     /// Instances started and not yet reported finished.
     fn in_flight(&self) -> usize;
     /// Live details of each instance in flight, by plan index.

@@ -8,8 +8,8 @@ use anyhow::Result;
 
 use super::reasons::Reason;
 use crate::experiment::{Instance, Plan};
-use crate::steps::spec::Role;
-use crate::steps::{InputArtifact, Resource};
+use crate::step::spec::Role;
+use crate::step::{InputArtifact, Resource};
 use crate::store::{ArtifactRecord, FileComponent, KeyComponents, Store};
 
 /// The outputs of an instance that finished (ran or was cached) in this walk.
@@ -102,9 +102,7 @@ pub fn prepare(
     let params = inst
         .params
         .iter()
-        .filter(|(name, _)| {
-            crate::steps::param(inst.kind, name).is_some_and(|p| p.role == Role::Keyed)
-        })
+        .filter(|(name, _)| inst.kind.param(name).is_some_and(|p| p.role == Role::Keyed))
         .map(|(k, v)| (k.clone(), v.canonical()))
         .collect();
     let components = KeyComponents {

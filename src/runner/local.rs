@@ -8,13 +8,16 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use crate::runner::executor::{Executor, Finished, InFlight, Task};
+use crate::runner::executor::{Executor, InFlight, Task, TaskFinished};
 use crate::runner::task::{run_task_group, with_threads, TaskSpec};
-use crate::steps::progress::Progress;
-use crate::steps::Needs;
+use crate::step::progress::Progress;
+use crate::step::Needs;
+use crate::step::{Registry, StopRequest};
 use crate::store::now_unix;
 
 pub struct Local {
+    /// The step kinds the tasks name.
+    kinds: Registry,
     jobs: usize,
     /// Threads of a running instance that uses many.
     threads_each: usize,
@@ -27,8 +30,8 @@ pub struct Local {
     running: BTreeMap<usize, Running>,
     /// Slots in use, by the plan index of the task's first instance.
     slots: BTreeMap<usize, Slot>,
-    sender: Sender<Finished>,
-    receiver: Receiver<Finished>,
+    sender: Sender<TaskFinished>,
+    receiver: Receiver<TaskFinished>,
 }
 
 struct Running {
@@ -49,6 +52,7 @@ struct Slot {
 impl Local {
     /// `devices`: the GPUs to spread device steps over (empty: every step on `default_device`).
     pub fn new(
+        kinds: Registry,
         jobs: usize,
         threads: usize,
         devices: Vec<String>,
@@ -64,6 +68,7 @@ impl Local {
         }
         let (sender, receiver) = channel();
         Ok(Local {
+            kinds,
             jobs,
             // CPU threads are divided among the instances that may run at once.
             threads_each: (threads / jobs).max(1),
@@ -151,11 +156,15 @@ impl Executor for Local {
             },
         );
         let sender = self.sender.clone();
+        let kinds = self.kinds;
         std::thread::Builder::new()
             .name(format!("msae-{index}"))
             .spawn(move || {
                 let specs: Vec<TaskSpec> = members.iter().map(|(_, s)| s.clone()).collect();
-                let results = with_threads(threads, || run_task_group(&specs, &lines));
+                let results = with_threads(threads, || {
+                    // Local runs have no scheduler to warn them: the request is never raised.
+                    run_task_group(kinds, &specs, &lines, &StopRequest::default())
+                });
                 let results: Vec<std::result::Result<_, String>> = match results {
                     Ok(rs) => rs
                         .into_iter()
@@ -167,13 +176,13 @@ impl Executor for Local {
                     line.finish();
                 }
                 for ((i, _), result) in members.iter().zip(results) {
-                    sender.send(Finished { index: *i, result }).ok();
+                    sender.send(TaskFinished { index: *i, result }).ok();
                 }
             })?;
         Ok(())
     }
 
-    fn wait(&mut self, timeout: Duration) -> Result<Vec<Finished>> {
+    fn wait(&mut self, timeout: Duration) -> Result<Vec<TaskFinished>> {
         let mut out = Vec::new();
         match self.receiver.recv_timeout(timeout) {
             Ok(f) => out.push(f),
@@ -225,6 +234,7 @@ mod tests {
 
     fn local(jobs: usize, devices: &[&str], per_device: usize) -> Local {
         Local::new(
+            crate::step::fake::registry(),
             jobs,
             8,
             devices.iter().map(|d| d.to_string()).collect(),
@@ -240,7 +250,16 @@ mod tests {
         assert_eq!(local(1, &[], 1).threads_each, 8);
         assert_eq!(local(3, &[], 1).threads_each, 2);
         assert_eq!(local(16, &[], 1).threads_each, 1);
-        assert!(Local::new(0, 8, vec![], 1, "cpu".into(), Progress::hidden(true)).is_err());
+        assert!(Local::new(
+            crate::step::fake::registry(),
+            0,
+            8,
+            vec![],
+            1,
+            "cpu".into(),
+            Progress::hidden(true)
+        )
+        .is_err());
     }
 
     #[test]

@@ -33,10 +33,10 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::experiment::{Experiment, Instance, Plan};
-use crate::steps::progress::Progress;
+use crate::step::progress::Progress;
 use crate::store::live::LiveState;
 use crate::store::{now_unix, FailureRecord, Record, Store};
-use executor::{Executor, Finished, Task};
+use executor::{Executor, Task, TaskFinished};
 use keys::{prepare, Outputs, Prepared, Readiness};
 use live_board::LiveBoard;
 use task::{TaskResult, TaskSpec};
@@ -63,7 +63,7 @@ pub trait Observer {
         exp: &Experiment,
         plan: &Plan,
         store: &Store,
-        outcomes: &[Outcome],
+        outcomes: &[InstanceOutcome],
         running: &[usize],
     );
 }
@@ -79,7 +79,7 @@ pub enum Status {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
+pub struct InstanceOutcome {
     pub name: String,
     pub key: Option<String>,
     pub status: Status,
@@ -176,11 +176,11 @@ pub fn run(
     opts: &RunOptions,
     progress: &Progress,
     executor: &mut dyn Executor,
-) -> Result<Vec<Outcome>> {
+) -> Result<Vec<InstanceOutcome>> {
     store.clear_tmp()?;
     let n = plan.instances.len();
     let mut done: Vec<Option<Outputs>> = vec![None; n];
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
+    let mut outcomes: Vec<Option<InstanceOutcome>> = vec![None; n];
     let mut prepared: BTreeMap<usize, Prepared> = BTreeMap::new();
     let mut started: BTreeMap<usize, Instant> = BTreeMap::new();
     let mut ready: VecDeque<usize> = VecDeque::new();
@@ -216,7 +216,7 @@ pub fn run(
                     record_failure(exp, store, inst, None, &msg)?;
                     progress.println(&format!("failed  {}: {msg}", inst.name));
                     board.fail(i, &msg);
-                    outcomes[i] = Some(Outcome {
+                    outcomes[i] = Some(InstanceOutcome {
                         name: inst.name.clone(),
                         key: None,
                         status: Status::Failed,
@@ -232,7 +232,7 @@ pub fn run(
             if let Some(outputs) = serve_cached(exp, store, inst, &p, opts, progress)? {
                 done[i] = Some(outputs);
                 board.set(i, LiveState::Cached, Some(&p.key));
-                outcomes[i] = Some(Outcome {
+                outcomes[i] = Some(InstanceOutcome {
                     name: inst.name.clone(),
                     key: Some(p.key.clone()),
                     status: Status::Cached,
@@ -292,7 +292,7 @@ pub fn run(
             break;
         }
         board.publish(store, executor, false);
-        for Finished { index: i, result } in executor.wait(Duration::from_millis(500))? {
+        for TaskFinished { index: i, result } in executor.wait(Duration::from_millis(500))? {
             let inst = &plan.instances[i];
             let p = prepared.get(&i).expect("a started instance was prepared");
             let seconds = started
@@ -311,7 +311,7 @@ pub fn run(
                     progress.println(&format!("ran     {} ({seconds:.2} s)", inst.name));
                     done[i] = Some(outputs);
                     board.set(i, LiveState::Ran, Some(&p.key));
-                    outcomes[i] = Some(Outcome {
+                    outcomes[i] = Some(InstanceOutcome {
                         name: inst.name.clone(),
                         key: Some(p.key.clone()),
                         status: Status::Ran,
@@ -323,7 +323,7 @@ pub fn run(
                     record_failure(exp, store, inst, Some(&p.key), &msg)?;
                     progress.println(&format!("failed  {}: {msg}", inst.name));
                     board.fail(i, &msg);
-                    outcomes[i] = Some(Outcome {
+                    outcomes[i] = Some(InstanceOutcome {
                         name: inst.name.clone(),
                         key: Some(p.key.clone()),
                         status: Status::Failed,
@@ -335,7 +335,7 @@ pub fn run(
             }
         }
     }
-    let outcomes: Vec<Outcome> = plan
+    let outcomes: Vec<InstanceOutcome> = plan
         .instances
         .iter()
         .map(|inst| {
@@ -363,7 +363,7 @@ fn start_ready(
     started: &mut BTreeMap<usize, Instant>,
     board: &mut LiveBoard,
     opts: &RunOptions,
-    outcomes: &[Option<Outcome>],
+    outcomes: &[Option<InstanceOutcome>],
 ) -> Result<()> {
     let mut k = 0;
     while k < ready.len() {
@@ -401,7 +401,7 @@ fn start_ready(
             }
         }
         if let Some(observer) = &opts.observer {
-            let finished: Vec<Outcome> = outcomes.iter().flatten().cloned().collect();
+            let finished: Vec<InstanceOutcome> = outcomes.iter().flatten().cloned().collect();
             let mut running: Vec<usize> = started.keys().copied().collect();
             running.push(i);
             running.extend(also.iter().map(|(j, _)| *j));
@@ -449,8 +449,9 @@ fn record_of(
         .params
         .iter()
         .filter(|(name, _)| {
-            crate::steps::param(inst.kind, name)
-                .is_some_and(|p| p.role == crate::steps::spec::Role::Exec)
+            inst.kind
+                .param(name)
+                .is_some_and(|p| p.role == crate::step::spec::Role::Exec)
         })
         .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default()))
         .chain([
@@ -481,8 +482,8 @@ fn record_of(
     }
 }
 
-fn skipped(inst: &Instance, why: &str) -> Outcome {
-    Outcome {
+fn skipped(inst: &Instance, why: &str) -> InstanceOutcome {
+    InstanceOutcome {
         name: inst.name.clone(),
         key: None,
         status: Status::Skipped,

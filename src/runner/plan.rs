@@ -143,7 +143,12 @@ mod tests {
     const EXP: &str = "[experiment]\nname = \"p\"\n\n[steps.data]\nkind = \"synth\"\ndim = 8\nn_features = 16\ntrain = 100\ntest = 10\n\n[steps.st]\nkind = \"stats\"\ndata = \"data.train\"\n";
 
     fn setup(dir: &Path, text: &str) -> (Experiment, Plan) {
-        let exp = crate::experiment::load::parse(&dir.join("e.toml"), text.to_string()).unwrap();
+        let exp = crate::experiment::load::parse(
+            &dir.join("e.toml"),
+            text.to_string(),
+            crate::step::fake::registry(),
+        )
+        .unwrap();
         let plan = crate::experiment::expand(&exp).unwrap();
         (exp, plan)
     }

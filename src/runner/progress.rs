@@ -1,6 +1,6 @@
 //! What the runner publishes about a running instance's progress line for `msae status`.
 
-use crate::steps::progress::Progress;
+use crate::step::progress::Progress;
 use crate::store::live::LiveProgress;
 
 /// Where an instance's line stands: its message, position, length, elapsed time and ETA.

@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::experiment::resources::Resources;
-use crate::runner::executor::{Executor, Finished, InFlight, Task};
+use crate::runner::executor::{Executor, InFlight, Task, TaskFinished};
 use crate::runner::task::read_json;
 use crate::runner::worker::{job_dir, JobResult, LOG, PROGRESS, RESULT, SPEC};
-use crate::steps::Needs;
+use crate::step::Needs;
 use crate::store::live::{LiveJob, LiveProgress};
 use crate::store::now_unix;
 use crate::store::snapshot::write_atomic;
@@ -50,7 +50,7 @@ pub struct Slurm {
     jobs: BTreeMap<usize, Job>,
     /// key → (job id, state) as the last `squeue` showed them.
     queue: Option<BTreeMap<String, (String, String)>>,
-    ready: Vec<Finished>,
+    ready: Vec<TaskFinished>,
     /// Jobs whose result was taken in while the scheduler still listed them as live (the
     /// worker writes its result just before it exits): key → job id. They still hold a place
     /// on the cluster, so they count against `--max-jobs` until `squeue` no longer shows them
@@ -311,7 +311,7 @@ impl Slurm {
                     job.dir.join(LOG).display()
                 )),
             };
-            self.ready.push(Finished { index: i, result });
+            self.ready.push(TaskFinished { index: i, result });
         }
     }
 
@@ -357,7 +357,7 @@ impl Slurm {
                 continue;
             };
             let log = job.dir.join(LOG);
-            self.ready.push(Finished {
+            self.ready.push(TaskFinished {
                 index: i,
                 result: Err(format!(
                     "Slurm job {} ended ({}) without writing a result; last lines of its log {}:\n{}",
@@ -503,7 +503,7 @@ impl Executor for Slurm {
                 // A new job: look again soon.
                 self.pacing.expect_change(Instant::now());
             }
-            Err(e) => self.ready.push(Finished {
+            Err(e) => self.ready.push(TaskFinished {
                 index: task.index,
                 result: Err(format!("{e:#}")),
             }),
@@ -511,7 +511,7 @@ impl Executor for Slurm {
         Ok(())
     }
 
-    fn wait(&mut self, timeout: Duration) -> Result<Vec<Finished>> {
+    fn wait(&mut self, timeout: Duration) -> Result<Vec<TaskFinished>> {
         let deadline = Instant::now() + timeout;
         loop {
             if !self.ready.is_empty() {

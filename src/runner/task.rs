@@ -11,9 +11,9 @@ use std::time::Instant;
 use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::steps::progress::Progress;
-use crate::steps::value::Value;
-use crate::steps::{InputArtifact, Metrics, Resource, StepContext};
+use crate::step::progress::Progress;
+use crate::step::value::Value;
+use crate::step::{InputArtifact, Metrics, Registry, Resource, StepContext, StopRequest};
 use crate::store::{ArtifactRecord, Objects};
 
 /// Everything needed to run one instance.
@@ -47,20 +47,37 @@ pub struct TaskResult {
     pub threads: usize,
 }
 
-/// Runs the step in its scratch folder and moves its outputs into the object store.
-pub fn run_task(spec: &TaskSpec, progress: &Progress) -> Result<TaskResult> {
-    run_task_group(std::slice::from_ref(spec), std::slice::from_ref(progress)).remove(0)
+/// Runs the step (found in `kinds`) in its scratch folder and moves its outputs into the object
+/// store; `stop` is handed to the step (see [`StopRequest`]).
+pub fn run_task(
+    kinds: Registry,
+    spec: &TaskSpec,
+    progress: &Progress,
+    stop: &StopRequest,
+) -> Result<TaskResult> {
+    run_task_group(
+        kinds,
+        std::slice::from_ref(spec),
+        std::slice::from_ref(progress),
+        stop,
+    )
+    .remove(0)
 }
 
 /// Runs instances of one step kind that share a fusion key together (one pass over their
-/// data, see [`crate::steps::Step::run_group`]); each gets its own scratch folder, outputs and
+/// data, see [`crate::step::Step::run_group`]); each gets its own scratch folder, outputs and
 /// result, in the order of `specs`. `progress` holds one line per instance.
-pub fn run_task_group(specs: &[TaskSpec], progress: &[Progress]) -> Vec<Result<TaskResult>> {
+pub fn run_task_group(
+    kinds: Registry,
+    specs: &[TaskSpec],
+    progress: &[Progress],
+    stop: &StopRequest,
+) -> Vec<Result<TaskResult>> {
     let started = Instant::now();
     let Some(first) = specs.first() else {
         return Vec::new();
     };
-    let Some(kind) = crate::steps::find(&first.kind) else {
+    let Some(kind) = kinds.find(&first.kind) else {
         return specs
             .iter()
             .map(|s| Err(anyhow!("this msae has no step kind `{}`", s.kind)))
@@ -91,6 +108,7 @@ pub fn run_task_group(specs: &[TaskSpec], progress: &[Progress]) -> Vec<Result<T
                 line,
             );
             ctx.resources = spec.resources.clone();
+            ctx.stop = stop.clone();
             ctx
         })
         .collect();
@@ -126,7 +144,7 @@ pub fn run_task_group(specs: &[TaskSpec], progress: &[Progress]) -> Vec<Result<T
 /// Moves a finished instance's outputs from its scratch folder into the object store.
 fn store_outputs(
     spec: &TaskSpec,
-    kind: &dyn crate::steps::Step,
+    kind: &dyn crate::step::Step,
     metrics: Metrics,
     seconds: f64,
 ) -> Result<TaskResult> {

@@ -19,7 +19,8 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::runner::task::{read_json, run_task, with_threads, TaskResult, TaskSpec};
-use crate::steps::progress::Progress;
+use crate::step::progress::Progress;
+use crate::step::{Registry, StopRequest};
 use crate::store::snapshot::write_atomic;
 
 pub const SPEC: &str = "spec.json";
@@ -42,7 +43,7 @@ pub fn job_dir(store_root: &Path, key: &str) -> PathBuf {
     store_root.join("jobs").join(&key[..16])
 }
 
-pub fn exec(spec_path: &Path) -> Result<ExitCode> {
+pub fn exec(spec_path: &Path, kinds: Registry) -> Result<ExitCode> {
     let spec: TaskSpec = read_json(spec_path)?;
     let dir = spec_path
         .parent()
@@ -83,13 +84,16 @@ pub fn exec(spec_path: &Path) -> Result<ExitCode> {
             }
         })
     };
-    let asked_to_stop = crate::sae::train::stop_requested();
-    signal_hook::flag::register(signal_hook::consts::SIGUSR1, asked_to_stop.clone())
+    let asked_to_stop = StopRequest::default();
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, asked_to_stop.flag().clone())
         .context("cannot install the SIGUSR1 handler")?;
-    let outcome = with_threads(threads, || run_task(&spec, &progress)).and_then(|r| r);
+    let outcome = with_threads(threads, || {
+        run_task(kinds, &spec, &progress, &asked_to_stop)
+    })
+    .and_then(|r| r);
     stop.store(true, Ordering::SeqCst);
     reporter.join().ok();
-    if outcome.is_err() && asked_to_stop.load(Ordering::SeqCst) {
+    if outcome.is_err() && asked_to_stop.is_raised() {
         if let Some(code) = requeue_after_stop(&spec.instance) {
             return Ok(code);
         }

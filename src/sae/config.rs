@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::SaeError;
+use crate::sae::SaeError;
 
 /// SAE architecture.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -37,7 +37,7 @@ pub enum TopkVariant {
     /// Rank by value, keep values unchanged.
     Plain,
     /// Rank by |value|. Per-row TopK keeps |value|; BatchTopK keeps the signed value (as the
-    /// reference does, §11 item 14).
+    /// reference does, docs/reference.md §11 item 14).
     Abs,
     /// Rank by |value|, then ReLU. Per-row: |value|; BatchTopK: ReLU of the signed value.
     Absrelu,
@@ -83,7 +83,7 @@ pub enum InitMethod {
     Normal,
 }
 
-/// Reconstruction loss (§5).
+/// Reconstruction loss (docs/reference.md §5).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum RecLoss {
@@ -151,7 +151,7 @@ pub struct TrainConfig {
     /// Whether validation forward passes feed the dead-latent counters (reference: yes).
     pub dead_count_validation: bool,
     /// Recorded for the caller's statistics; with `false` the nmse reference vector is the mean
-    /// of the standardised training data instead of 0 (§5).
+    /// of the standardised training data instead of 0 (docs/reference.md §5).
     pub mean_center: bool,
     /// JumpReLU initial threshold θ₀.
     pub jumprelu_theta0: f64,
@@ -192,7 +192,9 @@ impl Default for TrainConfig {
             loss: RecLoss::Nmse,
             seed: 42,
             check_dead: 1000,
-            dead_threshold: 10f64.powf(-5.5),
+            // 10^-5.5 as the reference computes it (Rust's powf lands one ulp lower); the same
+            // value as the `train` step's default, which a test pins.
+            dead_threshold: 3.162_277_660_168_379_5e-6,
             dead_count_validation: true,
             mean_center: true,
             jumprelu_theta0: 0.001,

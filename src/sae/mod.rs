@@ -1,5 +1,8 @@
-//! Sparse autoencoders on embedding matrices: models, activations, losses, optimiser, schedule,
-//! training loop and checkpoints (specification: REFERENCE.md §3–§6).
+//! Sparse autoencoders on embedding matrices, in three parts: the models ([`model`]: parameters,
+//! activations, losses, forward and backward passes, files), their training ([`training`]: one
+//! step, the loop, checkpoints, schedule) and the CPU kernels both use ([`kernels`]); with the
+//! configuration ([`config`]) and the optimiser ([`optim`]) they share (specification:
+//! docs/reference.md §3–§6).
 //!
 //! All heavy computation runs on candle tensors on a caller-chosen [`candle_core::Device`]; the
 //! CPU gets hand-written kernels (top-k selection, sparse products), other devices fall back to
@@ -9,8 +12,8 @@
 //!
 //! ```no_run
 //! use candle_core::Device;
-//! use msae::sae::train::{train, MatrixSource, Standardization, TrainOptions};
-//! use msae::sae::{Arch, Sae, TrainConfig};
+//! use msae::sae::training::{train, MatrixSource, TrainOptions};
+//! use msae::sae::{Arch, Sae, Standardization, TrainConfig};
 //!
 //! # fn main() -> msae::sae::Result<()> {
 //! let data = MatrixSource::new(vec![0.0; 64 * 8], 8)?; // any `RowSource`
@@ -28,21 +31,11 @@
 //! # let _ = model; Ok(()) }
 //! ```
 
-pub mod activation;
-pub mod checkpoint;
 pub mod config;
-pub mod fused;
-mod gather;
-mod host;
-mod host_update;
-pub mod loss;
+pub mod kernels;
 pub mod model;
 pub mod optim;
-pub mod schedule;
-pub(crate) mod scratch;
-mod sparse;
-pub mod topk_generic;
-pub mod train;
+pub mod training;
 
 #[cfg(test)]
 pub(crate) mod test_support {
@@ -58,7 +51,8 @@ pub(crate) mod test_support {
 
 pub use config::{Arch, TrainConfig};
 pub use model::Sae;
-pub use train::{train, RowSource, Standardization, TrainOptions, TrainOutcome, ValidationSet};
+pub use model::Standardization;
+pub use training::{train, RowSource, TrainOptions, TrainOutcome, ValidationSet};
 
 /// Errors of the SAE library.
 #[derive(Debug, thiserror::Error)]

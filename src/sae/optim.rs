@@ -3,8 +3,8 @@
 
 use candle_core::Tensor;
 
-use super::host::{is_host_f32, with_slice, with_slice_mut};
-use super::Result;
+use crate::sae::kernels::host::{is_host_f32, with_slice, with_slice_mut};
+use crate::sae::Result;
 
 /// Adam / AdamW state (PyTorch `torch.optim.AdamW`, single-tensor implementation).
 ///
@@ -70,7 +70,7 @@ impl Adam {
         grad_scale: Option<f32>,
     ) -> Result<()> {
         if params.len() != grads.len() || params.len() != self.m.len() {
-            return Err(super::SaeError::Config(format!(
+            return Err(crate::sae::SaeError::Config(format!(
                 "optimizer holds {} tensors, got {} parameters and {} gradients",
                 self.m.len(),
                 params.len(),
@@ -127,7 +127,7 @@ impl Adam {
         }
         let len = p.elem_count();
         if [g, m, v].into_iter().any(|t| t.elem_count() != len) {
-            return Err(super::SaeError::Config(format!(
+            return Err(crate::sae::SaeError::Config(format!(
                 "optimizer tensor {i}: parameter, gradient and moments differ in size"
             )));
         }

@@ -2,8 +2,8 @@
 //!
 //! Trees (sled) or maps (snapshot), the same four either way:
 //! * `records`   step key → [`Record`] (JSON)
-//! * `latest`    "<experiment>\0<instance>" → step key of its most recent successful run
-//! * `failures`  "<experiment>\0<instance>" → [`FailureRecord`]
+//! * `latest`    `"<experiment>\0<instance>"` → step key of its most recent successful run
+//! * `failures`  `"<experiment>\0<instance>"` → [`FailureRecord`]
 //! * `file_memo` absolute path → size, mtime and content hash of an external file
 //!
 //! Two backends. The process that holds the store opens the sled database and, whenever the

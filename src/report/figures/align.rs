@@ -3,7 +3,7 @@
 use anyhow::{anyhow, Result};
 
 use super::chart::{render_histogram, Histogram};
-use super::{metric, slug, Figure, Finished};
+use super::{metric, slug, Figure, FinishedRecords};
 
 fn numbers(v: &serde_json::Value, field: &str) -> Option<Vec<f64>> {
     v.get(field)?
@@ -13,7 +13,7 @@ fn numbers(v: &serde_json::Value, field: &str) -> Option<Vec<f64>> {
         .collect()
 }
 
-pub fn figures(f: &Finished) -> Result<Vec<Figure>> {
+pub fn figures(f: &FinishedRecords) -> Result<Vec<Figure>> {
     let mut out = Vec::new();
     for (inst, r) in f.of_kind("align") {
         let h = f.json(r, "histogram")?;

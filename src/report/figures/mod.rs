@@ -35,13 +35,13 @@ pub struct Figure {
 }
 
 /// The finished instances of an experiment and where their outputs are.
-pub struct Finished<'a> {
+pub struct FinishedRecords<'a> {
     pub plan: &'a Plan,
     pub records: &'a [Option<Record>],
     pub objects: &'a Objects,
 }
 
-impl Finished<'_> {
+impl FinishedRecords<'_> {
     /// Finished instances of one step kind, in plan order.
     pub fn of_kind(&self, kind: &str) -> Vec<(&Instance, &Record)> {
         self.plan
@@ -125,10 +125,10 @@ pub fn slug(name: &str) -> String {
 }
 
 /// Draws the figures of one step kind.
-type Builder = fn(&Finished) -> Result<Vec<Figure>>;
+type Builder = fn(&FinishedRecords) -> Result<Vec<Figure>>;
 
 /// Every figure the finished instances support, plus a message for each that could not be drawn.
-pub fn build(f: &Finished) -> (Vec<Figure>, Vec<String>) {
+pub fn build(f: &FinishedRecords) -> (Vec<Figure>, Vec<String>) {
     let builders: [(&str, Builder); 7] = [
         ("score_topk", score_topk::figures),
         ("pareto", pareto::figures),

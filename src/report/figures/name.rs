@@ -3,12 +3,12 @@
 use anyhow::{anyhow, Result};
 
 use super::chart::{render_bars, Bars};
-use super::{slug, Figure, Finished};
+use super::{slug, Figure, FinishedRecords};
 
 /// Rows drawn per figure (the `top_latents` output may hold more).
 const ROWS: usize = 20;
 
-pub fn figures(f: &Finished) -> Result<Vec<Figure>> {
+pub fn figures(f: &FinishedRecords) -> Result<Vec<Figure>> {
     let mut out = Vec::new();
     for (inst, r) in f.of_kind("name") {
         let top = f.json(r, "top_latents")?;

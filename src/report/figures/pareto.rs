@@ -6,12 +6,12 @@ use anyhow::{anyhow, Result};
 
 use super::chart::{render_scatter, Chart, Series};
 use super::style::series_styles;
-use super::{metric, names_and_coords, Figure, Finished};
+use super::{metric, names_and_coords, Figure, FinishedRecords};
 
 /// (sparse L0, sparse FVU, dense L0, dense FVU) of one evaluated SAE.
 type Point = (f64, f64, f64, f64);
 
-fn from_extract(f: &Finished) -> Result<Vec<(usize, Point)>> {
+fn from_extract(f: &FinishedRecords) -> Result<Vec<(usize, Point)>> {
     f.of_kind("extract")
         .iter()
         .enumerate()
@@ -31,7 +31,7 @@ fn from_extract(f: &Finished) -> Result<Vec<(usize, Point)>> {
         .collect()
 }
 
-fn from_validate(f: &Finished) -> Result<Vec<(usize, Point)>> {
+fn from_validate(f: &FinishedRecords) -> Result<Vec<(usize, Point)>> {
     let mut out = Vec::new();
     for (i, (inst, r)) in f.of_kind("validate").iter().enumerate() {
         // The latent count comes from the trained (or imported) model's record.
@@ -61,7 +61,7 @@ fn from_validate(f: &Finished) -> Result<Vec<(usize, Point)>> {
     Ok(out)
 }
 
-pub fn figures(f: &Finished) -> Result<Vec<Figure>> {
+pub fn figures(f: &FinishedRecords) -> Result<Vec<Figure>> {
     let (kind, points) = if !f.of_kind("extract").is_empty() {
         ("extract", from_extract(f)?)
     } else {

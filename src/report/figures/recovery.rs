@@ -5,7 +5,7 @@ use anyhow::{anyhow, Result};
 
 use super::chart::{render_lines, Chart, Series};
 use super::style::series_styles;
-use super::{names_and_coords, Figure, Finished};
+use super::{names_and_coords, Figure, FinishedRecords};
 
 /// Points (c, share of values ≥ c) at every value, highest first.
 pub fn survival(mut values: Vec<f64>) -> Vec<(f64, f64)> {
@@ -19,7 +19,7 @@ pub fn survival(mut values: Vec<f64>) -> Vec<(f64, f64)> {
         .collect()
 }
 
-pub fn figures(f: &Finished) -> Result<Vec<Figure>> {
+pub fn figures(f: &FinishedRecords) -> Result<Vec<Figure>> {
     let items = f.of_kind("recovery");
     if items.is_empty() {
         return Ok(Vec::new());

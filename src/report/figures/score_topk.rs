@@ -4,9 +4,9 @@ use anyhow::Result;
 
 use super::chart::{render_lines, Chart, Series};
 use super::style::series_styles;
-use super::{ks_of, metric, names_and_coords, Figure, Finished};
+use super::{ks_of, metric, names_and_coords, Figure, FinishedRecords};
 
-pub fn figures(f: &Finished) -> Result<Vec<Figure>> {
+pub fn figures(f: &FinishedRecords) -> Result<Vec<Figure>> {
     let items = f.of_kind("score_topk");
     if items.is_empty() {
         return Ok(Vec::new());

@@ -5,13 +5,13 @@ use anyhow::{anyhow, Result};
 
 use super::chart::{render_lines, Chart, Series};
 use super::style::{series_styles, SeriesStyle, MARKERS, PALETTE};
-use super::{names_and_coords, slug, Figure, Finished};
+use super::{names_and_coords, slug, Figure, FinishedRecords};
 
 fn number(v: &serde_json::Value, field: &str) -> Option<f64> {
     v.get(field).and_then(serde_json::Value::as_f64)
 }
 
-pub fn figures(f: &Finished) -> Result<Vec<Figure>> {
+pub fn figures(f: &FinishedRecords) -> Result<Vec<Figure>> {
     let items = f.of_kind("validate");
     if items.is_empty() {
         return Ok(Vec::new());

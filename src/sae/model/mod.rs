@@ -1,8 +1,9 @@
-//! The autoencoder (§4): parameters, initialisation, forward passes (training and evaluation
-//! forms), the hand-written backward pass, decoder-norm handling and activation statistics.
-//! Saving and loading as safetensors is [`serialize`].
+//! The autoencoder (docs/reference.md §4): parameters, initialisation, forward passes (training
+//! and evaluation forms), the hand-written backward pass, decoder-norm handling and activation
+//! statistics. Saving and loading as safetensors is the `serialize` module.
 //!
-//! Shapes: `pre_bias` [d], `encoder` [d, n], `latent_bias` [n], `decoder` [n, d]. Forward:
+//! Shapes: `pre_bias` \[d\], `encoder` \[d, n\], `latent_bias` \[n\], `decoder` \[n, d\].
+//! Forward:
 //! `P = (X − b_pre)·W_enc + b_lat`, `Z = cap(act(P))`, `X̂ = Z·W_dec + b_pre`.
 
 use candle_core::{DType, Device, Tensor, D};
@@ -11,19 +12,23 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use super::activation::{self, Coded};
-use super::config::{Arch, BatchTopkInference, InitMethod, MsaeWeighting, TrainConfig};
-use super::loss::{self, LossGrad};
-use super::{Result, SaeError};
+use crate::sae::config::{Arch, BatchTopkInference, InitMethod, MsaeWeighting, TrainConfig};
+use crate::sae::model::activation::Coded;
+use crate::sae::model::loss::LossGrad;
+use crate::sae::{Result, SaeError};
 
+pub mod activation;
+pub mod loss;
 mod serialize;
+pub mod topk_generic;
 
 pub use serialize::ModelMeta;
 pub(crate) use serialize::{
     fmt_err, read_safetensors, serialize_host, write_atomic, HostTensor, MODEL_FORMAT,
 };
 
-/// Matryoshka nesting list (§4.8): `[start]`, doubled while the double is ≤ n, then n appended.
+/// Matryoshka nesting list (docs/reference.md §4.8): `[start]`, doubled while the double is ≤ n,
+/// then n appended.
 pub fn nesting_list(start: usize, n: usize) -> Vec<usize> {
     let mut v = vec![start.min(n)];
     while let Some(&last) = v.last() {
@@ -71,7 +76,7 @@ impl Standardization {
     }
 }
 
-/// Per-latent counts of non-zero activations (§4.7).
+/// Per-latent counts of non-zero activations (docs/reference.md §4.7).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ActivationStats {
     pub counts: Vec<u64>,
@@ -137,9 +142,9 @@ pub struct Forward {
     pub levels: Vec<Level>,
 }
 
-/// Evaluation outputs (§4.2): sparse code and reconstruction, dense ("eval form") code and
-/// reconstruction. For ReLU and JumpReLU sparse and dense coincide; for Matryoshka the sparse
-/// pair is the first (smallest-k) level.
+/// Evaluation outputs (docs/reference.md §4.2): sparse code and reconstruction, dense ("eval
+/// form") code and reconstruction. For ReLU and JumpReLU sparse and dense coincide; for
+/// Matryoshka the sparse pair is the first (smallest-k) level.
 #[derive(Debug, Clone)]
 pub struct EvalOut {
     pub sparse_code: Tensor,
@@ -148,7 +153,7 @@ pub struct EvalOut {
     pub dense_recon: Tensor,
 }
 
-/// Gradients, in the parameter order pre_bias, encoder, latent_bias, decoder, [log_threshold].
+/// Gradients, in the parameter order pre_bias, encoder, latent_bias, decoder, \[log_threshold\].
 #[derive(Debug, Clone)]
 pub struct Grads(pub Vec<Tensor>);
 
@@ -177,7 +182,7 @@ pub struct Sae {
     pub encoder: Tensor,
     pub latent_bias: Tensor,
     pub decoder: Tensor,
-    /// JumpReLU log-thresholds [n].
+    /// JumpReLU log-thresholds \[n\].
     pub log_threshold: Option<Tensor>,
     /// Matryoshka nesting list (empty for other archs).
     pub levels: Vec<usize>,
@@ -195,7 +200,7 @@ pub struct Sae {
 const EPS_F32: f64 = f32::EPSILON as f64;
 
 impl Sae {
-    /// A freshly initialised model for input width `d` (§4.5).
+    /// A freshly initialised model for input width `d` (docs/reference.md §4.5).
     pub fn new(config: &TrainConfig, d: usize, device: &Device) -> Result<Self> {
         config.validate(d)?;
         let n = config.n_latents(d);
@@ -418,9 +423,10 @@ impl Sae {
         })
     }
 
-    /// Matryoshka levels in evaluation (§4.8): for every nesting level k_i, in ascending order,
-    /// `(k_i, Z_i, X̂_i)` with `Z_i = cap(TopK_{k_i}(P))` and `X̂_i = Z_i·W_dec + b_pre`. Lazy, so
-    /// that only one level's [B, n] code is alive at a time; empty for other architectures.
+    /// Matryoshka levels in evaluation (docs/reference.md §4.8): for every nesting level k_i, in
+    /// ascending order, `(k_i, Z_i, X̂_i)` with `Z_i = cap(TopK_{k_i}(P))` and
+    /// `X̂_i = Z_i·W_dec + b_pre`. Lazy, so that only one level's [B, n] code is alive at a time;
+    /// empty for other architectures.
     pub fn level_outputs(
         &self,
         x: &Tensor,
@@ -588,7 +594,7 @@ impl Sae {
     }
 
     /// Rescale decoder rows to unit norm, compensating in the encoder columns, the latent bias
-    /// and the JumpReLU thresholds (§4.6): `r_j = ‖W_dec[j]‖ + ε_f32`.
+    /// and the JumpReLU thresholds (docs/reference.md §4.6): `r_j = ‖W_dec[j]‖ + ε_f32`.
     pub fn scale_to_unit_norm(&mut self) -> Result<()> {
         let r = (self.decoder.sqr()?.sum(D::Minus1)?.sqrt()? + EPS_F32)?;
         self.decoder = self.decoder.broadcast_div(&r.unsqueeze(1)?)?;
@@ -720,9 +726,9 @@ mod tests {
     fn gradients_match_finite_differences() {
         for arch in [Arch::Relu, Arch::Topk, Arch::Msae, Arch::Batchtopk] {
             for lossk in [
-                super::super::config::RecLoss::Nmse,
-                super::super::config::RecLoss::Mse,
-                super::super::config::RecLoss::Cosine,
+                crate::sae::config::RecLoss::Nmse,
+                crate::sae::config::RecLoss::Mse,
+                crate::sae::config::RecLoss::Cosine,
             ] {
                 let mut c = cfg(arch, 8);
                 c.loss = lossk;
@@ -790,9 +796,9 @@ mod tests {
     #[test]
     fn jumprelu_gradients_match_finite_differences() {
         for lossk in [
-            super::super::config::RecLoss::Nmse,
-            super::super::config::RecLoss::Mse,
-            super::super::config::RecLoss::Cosine,
+            crate::sae::config::RecLoss::Nmse,
+            crate::sae::config::RecLoss::Mse,
+            crate::sae::config::RecLoss::Cosine,
         ] {
             let mut c = cfg(Arch::Jumprelu, 8);
             c.loss = lossk;

@@ -11,8 +11,8 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::{ActivationStats, Sae, Standardization};
 use crate::sae::config::{Arch, TrainConfig};
+use crate::sae::model::{ActivationStats, Sae, Standardization};
 use crate::sae::{Result, SaeError};
 
 impl Sae {
