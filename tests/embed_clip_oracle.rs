@@ -284,7 +284,7 @@ fn clip_tokenizer_agrees_with_open_clip() {
     let tokenizer = tokenizers::Tokenizer::from_file(&json).unwrap();
 
     // Awkward strings: every one agrees, or differs only through the reference's ftfy / HTML
-    // step, or is one of the two differences the module documentation names.
+    // step, or is one of the two differences docs/embed.md names ("Tokenisation").
     let texts = awkward_strings();
     let ours = encode(&tokenizer, &texts);
     let r = reference_tokens(&python, &open_clip, &texts);
@@ -308,7 +308,7 @@ fn clip_tokenizer_agrees_with_open_clip() {
     }
     assert!(other.is_empty(), "unexplained differences: {other:?}");
 
-    // The two differences the module documentation names, besides ftfy/HTML.
+    // The two differences docs/embed.md names ("Tokenisation"), besides ftfy/HTML.
     let known: Vec<String> = [
         "<|startoftext|> and <|endoftext|> as text",
         "<start_of_text>a cat<end_of_text>",

@@ -1,41 +1,11 @@
 //! CLIP's byte-level BPE tokenizer, built from the merges file that ships with CLIP
 //! (`bpe_simple_vocab_16e6.txt.gz`), as a `tokenizers` pipeline.
 //!
-//! The vocabulary (49,408 entries, ids in this order):
-//! * the 256 byte symbols of GPT-2's reversible byte ↔ unicode mapping (printable Latin-1 bytes
-//!   map to themselves, the others to U+0100 onwards), in the mapping's order;
-//! * the same 256 symbols with the end-of-word suffix `</w>`;
-//! * one entry per merge, the concatenation of its pair (lines 1..=48,894 of the file, after
-//!   its `#version` header line: 49,152 − 256 − 2 merges, the count CLIP uses);
-//! * `<|startoftext|>` (49406) and `<|endoftext|>` (49407).
-//!
-//! The pipeline is the one Hugging Face ships in the `tokenizer.json` of the `openai/clip-vit-*`
-//! models, so a real model's own file and ours give the same ids:
-//! * normaliser: NFC, every whitespace run → one space, lowercase;
-//! * pre-tokeniser: CLIP's regex (the two special tokens, the contractions `'s 't 're 've 'm 'll
-//!   'd`, letter runs, single digits, runs of anything else that is not whitespace), keeping the
-//!   matches and dropping the rest (whitespace), then the byte-level mapping;
-//! * model: BPE with the end-of-word suffix `</w>`;
-//! * post-processor: `<|startoftext|>` … `<|endoftext|>`;
-//! * truncation to 77 tokens (the context length), which keeps the end token last: the same ids
-//!   as the reference `tokenize(truncate=True)` (cut to 77, then the last id := end token).
-//!   Hugging Face's file carries no truncation (its context length lives in
-//!   `tokenizer_config.json`); ours does, so the file alone reproduces the reference.
-//!
-//! Where it differs from the reference tokenizer (OpenAI's `SimpleTokenizer`, which open_clip
-//! copies): the reference first runs `ftfy.fix_text` and unescapes HTML entities twice. A
-//! `tokenizer.json` pipeline has neither, so texts that those steps change can tokenize
-//! differently: HTML entities (`&amp;` → `&`), curly quotes (`don’t` → `don't`), Latin
-//! ligatures (`ﬁ` → `fi`), mojibake repair (`cafÃ©` → `café`). NFC, which `fix_text` also
-//! applies, is part of the pipeline. Two smaller differences: the reference matches its special
-//! tokens spelled `<start_of_text>` / `<end_of_text>` (open_clip) in the raw text, this pipeline
-//! the `<|startoftext|>` / `<|endoftext|>` spelling; and `tokenizers` lowercases character by
-//! character, so a word-final capital sigma becomes `σ`, where Python's `str.lower` gives `ς`.
-//! Measured against open_clip's tokenizer (`tests/embed_clip_oracle.rs`): all 85,278 entries of
-//! the four naming vocabularies of the MSAE study give the same ids (ftfy and HTML unescaping
-//! change none of them); of 50 awkward strings, 42 give the same ids and the other 8 differ only
-//! through ftfy / HTML unescaping (curly quotes, entities, ligatures, mojibake, full-width forms,
-//! control characters).
+//! The vocabulary is the 256 byte symbols, the same with `</w>`, one entry per merge and the two
+//! special tokens (49,408 ids); the pipeline is the one of the `openai/clip-vit-*` models'
+//! `tokenizer.json` (NFC, whitespace collapse and lowercase, CLIP's regex, byte-level BPE, start
+//! and end tokens) plus truncation to 77 tokens with the end token kept last.
+//! Compatibility details: docs/embed.md, "Tokenisation".
 
 use std::io::Read;
 use std::path::Path;
@@ -154,7 +124,8 @@ pub fn clip_vocab(merges: &[(String, String)]) -> Vec<String> {
     vocab
 }
 
-/// CLIP's tokenizer from its merges file (see the module documentation for the pipeline).
+/// CLIP's tokenizer from its merges file (the pipeline: module documentation and
+/// docs/embed.md, "Tokenisation").
 /// `encode(text, true)` gives `[49406, …, 49407]`, at most 77 ids.
 pub fn clip_tokenizer_from_bpe(merges_gz: &Path) -> Result<Tokenizer> {
     let merges = read_merges(merges_gz)?;

@@ -8,16 +8,18 @@
 //!   the models' own `tokenizer.json` under the reference pipelines' length rules.
 //! * [`pipeline`]: the resumable, part-wise embed loop with decoding overlapped with the model.
 //! * [`clip_bpe`]: CLIP's tokenizer built from its BPE merges file.
-//! * [`random_clip`], [`random_siglip`]: small CLIP and SigLIP models with random weights in the
-//!   Hugging Face layout, for tests.
+//! * `random_clip`, `random_siglip` (feature `test-models`): small CLIP and SigLIP models with
+//!   random weights in the Hugging Face layout, for the tests and benchmarks.
 //!
-//! This layer knows nothing about experiments or the store; the step in `steps::embed` drives it.
+//! This layer knows nothing about experiments or the store; the step in `kinds::embed` drives it.
 
 pub mod clip_bpe;
 pub mod encoder;
 pub mod image;
 pub mod model_files;
 pub mod pipeline;
+#[cfg(any(test, feature = "test-models"))]
 pub mod random_clip;
+#[cfg(any(test, feature = "test-models"))]
 pub mod random_siglip;
 pub mod source;

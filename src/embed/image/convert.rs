@@ -1,19 +1,10 @@
-//! From decoded samples to an opaque 8-bit RGB image, as Pillow converts.
+//! From decoded samples to an opaque 8-bit RGB image.
 //!
-//! Two ways to lose the alpha channel ([`Background`]):
-//!
-//! * [`Background::Drop`] is Pillow's `convert("RGB")`: alpha is discarded and grey is
-//!   replicated into three channels. This is what the reference pipeline does; for cut-outs the
-//!   colour under fully transparent pixels is whatever the file stores (often black, sometimes
-//!   noise), and the model sees it.
-//! * [`Background::Color`] composites onto a solid colour the way
-//!   `bg = Image.new("RGB", im.size, c); bg.paste(rgba, (0, 0), rgba)` does, with
-//!   `rgba = im.convert("RGBA")`. Pillow's paste blends in 8-bit integers:
-//!   `out = (bg·(255 − a) + fg·a) / 255` rounded to nearest, computed as
-//!   `t = v + 128; (t + (t >> 8)) >> 8`, which is exact rounded division for every 8-bit
-//!   operand pair. We use the same expression, so results are bit-identical.
-//!
-//! Images without alpha are unaffected by the choice.
+//! The alpha channel is either dropped ([`Background::Drop`], grey replicated into three
+//! channels) or composited onto a solid colour ([`Background::Color`]) with the 8-bit integer
+//! blend `t = v + 128; (t + (t >> 8)) >> 8`, an exact rounded division by 255. Images without
+//! alpha are unaffected by the choice.
+//! Compatibility details: docs/embed.md, "Colour conversion".
 
 use super::decode::DecodedImage;
 

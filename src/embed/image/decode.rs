@@ -1,53 +1,11 @@
-//! Decoding PNG and JPEG bytes into 8-bit interleaved pixels.
+//! Decoding PNG and JPEG bytes into 8-bit interleaved pixels, in the image's own channel layout
+//! (grey, grey + alpha, RGB, RGBA); [`DecodedImage::to_rgb`] converts them to RGB afterwards.
 //!
-//! The format is chosen by the leading magic bytes, never by a file name: web data sets are full
-//! of `.jpg` files that are PNGs and the reverse. Anything else is refused with an error saying
-//! what the bytes look like (GIF, WebP, HTML, text, …), so an item can be reported as unreadable
-//! instead of aborting a run.
-//!
-//! The output keeps the image's own channel layout (grey, grey + alpha, RGB, RGBA) at 8 bits per
-//! sample; the conversion to RGB, with or without an alpha background, is a separate step
-//! ([`DecodedImage::to_rgb`]). The samples are the ones Pillow holds after `Image.open` (then
-//! `convert("RGB")` / `convert("RGBA")`), checked against Pillow for every PNG colour type and bit
-//! depth:
-//!
-//! * palette images are expanded through the palette; a `tRNS` chunk becomes an alpha channel
-//!   (per palette entry, or "this grey / RGB value is transparent"), which is what Pillow's
-//!   `convert("RGBA")` does with its `transparency` info. Indices past the end of a short palette
-//!   read as black, as in Pillow.
-//! * 1-, 2- and 4-bit grey is scaled to 0..255 (×255, ×85, ×17), as in Pillow.
-//! * 16-bit RGB, RGBA and grey + alpha keep the high byte of each sample (truncation, not
-//!   rounding), which is what Pillow's unpackers do.
-//!
-//! Known differences from Pillow, all in rare PNG kinds:
-//!
-//! * 16-bit grey without alpha: Pillow opens it as mode `I;16` and its conversion to RGB *clips*
-//!   the 16-bit value to 255, so nearly every such image becomes white. We keep the high byte, as
-//!   for every other 16-bit kind; matching the clip would make these images useless.
-//! * Colour-key transparency (`tRNS` on grey or RGB) at 2, 4 or 16 bits: Pillow compares the
-//!   key with samples already converted to 8 bits, so it (almost) never matches and the image
-//!   stays opaque; we honour the key as the PNG specification says. This only matters when
-//!   compositing onto a background; 1- and 8-bit images agree.
-//!
-//! All other PNG kinds agree with Pillow sample for sample (tested on files of every kind).
-//! Animated PNGs give their default image (the first frame), as `Image.open` does.
-//!
-//! JPEG goes through `zune-jpeg`, whose integer IDCT, chroma upsampling and YCbCr conversion are
-//! not bit-identical to libjpeg-turbo's (which Pillow uses): decoded samples differ from Pillow's
-//! by up to about 4 levels, 0.2 on average, on 4:2:0 files (less without chroma subsampling).
-//! Grey JPEGs stay grey. CMYK JPEGs are read as raw samples and turned into RGB with Pillow's
-//! formula under its Adobe convention (stored values inverted): `R = K − K·(255 − C)/255` on the
-//! stored `C` and `K`, with Pillow's rounding; YCCK JPEGs use the decoder's own conversion. A
-//! JPEG whose data stops before the end-of-image marker is refused, as Pillow refuses it ("image
-//! file is truncated"), where the decoder alone would fill the rest with grey. EXIF orientation
-//! is ignored, as `Image.open` ignores it.
-//!
-//! Images over [`MAX_PIXELS`] are refused before any pixel buffer is allocated: a few hundred
-//! bytes of PNG can announce a gigapixel image (a decompression bomb). The limit is Pillow's
-//! error threshold, so everything Pillow opens, we open.
-//!
-//! Third-party decoders are fuzzed but not proven panic-free; a panic inside one is caught and
-//! returned as an error, so one malformed item cannot take down a run over millions of images.
+//! The format is chosen by the leading magic bytes, never by the file name. PNG goes through the
+//! `png` crate (palettes and low bit depths expanded, 16-bit samples cut to their high byte),
+//! JPEG through `zune-jpeg` (CMYK converted here). Sizes are checked against [`MAX_PIXELS`]
+//! before any pixel buffer is allocated, and a panic inside a decoder becomes an error.
+//! Compatibility details: docs/embed.md, "Decoding".
 
 use anyhow::{anyhow, bail, Context, Result};
 use std::io::Cursor;
@@ -500,7 +458,7 @@ mod tests {
 
     #[test]
     fn sixteen_bit_grey_keeps_the_high_byte() {
-        // Pillow would clip these to 255 (mode I;16 → RGB); see the module documentation.
+        // Pillow would clip these to 255 (mode I;16 → RGB); see docs/embed.md, "Decoding".
         let img = decode(&png_bytes(
             3,
             1,

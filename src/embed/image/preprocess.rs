@@ -1,32 +1,10 @@
-//! The encoders' image preprocessing: geometry, resampling and normalisation, as torchvision
-//! applies them to a PIL image.
+//! The encoders' image preprocessing: conversion to RGB, geometry, resampling and normalisation.
 //!
-//! CLIP (OpenAI `clip.load`): `Resize(n)` with bicubic interpolation, `CenterCrop(n)`, to RGB,
-//! `ToTensor`, `Normalize(mean, std)`. SigLIP: bicubic straight to `n × n` (aspect ratio not
-//! kept, nothing cut off), mean = std = 0.5.
-//!
-//! * **Resize(int).** The shorter side becomes `n` and the longer `int(n · long / short)`
-//!   (truncated, computed as Python does: exact integer product, correctly rounded division).
-//!   Square images go to `n × n`; an image already at the target size is passed through (and
-//!   Pillow's resize would copy it anyway).
-//! * **CenterCrop(n).** Offsets `int(round((h − n) / 2.0))` and `int(round((w − n) / 2.0))` with
-//!   Python's `round`, which rounds halves to even: a 225-pixel side is cut at offset 0, a
-//!   227-pixel side at offset 2. (torchvision 0.8 rounded halves up instead; 0.9 and later, as
-//!   the reference's 0.17, round to even.) The resampler computes only the cropped window (see
-//!   [`super::resample`]); the result is the same as resizing everything and cutting.
-//! * **Bicubic.** Pillow's resampler, reproduced exactly, including the order of its two passes,
-//!   which changed in Pillow 13 ([`PassOrder`]); the default is the reference's (older) order.
-//! * **ToTensor, Normalize.** `x / 255` then `(x − mean) / std`, each step rounded to `f32` as
-//!   torch computes it, channel-major (CHW).
-//!
-//! Conversion to RGB happens first, before the resize. The OpenAI transform converts after the
-//! crop, but the reference also converts every image to RGB before the transform for its data
-//! sets, which makes the later conversion a no-op; converting first also lets an alpha channel be
-//! composited onto a background before resampling, which is the only order that makes sense
-//! (resampling RGB under transparent pixels would blend invisible colours into the edges).
-//!
-//! Grey images are resized as one channel and replicated afterwards: channels are resampled
-//! independently, so this equals resizing the three identical channels, at a third of the cost.
+//! [`Preprocess`] converts to RGB first (compositing alpha onto its background), computes the
+//! geometry (CLIP: shorter side to `n`, then a centre crop; SigLIP: straight to `n × n`), resizes
+//! only the kept window with [`super::resample`] (grey as one channel, replicated afterwards) and
+//! writes `(x / 255 − mean) / std` as a CHW `f32` tensor.
+//! Compatibility details: docs/embed.md, "Preprocessing".
 
 use super::convert::{Background, Rgb8};
 use super::decode::{decode, DecodedImage};

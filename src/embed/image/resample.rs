@@ -1,51 +1,11 @@
-//! Bicubic resizing with Pillow's semantics (`Image.resize(size, Image.BICUBIC)`), so that the
-//! pixels fed to an encoder are the ones the Python reference feeds it.
+//! Bicubic resizing with Pillow's semantics (`Image.resize(size, Image.BICUBIC)`).
 //!
-//! Close is not good enough: a float resampler that keeps full precision between its passes
-//! agrees with Pillow on average but differs by up to 20+ grey levels at isolated pixels next to
-//! hard edges, where the cubic kernel's negative lobes overshoot and Pillow clamps. Agreement to
-//! the bit needs the same mechanism, step by step:
-//!
-//! * **Kernel.** Keys' cubic convolution with `a = −0.5` (Catmull–Rom):
-//!   `(a+2)|x|³ − (a+3)|x|² + 1` for `|x| < 1`, `a|x|³ − 5a|x|² + 8a|x| − 4a` for `1 ≤ |x| < 2`,
-//!   evaluated in the same nested (Horner) form and operation order as Pillow, in `f64`.
-//! * **Geometry.** Output pixel `i` is centred at `(i + 0.5)·scale` in input coordinates, with
-//!   `scale = in / out`. When downscaling, the kernel is stretched by `scale` (support
-//!   `2·scale` instead of 2) so it averages over every input pixel it covers (antialiasing); when
-//!   upscaling it keeps support 2. The window of input pixels is `[⌊c − support + ½⌋,
-//!   ⌊c + support + ½⌋)` (truncated toward zero as a C cast does), cut to the image: pixels beyond
-//!   the edge are not replicated, their weight is simply absent.
-//! * **Normalisation.** The window's weights are divided by their sum, so each output is a
-//!   weighted mean even where the window is cut by an edge.
-//! * **Fixed point.** The normalised weights become integers scaled by 2²², rounded half away
-//!   from zero. Pillow accumulates `pixel × weight` in a 32-bit integer starting from ½ (2²¹) and
-//!   shifts right by 22: rounding half up. 22 bits is the most that cannot overflow: 8-bit
-//!   samples, weights whose absolute values sum to at most ~1.25, plus the sign bit. Rounding
-//!   each weight to 22 bits changes results only where the exact value is within ~10⁻³ of a
-//!   rounding boundary — which is why the same fixed-point weights, not just the same formula,
-//!   are needed for bit-exactness.
-//! * **Separable passes, 8 bits in between.** One pass per dimension; the intermediate image is
-//!   clamped to 0..255 and stored as 8-bit, exactly like Pillow's temporary image. A pass is
-//!   skipped entirely when its dimension does not change (so same-size resizing is a copy).
-//! * **Pass order.** Because of that rounding the order of the passes shows in the result, and
-//!   it changed between Pillow releases: up to 12.x always horizontal first; Pillow 13 runs the
-//!   vertical pass first when the height shrinks by more than twice as many pixels as the width
-//!   (a speed heuristic). [`PassOrder`] selects which behaviour to reproduce; the default is the
-//!   older one, which the reference pipeline ran on.
-//!
-//! Each output pixel depends only on its own window, so [`resize_bicubic_window`] computes just a
-//! rectangle of the resized image (what a centre crop keeps), bit-identical to resizing
-//! everything and cropping, at a fraction of the cost — and without allocating the full resized
-//! image when an extreme aspect ratio would make it enormous. Likewise the first pass computes
-//! only the rows (or columns) that the second pass reads.
-//!
-//! Speed: integer arithmetic is associative, so the summation order is free and both passes run
-//! as the same loop over contiguous lanes with one weight per tap (the horizontal pass on blocks
-//! of rows transposed so that image columns become contiguous lines), which the compiler
-//! vectorises; on x86-64 that loop is also compiled for AVX2 and chosen at run time, as the
-//! baseline instruction set lacks a 32-bit vector multiply. Rows are processed in parallel when
-//! there are enough of them to pay for the threads. Resizing a 500×375 RGB image to 298×224 takes
-//! well under a millisecond on one core (the 224×224 window a CLIP crop keeps, about half that).
+//! Separable passes with Keys' cubic kernel (`a = −0.5`), stretched when downscaling, whose
+//! normalised weights become 22-bit fixed-point integers; the intermediate image is clamped and
+//! stored as 8-bit, and [`PassOrder`] picks which pass runs first. [`resize_bicubic_window`]
+//! computes only a rectangle of the result (what a centre crop keeps); the integer inner loop is
+//! vectorised (with an AVX2 variant on x86-64) and rows run in parallel.
+//! Compatibility details: docs/embed.md, "Resampling".
 
 use rayon::prelude::*;
 use std::ops::Range;

@@ -1,42 +1,11 @@
 //! Hugging Face datasets parquet shards as a source of items.
 //!
-//! # Mechanism
-//!
-//! A shard's footer (schema, row groups, key-value metadata) is read when the shard is reached.
-//! The configured columns are resolved to leaf columns of the schema:
-//! * the image column is either `struct<bytes: binary, path: string>` (the datasets library's
-//!   `Image` feature; its `bytes` field is read, `path` is not) or a plain binary column;
-//! * the text column is a string (binary) column;
-//! * the label column is an integer column, mapped to class names, or a string column.
-//!
-//! Rows are decoded one row group at a time with the crate's typed column readers, one column
-//! chunk after the other, so memory is bounded by one row group of the columns read (other
-//! columns are never touched). Each leaf's definition levels say which rows hold a value: a
-//! value is present where the level is the column's maximum.
-//!
-//! Integer labels become class names through the `ClassLabel` feature that the datasets
-//! library stores in the file's key-value metadata under `huggingface`
-//! (`{"info": {"features": {"label": {"_type": "ClassLabel", "names": [...]}}}}`), as the
-//! reference's `int2str` does; a label of −1 (no label, e.g. a test split) becomes an empty
-//! label; without class names the integer itself is the label.
-//!
-//! # Positions and damage
-//!
-//! A readable shard counts one position per row (the row counts of its footer), so skipping
-//! needs only footers: whole row groups are skipped without reading their pages, and only the
-//! row group in which a skip ends is decoded.
-//! * A shard without a valid footer (a truncated download) is one [`Entry::Unreadable`] and
-//!   counts as one position.
-//! * A row group that fails to decode (a damaged page, a decoder that gives up) yields one
-//!   unreadable entry per row its footer declares, so positions do not depend on where in the
-//!   group the damage is; the next row group is read normally.
-//! * A row whose text is not UTF-8, whose integer label has no class name, or that has neither
-//!   image bytes nor a text is unreadable on its own.
-//!
-//! A configured column missing from a shard is an error for the whole source: the options do
-//! not fit the dataset, and the message lists the columns the shard has. With `skip_images` (an
-//! embed with the text tower alone) the image column is not configured: a dataset of captions
-//! needs none, and the bytes of one that has it are left unread.
+//! A shard's footer (schema, row groups, key-value metadata) is read when the shard is reached
+//! and the configured columns are resolved to leaf columns. Rows are decoded one row group at a
+//! time with the `parquet` crate's typed column readers, one column chunk after the other; a
+//! value is present where its definition level is the column's maximum. Skipping uses the
+//! footers' row counts and decodes only the row group in which a skip ends.
+//! Compatibility details: docs/embed.md, "Parquet shards".
 
 use std::collections::VecDeque;
 use std::fs::File;

@@ -1,49 +1,11 @@
 //! WebDataset shards: tar archives (optionally gzipped) whose members are grouped into samples.
 //!
-//! # Mechanism
-//!
-//! A shard is read as a stream of 512-byte tar blocks. Each member header is decoded with the
-//! `tar` crate's [`tar::Header`] (field layout, octal and base-256 numbers, ustar prefixes) and
-//! checked against its checksum here; GNU long-name (`L`) and PAX (`x`) extension members are
-//! applied to the member that follows them. The stream walk itself is ours rather than
-//! `tar::Archive`'s because a source must stop and resume between samples, seek over data it
-//! does not need, and tell exactly where a shard is damaged.
-//!
-//! Samples follow the WebDataset convention: a member's key is its path up to the first dot of
-//! its file name, the rest is its extension (`a/000123.seg.png` → key `a/000123`, extension
-//! `seg.png`), and a sample is a run of consecutive members with the same key. A sample is
-//! complete when the next member header carries another key (or the archive ends), so one
-//! header is read ahead; its data is consumed when the next sample is built. Only regular files
-//! are members; folders, links and the like are passed over.
-//!
-//! The extensions of the image, text and label members are options (matched case-insensitively;
-//! where a sample has several candidates, the earlier extension in the option list wins). The
-//! label member holds the label as text, trimmed. Members of other extensions are skipped
-//! without being read.
-//!
-//! Shards are compressed when they start with the gzip magic bytes, whatever their names
-//! (`.tar.gz`, `.tgz`); concatenated gzip members are read as one stream.
-//!
-//! # Damage
-//!
-//! Every position is one sample, or one record of damage, so counts add up:
-//! * a sample whose text or label is not UTF-8, or that has neither an image nor a text
-//!   member, is an [`Entry::Unreadable`] for that sample;
-//! * a member whose data is cut off (a truncated shard, or a gzip stream that cannot be
-//!   decoded further) makes its sample unreadable, and the rest of the shard is lost;
-//! * a member header that fails its checksum (or is cut off, or has a malformed field) ends
-//!   the shard. The sample being collected when it is met may have lost members to it, so it
-//!   is unreadable (or, when no sample was started yet, one unreadable entry for the shard).
-//!
-//! Samples completed before the damage are yielded as usual, and the next shard is read
-//! normally. A shard that ends cleanly at a member boundary without the end-of-archive blocks
-//! is accepted, as GNU tar does.
-//!
-//! # Skipping
-//!
-//! [`Source::skip`] walks the headers in exactly the way reading does (so it meets the same
-//! damage and counts the same positions) but never reads member data: in a plain shard it
-//! seeks over it; a gzip stream cannot seek, so there the data is decompressed and discarded.
+//! A shard is read as a stream of 512-byte tar blocks: each member header is decoded with
+//! [`tar::Header`] and checked against its checksum here, and GNU long-name and PAX members
+//! apply to the member that follows. The walk is ours rather than `tar::Archive`'s so that a
+//! source can stop and resume between samples, seek over data it does not need and tell where a
+//! shard is damaged; one header is read ahead to see where a sample ends.
+//! Compatibility details: docs/embed.md, "WebDataset shards".
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek};
