@@ -1,11 +1,15 @@
-//! Downstream analyses of a trained dictionary: concept naming against a
+//! Downstream analyses of a trained dictionary: which named latents are concepts
+//! ([`concepts`]), concept naming against a
 //! vocabulary ([`naming`], docs/reference.md §8.3), alignment of two dictionaries
 //! ([`alignment`], docs/reference.md §8.4) and semantic preservation measured with a linear probe
-//! ([`probe`], docs/reference.md §8.5).
+//! ([`probe`], docs/reference.md §8.5), and the rows that activate each latent most
+//! ([`top_examples`]).
 
 pub mod alignment;
+pub mod concepts;
 pub mod naming;
 pub mod probe;
+pub mod top_examples;
 
 use crate::metrics::MetricsError;
 

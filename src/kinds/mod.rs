@@ -33,6 +33,7 @@ macro_rules! step_info {
 use crate::step::{Registry, Step};
 
 pub mod align;
+pub mod concepts;
 pub mod embed;
 pub mod extract;
 pub mod import;
@@ -46,6 +47,7 @@ pub mod score_topk;
 pub mod snapshots;
 pub mod stats;
 pub mod synth;
+pub mod top_examples;
 pub mod train;
 pub mod validate;
 
@@ -61,8 +63,10 @@ static KINDS: &[&dyn Step] = &[
     &recovery::Recovery,
     &validate::Validate,
     &name::Name,
+    &concepts::Concepts,
     &align::Align,
     &linear_probe::LinearProbe,
+    &top_examples::TopExamplesKind,
 ];
 
 /// Every step kind msae knows, for the engine (handed over by `cli`).

@@ -391,26 +391,12 @@ impl Sae {
     /// Evaluation forward pass (sparse and dense outputs) on a standardised batch.
     pub fn forward_eval(&self, x: &Tensor) -> Result<EvalOut> {
         let (_, p) = self.pre_activation(x)?;
-        let v = self.config.topk_variant;
-        let sparse = match self.config.arch {
-            Arch::Relu => activation::relu(&p)?,
-            Arch::Topk => activation::topk(&p, self.config.k(), v)?,
-            Arch::Msae => activation::topk(&p, self.levels[0], v)?,
-            Arch::Batchtopk => match (self.config.batchtopk_inference, self.batchtopk_threshold) {
-                (BatchTopkInference::Threshold, Some(t)) => {
-                    activation::batch_threshold(&p, t as f32, v)?
-                }
-                _ => activation::batch_topk(&p, self.config.k(), v)?,
-            },
-            Arch::Jumprelu => self.train_codes(&p)?.remove(0),
-        };
-        let (sparse_code, _, _) = self.cap(sparse)?;
+        let sparse_code = self.sparse_eval_code(&p)?;
         let sparse_recon = self.decode(&sparse_code)?;
         let (dense_code, dense_recon) = match self.config.arch {
             Arch::Relu | Arch::Jumprelu => (sparse_code.clone(), sparse_recon.clone()),
             _ => {
-                let dz =
-                    activation::soft_cap(&activation::eval_form(&p, v)?, self.config.soft_cap)?.0;
+                let dz = self.dense_eval_code(&p)?;
                 let r = self.decode(&dz)?;
                 (dz, r)
             }
@@ -421,6 +407,41 @@ impl Sae {
             dense_code,
             dense_recon,
         })
+    }
+
+    /// The sparse evaluation code of a pre-activation (what the model reconstructs from).
+    fn sparse_eval_code(&self, p: &Tensor) -> Result<Tensor> {
+        let v = self.config.topk_variant;
+        let sparse = match self.config.arch {
+            Arch::Relu => activation::relu(p)?,
+            Arch::Topk => activation::topk(p, self.config.k(), v)?,
+            Arch::Msae => activation::topk(p, self.levels[0], v)?,
+            Arch::Batchtopk => match (self.config.batchtopk_inference, self.batchtopk_threshold) {
+                (BatchTopkInference::Threshold, Some(t)) => {
+                    activation::batch_threshold(p, t as f32, v)?
+                }
+                _ => activation::batch_topk(p, self.config.k(), v)?,
+            },
+            Arch::Jumprelu => self.train_codes(p)?.remove(0),
+        };
+        Ok(self.cap(sparse)?.0)
+    }
+
+    /// The dense evaluation code of the top-k family: the activation without its selection.
+    fn dense_eval_code(&self, p: &Tensor) -> Result<Tensor> {
+        let v = self.config.topk_variant;
+        Ok(activation::soft_cap(&activation::eval_form(p, v)?, self.config.soft_cap)?.0)
+    }
+
+    /// The evaluation code of a standardised batch without decoding it: exactly the
+    /// `sparse_code` (or, with `dense`, the `dense_code`) of [`Sae::forward_eval`].
+    pub fn eval_code(&self, x: &Tensor, dense: bool) -> Result<Tensor> {
+        let (_, p) = self.pre_activation(x)?;
+        if dense && !matches!(self.config.arch, Arch::Relu | Arch::Jumprelu) {
+            self.dense_eval_code(&p)
+        } else {
+            self.sparse_eval_code(&p)
+        }
     }
 
     /// Matryoshka levels in evaluation (docs/reference.md §4.8): for every nesting level k_i, in
@@ -625,6 +646,32 @@ mod tests {
             k: Some(3),
             nesting_start: 2,
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_undecoded_code_is_the_evaluation_code() {
+        let x = Tensor::randn(0f32, 1.0, (9, 10), &Device::Cpu).unwrap();
+        for arch in [
+            Arch::Relu,
+            Arch::Topk,
+            Arch::Batchtopk,
+            Arch::Jumprelu,
+            Arch::Msae,
+        ] {
+            let m = Sae::new(&cfg(arch, 24), 10, &Device::Cpu).unwrap();
+            let out = m.forward_eval(&x).unwrap();
+            for (dense, expected) in [(false, &out.sparse_code), (true, &out.dense_code)] {
+                let got: Vec<f32> = m
+                    .eval_code(&x, dense)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let want: Vec<f32> = expected.flatten_all().unwrap().to_vec1().unwrap();
+                assert_eq!(got, want, "{arch:?} dense={dense}");
+            }
         }
     }
 
