@@ -3,26 +3,31 @@
 
 mod common;
 
-use common::{output_file, table_rows, text, write_npy, Env};
+use std::path::Path;
 
-fn read_json(env: &Env, experiment: &str, instance: &str, output: &str) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(output_file(env, experiment, instance, output)).unwrap())
-        .unwrap()
+use common::{
+    experiment_table, fails_with, output_file, output_json, table_rows, text, write_blobs,
+    write_npy, Env, Rounding, Synth, BLOB_IMPORTS,
+};
+
+/// Running `exp` fails cleanly (exit status 1, no panic), and `msae status` then shows `error`.
+fn run_fails_and_status_shows(env: &Env, exp: &Path, error: &str) {
+    let e = exp.to_str().unwrap();
+    let msg = fails_with(env, &["run", e], &[]);
+    assert!(!msg.contains("panicked"), "{msg}");
+    let status = text(&env.msae(&["status", e]));
+    assert!(status.contains(error), "{msg}\n{status}");
 }
 
-const NAMING: &str = r#"
-[experiment]
-name = "naming"
+/// Planted-dictionary data, a TopK SAE, and its latents named against the planted features.
+fn naming_experiment() -> String {
+    Synth::new(64, &[32], 4096, 256)
+        .extra("active = 3.0\nzipf = 0.0\n")
+        .experiment("naming")
+        + NAMING_STEPS
+}
 
-[steps.data]
-kind = "synth"
-dim = 64
-n_features = 32
-train = 4096
-test = 256
-active = 3.0
-zipf = 0.0
-
+const NAMING_STEPS: &str = r#"
 [steps.sae]
 kind = "train"
 data = "data.train"
@@ -46,7 +51,8 @@ block_rows = 7
 #[test]
 fn latents_are_named_after_the_planted_features_they_recovered() {
     let env = Env::new();
-    let exp = env.write("naming.toml", NAMING);
+    let naming = naming_experiment();
+    let exp = env.write("naming.toml", &naming);
     let summary = env.run_json(&exp);
     assert_eq!(summary["failed"], 0, "{summary}");
     let rows = table_rows(&env, &exp, "name");
@@ -61,7 +67,7 @@ fn latents_are_named_after_the_planted_features_they_recovered() {
     let sim =
         msae::data::Matrix::open(&output_file(&env, "naming", "names", "similarity")).unwrap();
     assert_eq!((sim.rows(), sim.cols()), (32, 64));
-    let names = read_json(&env, "naming", "names", "names");
+    let names = output_json(&env, "naming", "names", "names");
     let names = names.as_array().unwrap();
     assert_eq!(names.len(), 64);
     for (j, n) in names.iter().enumerate() {
@@ -73,7 +79,7 @@ fn latents_are_named_after_the_planted_features_they_recovered() {
         assert_eq!(n["word"], best.to_string());
         assert!(n["runner_up_score"].as_f64().unwrap() <= n["score"].as_f64().unwrap());
     }
-    let top = read_json(&env, "naming", "names", "top_latents");
+    let top = output_json(&env, "naming", "names", "top_latents");
     let top = top.as_array().unwrap();
     assert_eq!(top.len(), 5);
     let freqs: Vec<f64> = top
@@ -92,7 +98,7 @@ fn latents_are_named_after_the_planted_features_they_recovered() {
     env.write("short.txt", "a\nb\n");
     write_npy(&env.path("short.npy"), 2, 64, &dict.data()[..128]);
     let with_words = format!(
-        "{NAMING}
+        "{naming}
 [steps.vocab]
 kind = \"import\"
 path = \"vocab.npy\"
@@ -109,7 +115,7 @@ mode = \"reference\"
     let exp2 = env.write("naming.toml", &with_words);
     let summary = env.run_json(&exp2);
     assert_eq!(summary["failed"], 0, "{summary}");
-    let worded = read_json(&env, "naming", "worded", "names");
+    let worded = output_json(&env, "naming", "worded", "names");
     for n in worded.as_array().unwrap() {
         let index = n["index"].as_u64().unwrap();
         assert_eq!(n["word"], format!("feature{index}"));
@@ -131,30 +137,18 @@ words = \"short.texts\"
 "
     );
     let exp3 = env.write("naming.toml", &mismatched);
-    let out = env.msae(&["run", exp3.to_str().unwrap()]);
-    let msg = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{msg}");
-    assert!(!msg.contains("panicked"), "{msg}");
-    let status = text(&env.msae(&["status", exp3.to_str().unwrap()]));
-    assert!(
-        status.contains("has 2 entries but the vocabulary has 32 rows"),
-        "{msg}\n{status}"
-    );
+    run_fails_and_status_shows(&env, &exp3, "has 2 entries but the vocabulary has 32 rows");
 }
 
-const ALIGN: &str = r#"
-[experiment]
-name = "align"
+/// Two seeds of a TopK and a ReLU SAE, aligned across seeds and each with itself.
+fn align_experiment() -> String {
+    Synth::new(32, &[24], 2048, 64)
+        .extra("active = 2.0\nzipf = 0.0\n")
+        .experiment("align")
+        + ALIGN_STEPS
+}
 
-[steps.data]
-kind = "synth"
-dim = 32
-n_features = 24
-train = 2048
-test = 64
-active = 2.0
-zipf = 0.0
-
+const ALIGN_STEPS: &str = r#"
 [steps.sae]
 kind = "train"
 data = "data.train"
@@ -190,7 +184,7 @@ block_rows = 5
 #[test]
 fn alignment_pairs_seeds_explicitly_and_is_perfect_for_one_model() {
     let env = Env::new();
-    let exp = env.write("align.toml", ALIGN);
+    let exp = env.write("align.toml", &align_experiment());
     let summary = env.run_json(&exp);
     assert_eq!(summary["failed"], 0, "{summary}");
     let rows = table_rows(&env, &exp, "align");
@@ -216,14 +210,14 @@ fn alignment_pairs_seeds_explicitly_and_is_perfect_for_one_model() {
         assert!((r["median_matched_cos"].as_f64().unwrap() - 1.0).abs() < 1e-5);
     }
     let instance = selves[0]["instance"].as_str().unwrap();
-    let assignment = read_json(&env, "align", instance, "assignment");
+    let assignment = output_json(&env, "align", instance, "assignment");
     for (i, p) in assignment["pairs"].as_array().unwrap().iter().enumerate() {
         assert_eq!(
             (p["a"].as_u64(), p["b"].as_u64()),
             (Some(i as u64), Some(i as u64))
         );
     }
-    let hist = read_json(&env, "align", instance, "histogram");
+    let hist = output_json(&env, "align", instance, "histogram");
     let counts: Vec<u64> = hist["counts"]
         .as_array()
         .unwrap()
@@ -235,59 +229,12 @@ fn alignment_pairs_seeds_explicitly_and_is_perfect_for_one_model() {
     assert_eq!(hist["edges"].as_array().unwrap().len(), 21);
 }
 
-/// A tiny deterministic Gaussian generator (Box–Muller over a 64-bit LCG).
-struct Gauss(u64);
-
-impl Gauss {
-    fn uniform(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    fn next(&mut self) -> f32 {
-        let (u, v) = (self.uniform(), self.uniform());
-        ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
-    }
+/// A TopK SAE of labelled blobs and a linear probe of what its reconstructions preserve.
+fn probe_experiment() -> String {
+    experiment_table("probe", "") + BLOB_IMPORTS + PROBE_STEPS
 }
 
-/// `rows` points from 4 Gaussian blobs in 16 dimensions, with labels "a".."d".
-fn blobs(g: &mut Gauss, rows: usize) -> (Vec<f32>, String) {
-    let d = 16;
-    let mut x = Vec::with_capacity(rows * d);
-    let mut labels = String::new();
-    for r in 0..rows {
-        let class = r % 4;
-        for j in 0..d {
-            let centre = if j == class * 2 || j == class * 2 + 1 {
-                3.0
-            } else {
-                0.0
-            };
-            x.push(centre + 0.5 * g.next());
-        }
-        labels.push_str(["a", "b", "c", "d"][class]);
-        labels.push('\n');
-    }
-    (x, labels)
-}
-
-const PROBE: &str = r#"
-[experiment]
-name = "probe"
-
-[steps.train]
-kind = "import"
-path = "train.npy"
-labels = "train.labels.txt"
-
-[steps.eval]
-kind = "import"
-path = "eval.npy"
-labels = "eval.labels.txt"
-
+const PROBE_STEPS: &str = r#"
 [steps.sae]
 kind = "train"
 data = "train"
@@ -314,14 +261,8 @@ lr = 0.01
 #[test]
 fn a_linear_probe_measures_what_the_reconstructions_preserve() {
     let env = Env::new();
-    let mut g = Gauss(7);
-    let (train, train_labels) = blobs(&mut g, 400);
-    let (eval, eval_labels) = blobs(&mut g, 200);
-    write_npy(&env.path("train.npy"), 400, 16, &train);
-    write_npy(&env.path("eval.npy"), 200, 16, &eval);
-    env.write("train.labels.txt", &train_labels);
-    env.write("eval.labels.txt", &eval_labels);
-    let exp = env.write("probe.toml", PROBE);
+    let eval_labels = write_blobs(&env, 7, Rounding::Noise);
+    let exp = env.write("probe.toml", &probe_experiment());
     let summary = env.run_json(&exp);
     assert_eq!(summary["failed"], 0, "{summary}");
     let rows = table_rows(&env, &exp, "linear_probe");
@@ -333,7 +274,7 @@ fn a_linear_probe_measures_what_the_reconstructions_preserve() {
     assert!(f1 > 0.9, "{r}");
     assert!(agreement > 0.5, "{r}");
     assert!(kl.is_finite() && kl > 0.0, "{r}");
-    let report = read_json(&env, "probe", "probe", "report");
+    let report = output_json(&env, "probe", "probe", "report");
     assert_eq!(
         report["class_names"],
         serde_json::json!(["a", "b", "c", "d"])
@@ -383,14 +324,10 @@ fn a_linear_probe_measures_what_the_reconstructions_preserve() {
     // An evaluation label the probe has no class for is a clear error.
     let bad = eval_labels.replacen("a\n", "e\n", 1);
     env.write("eval.labels.txt", &bad);
-    let out = env.msae(&["run", exp.to_str().unwrap()]);
-    let msg = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{msg}");
-    assert!(!msg.contains("panicked"), "{msg}");
-    let status = text(&env.msae(&["status", exp.to_str().unwrap()]));
-    assert!(
-        status.contains("evaluation label `e` (row 0) does not occur in the training labels"),
-        "{msg}\n{status}"
+    run_fails_and_status_shows(
+        &env,
+        &exp,
+        "evaluation label `e` (row 0) does not occur in the training labels",
     );
 }
 

@@ -4,11 +4,9 @@
 
 mod common;
 
-use std::path::Path;
-
 #[test]
 fn every_bad_experiment_gets_a_clear_message_and_exit_code_1() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_experiments");
+    let dir = common::repo_path("tests/bad_experiments");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -65,9 +63,11 @@ fn every_bad_experiment_gets_a_clear_message_and_exit_code_1() {
 #[test]
 fn a_missing_experiment_file_is_reported() {
     let env = common::Env::new();
-    let out = env.msae(&["run", "does-not-exist.toml"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(common::text(&out).contains("cannot read experiment file"));
+    common::fails_with(
+        &env,
+        &["run", "does-not-exist.toml"],
+        &["cannot read experiment file"],
+    );
 }
 
 #[test]

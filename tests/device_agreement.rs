@@ -8,25 +8,22 @@
 
 mod common;
 
-use common::{table_rows, text, Env};
+use common::{fails_with, table_rows, text, Env, Synth};
 
 /// Relative tolerance within which final training metrics of two devices agree: both compute in
 /// f32, and the products sum in different orders, so rounding differs and training may amplify
 /// it slightly; a larger gap is a bug, not rounding.
 const DEVICE_AGREEMENT_REL: f64 = 1e-3;
 
-const EXP: &str = r#"
-[experiment]
-name = "dev"
+/// Synthetic data, a TopK and a BatchTopK SAE, and their top-k scores.
+fn dev_experiment() -> String {
+    Synth::new(32, &[48], 2048, 256)
+        .extra("active = 3.0\n")
+        .experiment("dev")
+        + SAE_STEPS
+}
 
-[steps.data]
-kind = "synth"
-dim = 32
-n_features = 48
-train = 2048
-test = 256
-active = 3.0
-
+const SAE_STEPS: &str = r#"
 [steps.sae]
 kind = "train"
 data = "data.train"
@@ -52,16 +49,7 @@ ks = [1, 4]
 "#;
 
 fn run_on(env: &Env, exp: &std::path::Path, device: &str, threads: &str) {
-    let out = env.msae(&[
-        "run",
-        "--json",
-        "--device",
-        device,
-        "--threads",
-        threads,
-        exp.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    env.run_json_with(&["--device", device, "--threads", threads], exp);
 }
 
 /// Every numeric metric of every `score_topk` row, by instance and column.
@@ -81,7 +69,7 @@ fn metrics(env: &Env, exp: &std::path::Path) -> Vec<(String, String, f64)> {
 
 #[test]
 fn devices_agree_within_the_stated_tolerance() {
-    let exp_text = EXP;
+    let exp_text = &dev_experiment();
     let cpu = Env::new();
     let exp = cpu.write("dev.toml", exp_text);
     run_on(&cpu, &exp, "cpu", "1");
@@ -121,7 +109,7 @@ fn devices_agree_within_the_stated_tolerance() {
 #[test]
 fn device_is_recorded_shown_and_not_keyed() {
     let env = Env::new();
-    let exp = env.write("dev.toml", EXP);
+    let exp = env.write("dev.toml", &dev_experiment());
     run_on(&env, &exp, "cpu", "1");
     let status = env.msae(&["status", exp.to_str().unwrap()]);
     let shown = text(&status);
@@ -130,19 +118,13 @@ fn device_is_recorded_shown_and_not_keyed() {
         shown.contains(&format!("on cpu f32, msae {version}")),
         "{shown}"
     );
-    let json: serde_json::Value = serde_json::from_slice(
-        &env.msae(&["status", "--json", exp.to_str().unwrap()])
-            .stdout,
-    )
-    .unwrap();
+    let json = env.msae_json(&["status", "--json", exp.to_str().unwrap()]);
     let first = &json["instances"][0];
     assert_eq!(first["produced_on"], "cpu f32", "{json}");
     assert_eq!(first["msae_version"], version, "{json}");
     // `auto` on a machine without a GPU is the CPU, and the device is not part of any key:
     // everything is cached.
-    let again = env.msae(&["run", "--json", "--device", "auto", exp.to_str().unwrap()]);
-    assert!(again.status.success(), "{}", text(&again));
-    let summary: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    let summary = env.run_json_with(&["--device", "auto"], &exp);
     assert_eq!(summary["run"], 0, "{summary}");
 }
 
@@ -153,16 +135,17 @@ fn cuda_without_a_gpu_fails_with_a_message() {
         return;
     }
     let env = Env::new();
-    let exp = env.write("dev.toml", EXP);
+    let exp = env.write("dev.toml", &dev_experiment());
     for device in ["cuda", "cuda:1"] {
-        let out = env.msae(&["run", "--device", device, exp.to_str().unwrap()]);
-        assert!(!out.status.success());
-        let msg = text(&out);
+        let msg = fails_with(
+            &env,
+            &["run", "--device", device, exp.to_str().unwrap()],
+            &["--device cpu"],
+        );
         assert!(
             msg.contains("without CUDA support") || msg.contains("no usable GPU"),
             "{msg}"
         );
-        assert!(msg.contains("--device cpu"), "{msg}");
     }
     // Nothing ran and nothing was stored.
     let status = text(&env.msae(&["status", exp.to_str().unwrap()]));

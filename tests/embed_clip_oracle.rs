@@ -10,7 +10,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -19,6 +18,7 @@ use candle_transformers::models::clip::{
     vision_model::ClipVisionConfig,
     ClipConfig, ClipModel,
 };
+use common::{oracle, read_npy_f64_rows, run_python};
 use msae::embed::clip_bpe::{
     clip_tokenizer_from_bpe, write_clip_tokenizer_json, CONTEXT_LENGTH, END_OF_TEXT_ID,
     START_OF_TEXT_ID, VOCAB_SIZE,
@@ -29,25 +29,6 @@ use rand_distr::{Distribution, StandardNormal};
 
 fn bpe_file() -> Option<PathBuf> {
     common::test_asset("open_clip/bpe_simple_vocab_16e6.txt.gz")
-}
-
-fn oracle(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/oracles")
-        .join(name)
-}
-
-fn run_python(python: &Path, args: &[&std::ffi::OsStr]) {
-    let out = Command::new(python)
-        .args(args)
-        .output()
-        .expect("the test Python runs");
-    assert!(
-        out.status.success(),
-        "{} failed:\n{}",
-        args[0].to_string_lossy(),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn encode(tokenizer: &tokenizers::Tokenizer, texts: &[String]) -> Vec<Vec<u32>> {
@@ -186,7 +167,7 @@ fn awkward_strings() -> Vec<String> {
 
 /// Naming vocabularies beside the checkout (read in place, never copied).
 fn vocabularies() -> Option<Vec<(String, Vec<String>)>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vocab");
+    let dir = common::repo_path("../shared/vocab");
     let names = [
         "clip_disect_20k.txt",
         "laion_400_unigram.txt",
@@ -472,6 +453,20 @@ fn ids_tensor(ids: &[Vec<u32>]) -> Tensor {
 
 const TOLERANCE: f64 = 1e-4;
 
+/// candle-transformers' CLIP with the weights of `model_dir` (F32 on the CPU).
+fn load_clip(model_dir: &Path, config: &ClipConfig) -> ClipModel {
+    // SAFETY: the tests write the weights file and do not modify it while it is mapped.
+    let vb = unsafe {
+        VarBuilder::from_mmaped_safetensors(
+            &[model_dir.join("model.safetensors")],
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap()
+    };
+    ClipModel::new(vb, config).unwrap()
+}
+
 #[test]
 fn candle_clip_matches_numpy_oracle() {
     let (Some(bpe), Some(python)) = (bpe_file(), common::test_python()) else {
@@ -490,16 +485,7 @@ fn candle_clip_matches_numpy_oracle() {
             .unwrap();
     let config = clip_config_from_hf(&hf);
     let device = Device::Cpu;
-    // SAFETY: the weights file was just written here and is not modified while mapped.
-    let vb = unsafe {
-        VarBuilder::from_mmaped_safetensors(
-            &[model_dir.join("model.safetensors")],
-            DType::F32,
-            &device,
-        )
-        .unwrap()
-    };
-    let model = ClipModel::new(vb, &config).unwrap();
+    let model = load_clip(&model_dir, &config);
     let tokenizer = tokenizers::Tokenizer::from_file(model_dir.join("tokenizer.json")).unwrap();
 
     // Images: a batch of random "preprocessed" pixels (unit scale, as after CLIP's normalisation).
@@ -548,16 +534,15 @@ fn candle_clip_matches_numpy_oracle() {
         "--image-out".into(),
         dir.path().join("image_out.npy").into(),
     ];
-    run_python(
-        &python,
-        &script_args
-            .iter()
-            .map(|a| a.as_os_str())
-            .collect::<Vec<_>>(),
-    );
-    let (n, d, image_ref) = common::read_npy_f64(&dir.path().join("image_out.npy"));
-    assert_eq!((n, d), (batch, cfg.projection_dim));
-    let image_ref: Vec<Vec<f64>> = image_ref.chunks(d).map(|c| c.to_vec()).collect();
+    let run_oracle = |args: &[std::ffi::OsString]| {
+        run_python(
+            &python,
+            &args.iter().map(|a| a.as_os_str()).collect::<Vec<_>>(),
+        )
+    };
+    run_oracle(&script_args);
+    let (d, image_ref) = read_npy_f64_rows(&dir.path().join("image_out.npy"));
+    assert_eq!((image_ref.len(), d), (batch, cfg.projection_dim));
     let (abs, rel) = diffs(&image_features, &image_ref);
     println!("image features, {batch} images {side}x{side}: max |diff| {abs:.3e}, max relative {rel:.3e}");
     assert!(abs <= TOLERANCE, "image features differ by {abs}");
@@ -579,16 +564,9 @@ fn candle_clip_matches_numpy_oracle() {
             "--text-out".into(),
             out_npy.clone().into(),
         ]);
-        run_python(
-            &python,
-            &script_args
-                .iter()
-                .map(|a| a.as_os_str())
-                .collect::<Vec<_>>(),
-        );
-        let (n, d, reference) = common::read_npy_f64(&out_npy);
-        assert_eq!((n, d), (ids.len(), cfg.projection_dim));
-        let reference: Vec<Vec<f64>> = reference.chunks(d).map(|c| c.to_vec()).collect();
+        run_oracle(&script_args);
+        let (d, reference) = read_npy_f64_rows(&out_npy);
+        assert_eq!((reference.len(), d), (ids.len(), cfg.projection_dim));
 
         let batched = rows(&model.get_text_features(&ids_tensor(ids)).unwrap());
         let (abs, rel) = diffs(&batched, &reference);
@@ -621,19 +599,10 @@ fn candle_clip_matches_numpy_oracle() {
     // The comparison bites: another seed gives clearly different features.
     let other_dir = dir.path().join("other");
     write_random_clip(&other_dir, &cfg, 20260102, None).unwrap();
-    let vb = unsafe {
-        VarBuilder::from_mmaped_safetensors(
-            &[other_dir.join("model.safetensors")],
-            DType::F32,
-            &device,
-        )
-        .unwrap()
-    };
-    let other = ClipModel::new(vb, &config).unwrap();
+    let other = load_clip(&other_dir, &config);
     let other_text = rows(&other.get_text_features(&ids_tensor(&batches[0].1)).unwrap());
-    let (n, d, reference) = common::read_npy_f64(&dir.path().join("text0.npy"));
-    let reference: Vec<Vec<f64>> = reference.chunks(d).map(|c| c.to_vec()).collect();
-    assert_eq!(n, other_text.len());
+    let (_, reference) = read_npy_f64_rows(&dir.path().join("text0.npy"));
+    assert_eq!(reference.len(), other_text.len());
     let (abs, _) = diffs(&other_text, &reference);
     assert!(
         abs > 0.1,

@@ -12,17 +12,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{npy_f32, png_image, text, Env};
-use msae::embed::random_clip::{write_byte_level_tokenizer, write_random_clip, TinyClipConfig};
-
-/// A small random CLIP with the byte-level tokenizer, so both towers run without assets.
-fn tiny_clip(dir: &Path) {
-    let tok = dir.with_extension("tokenizer.json");
-    write_byte_level_tokenizer(&tok).unwrap();
-    write_random_clip(dir, &TinyClipConfig::default(), 7, Some(&tok)).unwrap();
-}
+use common::{
+    assert_fails_with, dataset_hub_layout, npy_f32, output_json, output_lines, pictures, text,
+    tiny_clip_byte_level, write_folder, write_tar_shard, Env, Picture,
+};
+#[cfg(feature = "parquet")]
+use common::{write_parquet_shard, write_text_parquet};
 
 fn rows_of(v: &[f32], d: usize) -> Vec<&[f32]> {
     v.chunks(d).collect()
@@ -44,61 +41,15 @@ fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// The `report` output of an embed instance.
 fn report(env: &Env, exp: &str, instance: &str) -> serde_json::Value {
-    serde_json::from_slice(
-        &std::fs::read(common::output_file(env, exp, instance, "report")).unwrap(),
-    )
-    .unwrap()
-}
-
-fn lines(env: &Env, exp: &str, instance: &str, output: &str) -> Vec<String> {
-    std::fs::read_to_string(common::output_file(env, exp, instance, output))
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect()
-}
-
-/// One picture of the test data: where it goes, its caption and its class.
-struct Picture {
-    index: usize,
-    png: Vec<u8>,
-    caption: String,
-    label: &'static str,
-}
-
-/// Pictures of different sizes and aspect ratios, some with transparency, two classes.
-fn pictures(n: usize) -> Vec<Picture> {
-    (0..n)
-        .map(|i| {
-            let seed = i as u32;
-            Picture {
-                index: i,
-                png: png_image(30 + 7 * (seed % 5), 24 + 11 * (seed % 3), seed, i % 3 == 1),
-                caption: format!(
-                    "picture {i} of a {}",
-                    if i % 2 == 0 { "cat" } else { "dog" }
-                ),
-                label: if i % 2 == 0 { "cats" } else { "dogs" },
-            }
-        })
-        .collect()
-}
-
-/// An image folder: `label/pic{index}.png` with its caption beside it.
-fn write_folder(root: &Path, pics: &[Picture]) {
-    for p in pics {
-        let dir = root.join(p.label);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("pic{:02}.png", p.index)), &p.png).unwrap();
-        std::fs::write(dir.join(format!("pic{:02}.txt", p.index)), &p.caption).unwrap();
-    }
+    output_json(env, exp, instance, "report")
 }
 
 #[test]
 fn normalize_divides_each_row_by_its_norm_on_both_towers() {
     let env = Env::new();
-    tiny_clip(&env.path("clip"));
+    tiny_clip_byte_level(&env.path("clip"));
     write_folder(&env.path("photos"), &pictures(7));
     let exp = env.write(
         "norm.toml",
@@ -149,7 +100,7 @@ normalize = true
 #[test]
 fn several_templates_average_the_normalised_single_template_rows() {
     let env = Env::new();
-    tiny_clip(&env.path("clip"));
+    tiny_clip_byte_level(&env.path("clip"));
     let words = ["cat", "red fox", "Émile's house", "a tree in the snow", "x"];
     env.write("words.txt", &(words.join("\n") + "\n"));
     let templates = [
@@ -237,137 +188,7 @@ fn several_templates_average_the_normalised_single_template_rows() {
         "the test would not tell the wrong averages apart: {raw_margin}, {unnormalised_margin}"
     );
     // The texts output holds the entries, not the prompts.
-    assert_eq!(lines(&env, "tpl", "averaged", "texts"), words);
-}
-
-/// Bytes that are no image any decoder reads (a PNG signature and nothing after it).
-const BROKEN_PNG: &[u8] = b"\x89PNG\r\n\x1a\nthis is not an image";
-
-/// A WebDataset shard: per picture `key.png`, `key.txt`, `key.cls`, plus an unused member;
-/// `broken` adds a sample whose image cannot be decoded. Gzipped when the name ends in `.gz`.
-fn write_tar_shard(path: &Path, pics: &[Picture], broken: Option<&str>) {
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut add = |name: &str, data: &[u8]| {
-        let mut header = tar::Header::new_gnu();
-        header.set_mode(0o644);
-        header.set_mtime(0);
-        header.set_size(data.len() as u64);
-        builder.append_data(&mut header, name, data).unwrap();
-    };
-    for p in pics {
-        let key = format!("sample{:03}", p.index);
-        add(&format!("{key}.png"), &p.png);
-        add(&format!("{key}.txt"), p.caption.as_bytes());
-        add(&format!("{key}.cls"), format!("{}\n", p.label).as_bytes());
-        add(&format!("{key}.json"), b"{\"unused\": true}");
-    }
-    if let Some(key) = broken {
-        add(&format!("{key}.png"), BROKEN_PNG);
-        add(&format!("{key}.txt"), b"a broken picture");
-        add(&format!("{key}.cls"), b"cats");
-    }
-    let bytes = builder.into_inner().unwrap();
-    let bytes = if path.extension().is_some_and(|e| e == "gz") {
-        use std::io::Write;
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(&bytes).unwrap();
-        enc.finish().unwrap()
-    } else {
-        bytes
-    };
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, bytes).unwrap();
-}
-
-/// A parquet shard as the datasets library writes an image dataset: `image` a struct of bytes
-/// and path, `label` an integer class id named by the `ClassLabel` feature in the file's
-/// metadata, `caption` a string; one row group per slice of `groups`. `broken` appends a row
-/// whose image cannot be decoded.
-#[cfg(feature = "parquet")]
-fn write_parquet_shard(path: &Path, groups: &[&[Picture]], broken: bool) {
-    use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
-    use parquet::file::metadata::KeyValue;
-    use parquet::file::properties::WriterProperties;
-    use parquet::file::writer::SerializedFileWriter;
-    use parquet::schema::parser::parse_message_type;
-    use std::sync::Arc;
-
-    let schema = parse_message_type(
-        "message hf {
-            optional group image { optional binary bytes; optional binary path (STRING); }
-            optional int64 label;
-            optional binary caption (STRING);
-        }",
-    )
-    .unwrap();
-    let features = r#"{"info": {"features": {"image": {"_type": "Image"},
-        "label": {"names": ["cats", "dogs"], "_type": "ClassLabel"},
-        "caption": {"dtype": "string", "_type": "Value"}}}}"#;
-    let props = WriterProperties::builder()
-        .set_key_value_metadata(Some(vec![KeyValue::new(
-            "huggingface".into(),
-            features.to_string(),
-        )]))
-        .build();
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let file = std::fs::File::create(path).unwrap();
-    let mut writer = SerializedFileWriter::new(file, Arc::new(schema), Arc::new(props)).unwrap();
-    let last = groups.len() - 1;
-    for (g, pics) in groups.iter().enumerate() {
-        // (png bytes, file name, class id, caption) per row.
-        let mut rows: Vec<(Vec<u8>, String, i64, String)> = pics
-            .iter()
-            .map(|p| {
-                (
-                    p.png.clone(),
-                    format!("pic{:02}.png", p.index),
-                    i64::from(p.label == "dogs"),
-                    p.caption.clone(),
-                )
-            })
-            .collect();
-        if broken && g == last {
-            rows.push((
-                BROKEN_PNG.to_vec(),
-                "broken.png".into(),
-                0,
-                "a broken picture".into(),
-            ));
-        }
-        let defs = |level: i16| vec![level; rows.len()];
-        let mut group = writer.next_row_group().unwrap();
-        let byte_columns: [(Vec<ByteArray>, i16); 2] = [
-            (
-                rows.iter().map(|r| ByteArray::from(r.0.clone())).collect(),
-                2,
-            ),
-            (
-                rows.iter().map(|r| ByteArray::from(r.1.as_str())).collect(),
-                2,
-            ),
-        ];
-        for (values, level) in byte_columns {
-            let mut col = group.next_column().unwrap().unwrap();
-            col.typed::<ByteArrayType>()
-                .write_batch(&values, Some(&defs(level)), None)
-                .unwrap();
-            col.close().unwrap();
-        }
-        let labels: Vec<i64> = rows.iter().map(|r| r.2).collect();
-        let mut col = group.next_column().unwrap().unwrap();
-        col.typed::<Int64Type>()
-            .write_batch(&labels, Some(&defs(1)), None)
-            .unwrap();
-        col.close().unwrap();
-        let captions: Vec<ByteArray> = rows.iter().map(|r| ByteArray::from(r.3.as_str())).collect();
-        let mut col = group.next_column().unwrap().unwrap();
-        col.typed::<ByteArrayType>()
-            .write_batch(&captions, Some(&defs(1)), None)
-            .unwrap();
-        col.close().unwrap();
-        group.close().unwrap();
-    }
-    writer.close().unwrap();
+    assert_eq!(output_lines(&env, "tpl", "averaged", "texts"), words);
 }
 
 /// Checks a shard embed against the folder embed of the same pictures: row count, the broken
@@ -381,10 +202,10 @@ fn same_rows_as_the_folder(
     pics: &[Picture],
     broken_key: &str,
 ) -> f64 {
-    let folder_texts = lines(env, exp, "folder", "texts");
-    let folder_labels = lines(env, exp, "folder", "labels");
-    let texts = lines(env, exp, instance, "texts");
-    let labels = lines(env, exp, instance, "labels");
+    let folder_texts = output_lines(env, exp, "folder", "texts");
+    let folder_labels = output_lines(env, exp, "folder", "labels");
+    let texts = output_lines(env, exp, instance, "texts");
+    let labels = output_lines(env, exp, instance, "labels");
     assert_eq!(texts.len(), pics.len(), "{instance}");
     assert_eq!(labels.len(), pics.len(), "{instance}");
     let rep = report(env, exp, instance);
@@ -422,8 +243,26 @@ fn same_rows_as_the_folder(
     worst
 }
 
-fn shard_experiment(name: &str, shards: &str) -> String {
-    format!(
+/// The tiny CLIP, and 9 pictures in the image folder `photos` to compare shards with.
+fn photos_store() -> (Env, Vec<Picture>) {
+    let env = Env::new();
+    tiny_clip_byte_level(&env.path("clip"));
+    let pics = pictures(9);
+    write_folder(&env.path("photos"), &pics);
+    (env, pics)
+}
+
+/// Embeds the step `shards` (`[steps.shards]`) beside the folder of `pics` in experiment `name`,
+/// checks it with [`same_rows_as_the_folder`] and that its rows follow `pics` in order (shard
+/// order, then member order); returns the largest difference.
+fn shards_match_the_folder(
+    env: &Env,
+    name: &str,
+    shards: &str,
+    pics: &[Picture],
+    broken_key: &str,
+) -> f64 {
+    let exp = format!(
         r#"[experiment]
 name = "{name}"
 [experiment.defaults.embed]
@@ -435,34 +274,31 @@ kind = "embed"
 source = "images"
 path = "photos"
 {shards}"#
-    )
+    );
+    env.run_json(&env.write(&format!("{name}.toml"), &exp));
+    let worst = same_rows_as_the_folder(env, name, "shards", pics, broken_key);
+    let texts = output_lines(env, name, "shards", "texts");
+    let in_order: Vec<&String> = pics.iter().map(|p| &p.caption).collect();
+    assert_eq!(texts.iter().collect::<Vec<_>>(), in_order);
+    worst
 }
 
 #[test]
 fn webdataset_shards_embed_the_same_rows_as_an_image_folder() {
-    let env = Env::new();
-    tiny_clip(&env.path("clip"));
-    let pics = pictures(9);
-    write_folder(&env.path("photos"), &pics);
+    let (env, pics) = photos_store();
     write_tar_shard(&env.path("shards/train-000.tar"), &pics[..4], None);
     write_tar_shard(
         &env.path("shards/train-001.tar.gz"),
         &pics[4..],
         Some("sample099"),
     );
-    let exp = env.write(
-        "wds.toml",
-        &shard_experiment(
-            "wds",
-            "[steps.shards]\nkind = \"embed\"\nsource = \"webdataset\"\npath = \"shards/train-*\"\n",
-        ),
+    let worst = shards_match_the_folder(
+        &env,
+        "wds",
+        "[steps.shards]\nkind = \"embed\"\nsource = \"webdataset\"\npath = \"shards/train-*\"\n",
+        &pics,
+        "train-001.tar.gz:sample099",
     );
-    env.run_json(&exp);
-    let worst = same_rows_as_the_folder(&env, "wds", "shards", &pics, "train-001.tar.gz:sample099");
-    // Shard order, then member order: the rows follow the samples.
-    let texts = lines(&env, "wds", "shards", "texts");
-    let in_order: Vec<&String> = pics.iter().map(|p| &p.caption).collect();
-    assert_eq!(texts.iter().collect::<Vec<_>>(), in_order);
     eprintln!(
         "WebDataset (.tar + .tar.gz, 9 samples + 1 broken) vs image folder: max |diff| {worst:.2e}"
     );
@@ -472,10 +308,7 @@ fn webdataset_shards_embed_the_same_rows_as_an_image_folder() {
 #[cfg(feature = "parquet")]
 #[test]
 fn parquet_shards_embed_the_same_rows_as_an_image_folder() {
-    let env = Env::new();
-    tiny_clip(&env.path("clip"));
-    let pics = pictures(9);
-    write_folder(&env.path("photos"), &pics);
+    let (env, pics) = photos_store();
     write_parquet_shard(
         &env.path("data/train-00000-of-00002.parquet"),
         &[&pics[..3], &pics[3..5]],
@@ -486,65 +319,22 @@ fn parquet_shards_embed_the_same_rows_as_an_image_folder() {
         &[&pics[5..]],
         true,
     );
-    let exp = env.write(
-        "pq.toml",
-        &shard_experiment(
-            "pq",
-            "[steps.shards]\nkind = \"embed\"\nsource = \"parquet\"\npath = \"data/*.parquet\"\ntext_column = \"caption\"\nlabel_column = \"label\"\n",
-        ),
-    );
-    env.run_json(&exp);
-    let worst = same_rows_as_the_folder(
+    let worst = shards_match_the_folder(
         &env,
         "pq",
-        "shards",
+        "[steps.shards]\nkind = \"embed\"\nsource = \"parquet\"\npath = \"data/*.parquet\"\ntext_column = \"caption\"\nlabel_column = \"label\"\n",
         &pics,
         "train-00001-of-00002.parquet:4",
     );
-    let texts = lines(&env, "pq", "shards", "texts");
-    let in_order: Vec<&String> = pics.iter().map(|p| &p.caption).collect();
-    assert_eq!(texts.iter().collect::<Vec<_>>(), in_order);
     eprintln!("parquet (2 shards, 3 row groups, 9 rows + 1 broken) vs image folder: max |diff| {worst:.2e}");
     assert!(worst <= 1e-6, "{worst}");
-}
-
-/// A parquet shard of texts alone: a `caption` column and a string `label` column.
-#[cfg(feature = "parquet")]
-fn write_text_parquet(path: &Path, rows: &[(&str, &str)]) {
-    use parquet::data_type::{ByteArray, ByteArrayType};
-    use parquet::file::properties::WriterProperties;
-    use parquet::file::writer::SerializedFileWriter;
-    use parquet::schema::parser::parse_message_type;
-    use std::sync::Arc;
-
-    let schema = parse_message_type(
-        "message hf { optional binary caption (STRING); optional binary label (STRING); }",
-    )
-    .unwrap();
-    let file = std::fs::File::create(path).unwrap();
-    let props = Arc::new(WriterProperties::builder().build());
-    let mut writer = SerializedFileWriter::new(file, Arc::new(schema), props).unwrap();
-    let mut group = writer.next_row_group().unwrap();
-    for column in [0, 1] {
-        let values: Vec<ByteArray> = rows
-            .iter()
-            .map(|r| ByteArray::from(if column == 0 { r.0 } else { r.1 }))
-            .collect();
-        let mut col = group.next_column().unwrap().unwrap();
-        col.typed::<ByteArrayType>()
-            .write_batch(&values, Some(&vec![1; rows.len()]), None)
-            .unwrap();
-        col.close().unwrap();
-    }
-    group.close().unwrap();
-    writer.close().unwrap();
 }
 
 #[cfg(feature = "parquet")]
 #[test]
 fn the_text_tower_reads_no_images_from_parquet_shards() {
     let env = Env::new();
-    tiny_clip(&env.path("clip"));
+    tiny_clip_byte_level(&env.path("clip"));
     let captions = ["a red fox", "two cats", "", "an old tree by the river"];
     let rows: Vec<(&str, &str)> = captions.iter().map(|c| (*c, "nature")).collect();
     std::fs::create_dir_all(env.path("data")).unwrap();
@@ -581,7 +371,10 @@ text_column = "caption"
     // A dataset without an image column: its captions give the rows of the same lines.
     let bytes = |inst: &str| std::fs::read(common::output_file(&env, "textpq", inst, "matrix"));
     assert!(bytes("captions").unwrap() == bytes("lines").unwrap());
-    assert_eq!(lines(&env, "textpq", "captions", "labels"), ["nature"; 4]);
+    assert_eq!(
+        output_lines(&env, "textpq", "captions", "labels"),
+        ["nature"; 4]
+    );
     // With images present, the text tower does not decode them: the row whose image is broken
     // is kept.
     let rep = report(&env, "textpq", "photo_captions");
@@ -592,34 +385,17 @@ text_column = "caption"
     );
     let mut expected: Vec<String> = pics.iter().map(|p| p.caption.clone()).collect();
     expected.push("a broken picture".into());
-    assert_eq!(lines(&env, "textpq", "photo_captions", "texts"), expected);
-}
-
-/// Lays out dataset repository `repo` at `commit` in a hub cache as the Python tools do: file
-/// contents under `blobs/`, the snapshot's files relative links to them, `refs/main` → commit.
-fn dataset_hub_layout(cache: &Path, repo: &str, commit: &str, files: &[(&str, PathBuf)]) {
-    let repo_dir = cache.join(format!("datasets--{}", repo.replace('/', "--")));
-    let snapshot = repo_dir.join("snapshots").join(commit);
-    std::fs::create_dir_all(repo_dir.join("blobs")).unwrap();
-    std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
-    std::fs::write(repo_dir.join("refs/main"), commit).unwrap();
-    for (rel, src) in files {
-        let bytes = std::fs::read(src).unwrap();
-        let blob = blake3::hash(&bytes).to_hex().to_string();
-        std::fs::write(repo_dir.join("blobs").join(&blob), &bytes).unwrap();
-        let link = snapshot.join(rel);
-        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
-        let up = "../".repeat(Path::new(rel).components().count() + 1);
-        std::os::unix::fs::symlink(format!("{up}blobs/{blob}"), &link).unwrap();
-        assert_eq!(std::fs::read(&link).unwrap(), bytes, "{rel}");
-    }
+    assert_eq!(
+        output_lines(&env, "textpq", "photo_captions", "texts"),
+        expected
+    );
 }
 
 #[cfg(feature = "parquet")]
 #[test]
 fn a_dataset_repository_in_the_hub_cache_is_read_offline() {
     let env = Env::new();
-    tiny_clip(&env.path("clip"));
+    tiny_clip_byte_level(&env.path("clip"));
     let pics = pictures(6);
     let (pq0, pq1, wds) = (
         env.path("local/data/train-00000-of-00002.parquet"),
@@ -673,11 +449,10 @@ files = "wds/*.tar"
     ] {
         let reader = Env::new();
         let out = reader
-            .command()
+            .offline()
             .env_remove("HF_HUB_CACHE")
             .env_remove("HF_HOME")
             .env(variable, &folder)
-            .env("HF_HUB_OFFLINE", "1")
             .args(["run", "--json", exp.to_str().unwrap()])
             .output()
             .unwrap();
@@ -708,8 +483,8 @@ files = "wds/*.tar"
         ));
         assert_eq!(n, 6, "{variable}");
         assert_eq!(
-            lines(&reader, "hubdata", "hub_wds", "labels"),
-            lines(&reader, "hubdata", "local", "labels")
+            output_lines(&reader, "hubdata", "hub_wds", "labels"),
+            output_lines(&reader, "hubdata", "local", "labels")
         );
         eprintln!(
             "{variable}: 6 rows from the cached dataset repository, identical to the local shards"
@@ -720,7 +495,7 @@ files = "wds/*.tar"
 #[test]
 fn a_dataset_repository_missing_offline_names_where_msae_looked() {
     let env = Env::new();
-    tiny_clip(&env.path("clip"));
+    tiny_clip_byte_level(&env.path("clip"));
     let hub = env.path("hub");
     std::fs::create_dir_all(&hub).unwrap();
     let exp = env.write(
@@ -735,25 +510,23 @@ dataset = "someone/not-cached"
 files = "*.tar"
 "#,
     );
-    let out = env
-        .command()
-        .env_remove("HF_HOME")
-        .env("HF_HUB_CACHE", &hub)
-        .env("HF_HUB_OFFLINE", "1")
-        .args(["run", exp.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let msg = text(&out);
-    assert!(!out.status.success(), "{msg}");
+    let run = || {
+        env.offline_hub(&hub)
+            .env_remove("HF_HOME")
+            .args(["run", exp.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
     let snapshot = hub.join("datasets--someone--not-cached/snapshots/main");
-    for needle in [
-        "someone/not-cached",
-        "HF_HUB_OFFLINE",
-        &hub.display().to_string(),
-        &snapshot.display().to_string(),
-    ] {
-        assert!(msg.contains(needle), "the message names {needle}: {msg}");
-    }
+    assert_fails_with(
+        &run(),
+        &[
+            "someone/not-cached",
+            "HF_HUB_OFFLINE",
+            &hub.display().to_string(),
+            &snapshot.display().to_string(),
+        ],
+    );
     // A cached repository without matching files says so.
     let readme = env.write("readme.md", "# no shards here\n");
     dataset_hub_layout(
@@ -762,26 +535,16 @@ files = "*.tar"
         "0000000000000000000000000000000000000001",
         &[("README.md", readme)],
     );
-    let out = env
-        .command()
-        .env_remove("HF_HOME")
-        .env("HF_HUB_CACHE", &hub)
-        .env("HF_HUB_OFFLINE", "1")
-        .args(["run", exp.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let msg = text(&out);
-    assert!(!out.status.success(), "{msg}");
-    assert!(msg.contains("matches `*.tar`"), "{msg}");
+    assert_fails_with(&run(), &["matches `*.tar`"]);
 }
 
 /// `msae plan --json` as (instance, status, reasons).
 fn plan(env: &Env, exp: &Path) -> Vec<(String, String, Vec<serde_json::Value>)> {
-    let out = env.msae(&["plan", "--json", exp.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out));
-    let entries: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let entries = env.msae_json(&["plan", "--json", exp.to_str().unwrap()]);
     entries
-        .into_iter()
+        .as_array()
+        .unwrap()
+        .iter()
         .map(|e| {
             (
                 e["name"].as_str().unwrap().to_string(),
@@ -806,7 +569,7 @@ fn change_one_byte(path: &Path, at: usize, to: u8) -> u8 {
 #[test]
 fn the_model_files_content_is_keyed_and_its_folder_name_is_not() {
     let env = Env::new();
-    tiny_clip(&env.path("clip"));
+    tiny_clip_byte_level(&env.path("clip"));
     write_folder(&env.path("photos"), &pictures(3));
     env.write("words.txt", "cat\ndog\n");
     let exp_text = |model: &str| {
@@ -936,12 +699,7 @@ batch_size = 2
 
     // Deterministic: a second run in a store of its own writes the same bytes.
     let again = Env::new();
-    let out = again
-        .command()
-        .args(["run", "--json", exp.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    again.run_json(&exp);
     for output in ["matrix", "text_matrix"] {
         let a = std::fs::read(common::output_file(&env, "siglip", "both", output)).unwrap();
         let b = std::fs::read(common::output_file(&again, "siglip", "both", output)).unwrap();
@@ -971,7 +729,7 @@ batch_size = 2
     let tokenizer = tokenizers::Tokenizer::from_file(model_dir.join("tokenizer.json")).unwrap();
     let pre = msae::embed::image::Preprocess::siglip(64)
         .with_background(msae::embed::image::Background::Color([255, 255, 255]));
-    let captions = lines(&env, "siglip", "both", "texts");
+    let captions = output_lines(&env, "siglip", "both", "texts");
     let (mut image_worst, mut text_worst) = (0f64, 0f64);
     for (r, caption) in captions.iter().enumerate() {
         let pic = pics.iter().find(|p| &p.caption == caption).unwrap();

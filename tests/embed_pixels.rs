@@ -117,7 +117,7 @@ fn start_oracle(python: &Path, items: &[Item]) -> Oracle {
     let manifest = json!({ "items": items.iter().map(|i| i.json(Path::new(FASHION_TEST))).collect::<Vec<_>>() });
     let manifest_path = dir.path().join("manifest.json");
     std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracles/pillow_preprocess.py");
+    let script = common::oracle("pillow_preprocess.py");
     let child = Command::new(python)
         .arg(script)
         .arg("pixels")
@@ -472,17 +472,13 @@ fn decoder_variants_match_pillow() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracles/pillow_preprocess.py");
-    let out = Command::new(&python)
-        .arg(script)
-        .arg("variants")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::run_python(
+        &python,
+        &[
+            common::oracle("pillow_preprocess.py").as_os_str(),
+            "variants".as_ref(),
+            dir.path().as_os_str(),
+        ],
     );
     let variants: Vec<Value> =
         serde_json::from_slice(&std::fs::read(dir.path().join("variants.json")).unwrap()).unwrap();

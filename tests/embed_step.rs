@@ -5,15 +5,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{text, Env};
-use msae::embed::random_clip::{write_random_clip, TinyClipConfig};
-
-fn matrix(path: &Path) -> (usize, usize, Vec<f32>) {
-    common::npy_f32(path)
-}
+use common::{
+    assert_fails_with, npy_f32, oracle, output_file, output_json, output_lines, png_image,
+    run_python, text, tiny_clip, Env,
+};
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
@@ -65,8 +63,8 @@ limit = 1000
     for (instance, reference, rows) in
         [("vocab", &vocab_npy, 12_833), ("glosses", &gloss_npy, 1000)]
     {
-        let (n, d, ours) = matrix(&common::output_file(&env, "minilm", instance, "matrix"));
-        let (_, _, theirs) = matrix(reference);
+        let (n, d, ours) = npy_f32(&output_file(&env, "minilm", instance, "matrix"));
+        let (_, _, theirs) = npy_f32(reference);
         assert_eq!((n, d), (rows, 384), "{instance}");
         for r in 0..n {
             let c = cosine(&ours[r * d..(r + 1) * d], &theirs[r * d..(r + 1) * d]);
@@ -77,8 +75,8 @@ limit = 1000
         }
         compared += n;
         // The texts output is the file's entries, one per row (the empty entry included).
-        let texts = std::fs::read_to_string(common::output_file(&env, "minilm", instance, "texts"))
-            .unwrap();
+        let texts =
+            std::fs::read_to_string(output_file(&env, "minilm", instance, "texts")).unwrap();
         assert_eq!(texts.lines().count(), rows);
     }
     eprintln!("all-MiniLM-L6-v2 through msae vs the shipped matrices: {compared} rows, minimum cosine {worst:.8}, max |diff| {max_diff:.1e}");
@@ -114,17 +112,17 @@ fn minilm_embeddings_agree_with_an_independent_numpy_computation() {
         ),
     );
     env.run_json(&exp);
-    let (n, d, ours) = matrix(&common::output_file(&env, "minilm", "t", "matrix"));
+    let (n, d, ours) = npy_f32(&output_file(&env, "minilm", "t", "matrix"));
     assert_eq!((n, d), (MINILM_TEXTS.len(), 384));
-    let oracle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracles/minilm_numpy.py");
-    let out = std::process::Command::new(python)
-        .arg(&oracle)
-        .arg(&model)
-        .arg(env.path("texts.txt"))
-        .arg(env.path("numpy.npy"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", common::text(&out));
+    run_python(
+        &python,
+        &[
+            oracle("minilm_numpy.py").as_os_str(),
+            model.as_os_str(),
+            env.path("texts.txt").as_os_str(),
+            env.path("numpy.npy").as_os_str(),
+        ],
+    );
     let (rows, cols, theirs) = common::read_npy_f64(&env.path("numpy.npy"));
     assert_eq!((rows, cols), (n, d));
     let mut worst = 0f64;
@@ -133,10 +131,6 @@ fn minilm_embeddings_agree_with_an_independent_numpy_computation() {
     }
     eprintln!("all-MiniLM-L6-v2, msae vs float64 NumPy: largest difference {worst:.2e}");
     assert!(worst < 5e-6, "largest difference {worst}");
-}
-
-fn png(width: u32, height: u32, seed: u32, alpha: bool) -> Vec<u8> {
-    common::png_image(width, height, seed, alpha)
 }
 
 /// An image folder: `n` PNGs in two class folders with captions, one corrupt file, one image
@@ -149,7 +143,7 @@ fn image_folder(root: &Path, n: u32) {
         let name = format!("img{i:03}");
         std::fs::write(
             dir.join(format!("{name}.png")),
-            png(40 + i % 7, 30 + i % 5, i, i % 3 == 0),
+            png_image(40 + i % 7, 30 + i % 5, i, i % 3 == 0),
         )
         .unwrap();
         if i != 5 {
@@ -163,12 +157,13 @@ fn image_folder(root: &Path, n: u32) {
     std::fs::write(root.join("cats/broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
 }
 
-fn tiny_clip(dir: &Path, tokenizer: Option<&Path>) {
-    write_random_clip(dir, &TinyClipConfig::default(), 7, tokenizer).unwrap();
-}
-
-fn image_experiment(env: &Env, part_size: usize) -> PathBuf {
-    env.write(
+/// A store with the tiny CLIP and an [`image_folder`] `photos` of `images` pictures, and the
+/// experiment that embeds them in parts of `part_size` rows.
+fn image_store(images: u32, part_size: usize) -> (Env, PathBuf) {
+    let env = Env::new();
+    tiny_clip(&env.path("clip"), None);
+    image_folder(&env.path("photos"), images);
+    let exp = env.write(
         "images.toml",
         &format!(
             r#"[experiment]
@@ -183,38 +178,30 @@ batch_size = 4
 part_size = {part_size}
 "#
         ),
-    )
+    );
+    (env, exp)
 }
 
 #[test]
 fn an_image_folder_is_embedded_with_labels_captions_and_a_report_of_skipped_items() {
-    let env = Env::new();
-    tiny_clip(&env.path("clip"), None);
-    image_folder(&env.path("photos"), 12);
-    let exp = image_experiment(&env, 5);
+    let (env, exp) = image_store(12, 5);
     env.run_json(&exp);
-    let (rows, cols, values) = matrix(&common::output_file(&env, "images", "photos", "matrix"));
+    let (rows, cols, values) = npy_f32(&output_file(&env, "images", "photos", "matrix"));
     // 12 images + 1 corrupt file; the image without a caption is embedded (image tower only).
     assert_eq!((rows, cols), (12, 48));
     assert!(values.iter().all(|v| v.is_finite()));
-    let labels =
-        std::fs::read_to_string(common::output_file(&env, "images", "photos", "labels")).unwrap();
-    let labels: Vec<&str> = labels.lines().collect();
+    let labels = output_lines(&env, "images", "photos", "labels");
     assert_eq!(labels.len(), 12);
     assert_eq!(labels.iter().filter(|l| **l == "cats").count(), 6);
     assert_eq!(labels.iter().filter(|l| **l == "dogs/small").count(), 6);
-    let texts =
-        std::fs::read_to_string(common::output_file(&env, "images", "photos", "texts")).unwrap();
+    let texts = std::fs::read_to_string(output_file(&env, "images", "photos", "texts")).unwrap();
     assert!(texts.lines().any(|l| l == "picture number 0"), "{texts}");
     assert_eq!(
         texts.lines().filter(|l| l.is_empty()).count(),
         1,
         "the uncaptioned image has an empty text"
     );
-    let report: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(common::output_file(&env, "images", "photos", "report")).unwrap(),
-    )
-    .unwrap();
+    let report = output_json(&env, "images", "photos", "report");
     assert_eq!(report["positions"], 13);
     assert_eq!(report["rows"], 12);
     assert_eq!(report["skipped"], 1);
@@ -230,7 +217,11 @@ fn an_image_folder_is_embedded_with_labels_captions_and_a_report_of_skipped_item
     // Unchanged inputs: cached. A changed image: embedded again.
     let again = env.run_json(&exp);
     assert_eq!(common::with_status(&again, "cached").len(), 1);
-    std::fs::write(env.path("photos/cats/img000.png"), png(33, 33, 99, false)).unwrap();
+    std::fs::write(
+        env.path("photos/cats/img000.png"),
+        png_image(33, 33, 99, false),
+    )
+    .unwrap();
     let third = env.run_json(&exp);
     assert_eq!(
         common::with_status(&third, "ran"),
@@ -240,10 +231,7 @@ fn an_image_folder_is_embedded_with_labels_captions_and_a_report_of_skipped_item
 
 #[test]
 fn an_embed_killed_mid_run_resumes_at_its_last_part_with_identical_output() {
-    let env = Env::new();
-    tiny_clip(&env.path("clip"), None);
-    image_folder(&env.path("photos"), 160);
-    let exp = image_experiment(&env, 8);
+    let (env, exp) = image_store(160, 8);
     // An uninterrupted run in its own store.
     let clean = Env::new();
     let out = clean
@@ -253,16 +241,13 @@ fn an_embed_killed_mid_run_resumes_at_its_last_part_with_identical_output() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let reference =
-        std::fs::read(common::output_file(&clean, "images", "photos", "matrix")).unwrap();
+    let reference = std::fs::read(output_file(&clean, "images", "photos", "matrix")).unwrap();
 
-    let mut child = env
-        .command()
-        .args(["run", "-q", exp.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn(
+        &["run", "-q", exp.to_str().unwrap()],
+        Stdio::null(),
+        Stdio::null(),
+    );
     let partial = env.cache().join("partial");
     let started = Instant::now();
     let finished_parts = |dir: &Path| -> usize {
@@ -289,15 +274,12 @@ fn an_embed_killed_mid_run_resumes_at_its_last_part_with_identical_output() {
     assert!(parts_before >= 3);
 
     env.run_json(&exp);
-    let resumed = std::fs::read(common::output_file(&env, "images", "photos", "matrix")).unwrap();
+    let resumed = std::fs::read(output_file(&env, "images", "photos", "matrix")).unwrap();
     assert!(
         resumed == reference,
         "the resumed embed differs from the uninterrupted one"
     );
-    let report: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(common::output_file(&env, "images", "photos", "report")).unwrap(),
-    )
-    .unwrap();
+    let report = output_json(&env, "images", "photos", "report");
     let resumed_parts = report["throughput"]["resumed_parts"].as_u64().unwrap();
     assert!(
         resumed_parts >= 3,
@@ -323,31 +305,20 @@ path = "words.txt"
 "#,
     );
     let out = env
-        .command()
-        .env("HF_HUB_OFFLINE", "1")
-        .env("HF_HUB_CACHE", env.path("hub"))
+        .offline_hub(&env.path("hub"))
         .args(["run", exp.to_str().unwrap()])
         .output()
         .unwrap();
-    let msg = text(&out);
-    assert!(!out.status.success(), "{msg}");
-    assert!(
-        msg.contains("someone/no-such-model") && msg.contains("was not found"),
-        "{msg}"
+    // The message names the model, the hub cache where msae looked, and the offline switch.
+    assert_fails_with(
+        &out,
+        &[
+            "someone/no-such-model",
+            "was not found",
+            &env.path("hub").display().to_string(),
+            "HF_HUB_OFFLINE",
+        ],
     );
-    assert!(
-        msg.contains(&env.path("hub").display().to_string()),
-        "names the hub cache: {msg}"
-    );
-    assert!(msg.contains("HF_HUB_OFFLINE"), "{msg}");
-}
-
-/// Float64 little-endian `.npy` → rows.
-fn f64_rows(path: &Path) -> Vec<Vec<f64>> {
-    let (rows, cols, v) = common::read_npy_f64(path);
-    (0..rows)
-        .map(|r| v[r * cols..(r + 1) * cols].to_vec())
-        .collect()
 }
 
 #[test]
@@ -408,17 +379,13 @@ path = "captions.txt"
 "#,
     );
     let out = env
-        .command()
-        .env("HF_HUB_OFFLINE", "1")
-        .env("HF_HUB_CACHE", &hub)
+        .offline_hub(&hub)
         .args(["run", "--json", exp.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let status = env
-        .command()
-        .env("HF_HUB_OFFLINE", "1")
-        .env("HF_HUB_CACHE", &hub)
+        .offline_hub(&hub)
         .args(["table", exp.to_str().unwrap(), "--format", "json"])
         .output()
         .unwrap();
@@ -450,17 +417,15 @@ path = "captions.txt"
     .unwrap();
     let oracle_dir = env.path("oracle");
     std::fs::create_dir_all(&oracle_dir).unwrap();
-    let oracles = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracles");
-    let run = |args: &[&std::ffi::OsStr]| {
-        let out = Command::new(&python).args(args).output().unwrap();
-        assert!(out.status.success(), "{}", text(&out));
-    };
-    run(&[
-        oracles.join("pillow_preprocess.py").as_os_str(),
-        "pixels".as_ref(),
-        manifest.as_os_str(),
-        oracle_dir.as_os_str(),
-    ]);
+    run_python(
+        &python,
+        &[
+            oracle("pillow_preprocess.py").as_os_str(),
+            "pixels".as_ref(),
+            manifest.as_os_str(),
+            oracle_dir.as_os_str(),
+        ],
+    );
     let tensors = std::fs::read(oracle_dir.join("tensors.bin")).unwrap();
     let pixels = env.path("pixels.npy");
     common::write_npy_array(&pixels, "<f4", &[files.len(), 3, 224, 224], &tensors);
@@ -478,21 +443,24 @@ path = "captions.txt"
     let ids_path = env.path("ids.npy");
     common::write_npy_array(&ids_path, "<i8", &[captions.len(), len], &ids);
     let (image_out, text_out) = (env.path("image_oracle.npy"), env.path("text_oracle.npy"));
-    run(&[
-        oracles.join("clip_numpy.py").as_os_str(),
-        env.path("model").as_os_str(),
-        "--pixels".as_ref(),
-        pixels.as_os_str(),
-        "--image-out".as_ref(),
-        image_out.as_os_str(),
-        "--ids".as_ref(),
-        ids_path.as_os_str(),
-        "--text-out".as_ref(),
-        text_out.as_os_str(),
-    ]);
+    run_python(
+        &python,
+        &[
+            oracle("clip_numpy.py").as_os_str(),
+            env.path("model").as_os_str(),
+            "--pixels".as_ref(),
+            pixels.as_os_str(),
+            "--image-out".as_ref(),
+            image_out.as_os_str(),
+            "--ids".as_ref(),
+            ids_path.as_os_str(),
+            "--text-out".as_ref(),
+            text_out.as_os_str(),
+        ],
+    );
     for (instance, oracle) in [("images", &image_out), ("texts", &text_out)] {
-        let (rows, cols, ours) = matrix(&common::output_file(&env, "clip", instance, "matrix"));
-        let theirs = f64_rows(oracle);
+        let (rows, cols, ours) = npy_f32(&output_file(&env, "clip", instance, "matrix"));
+        let (_, theirs) = common::read_npy_f64_rows(oracle);
         assert_eq!(rows, theirs.len(), "{instance}");
         let mut max_abs = 0f64;
         let mut max_ref = 0f64;
@@ -511,13 +479,9 @@ path = "captions.txt"
 fn the_paper_experiments_plan_every_instance() {
     let env = Env::new();
     for file in ["vit_l14.toml", "vit_b16.toml"] {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("experiments/paper")
-            .join(file);
+        let path = common::repo_path("experiments/paper").join(file);
         let out = env
-            .command()
-            .env("HF_HUB_OFFLINE", "1")
-            .env("HF_HUB_CACHE", env.path("empty-hub"))
+            .offline_hub(&env.path("empty-hub"))
             .args(["plan", "--json", path.to_str().unwrap()])
             .output()
             .unwrap();

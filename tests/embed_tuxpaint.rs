@@ -8,9 +8,8 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use common::{output_file, table_rows, text, with_status, Env};
+use common::{json_of, output_json, output_lines, table_rows, tiny_clip, with_status, Env};
 use msae::embed::clip_bpe::write_clip_tokenizer_json;
-use msae::embed::random_clip::{write_random_clip, TinyClipConfig};
 
 const STAMPS: &str = "/usr/share/tuxpaint/stamps";
 
@@ -32,14 +31,6 @@ fn captioned_stamps(root: &Path) -> BTreeMap<PathBuf, String> {
         .collect()
 }
 
-fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect()
-}
-
 fn metric(row: &serde_json::Value, name: &str) -> f64 {
     row[name]
         .as_f64()
@@ -56,7 +47,7 @@ fn the_tuxpaint_experiment_runs_offline_from_pictures_to_probe() {
         return;
     };
     let env = Env::new();
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/tuxpaint.toml");
+    let shipped = common::repo_path("experiments/tuxpaint.toml");
     let toml = std::fs::read_to_string(&shipped).unwrap();
     let exp = env.write("tuxpaint.toml", &toml);
     // What scripts/tuxpaint-setup.sh makes beside the experiment file.
@@ -66,16 +57,14 @@ fn the_tuxpaint_experiment_runs_offline_from_pictures_to_probe() {
     let tokenizer = env.path("tokenizer.json");
     write_clip_tokenizer_json(&bpe, &tokenizer).unwrap();
     let clip = models.join("test-clip");
-    write_random_clip(&clip, &TinyClipConfig::default(), 7, Some(&tokenizer)).unwrap();
+    tiny_clip(&clip, Some(&tokenizer));
 
-    let out = env
-        .command()
-        .env("HF_HUB_OFFLINE", "1")
-        .args(["run", "--json", exp.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = json_of(
+        &env.offline()
+            .args(["run", "--json", exp.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    );
     let ran = with_status(&summary, "ran");
     assert_eq!(ran.len(), 20, "every instance runs: {summary}");
 
@@ -107,7 +96,7 @@ fn the_tuxpaint_experiment_runs_offline_from_pictures_to_probe() {
     );
 
     // Labels are the category folders; the two sides together hold every captioned category.
-    let labels = |instance: &str| lines(&output_file(&env, "tuxpaint", instance, "labels"));
+    let labels = |instance: &str| output_lines(&env, "tuxpaint", instance, "labels");
     let (train_labels, eval_labels) = (
         labels("stamps[split=train]"),
         labels("stamps[split=holdout]"),
@@ -141,17 +130,12 @@ fn the_tuxpaint_experiment_runs_offline_from_pictures_to_probe() {
     }
 
     // Names are captions of the training pictures.
-    let captions: BTreeSet<String> = lines(&output_file(
-        &env,
-        "tuxpaint",
-        "captions[split=train]",
-        "texts",
-    ))
-    .into_iter()
-    .collect();
-    let names_file = output_file(&env, "tuxpaint", "caption_names[arch=topk,k=16]", "names");
-    let names: Vec<serde_json::Value> =
-        serde_json::from_slice(&std::fs::read(names_file).unwrap()).unwrap();
+    let captions: BTreeSet<String> =
+        output_lines(&env, "tuxpaint", "captions[split=train]", "texts")
+            .into_iter()
+            .collect();
+    let names = output_json(&env, "tuxpaint", "caption_names[arch=topk,k=16]", "names");
+    let names = names.as_array().unwrap();
     assert_eq!(names.len(), 384 * 4, "one name per latent");
     assert!(names
         .iter()
@@ -198,14 +182,11 @@ fn the_tuxpaint_experiment_runs_offline_from_pictures_to_probe() {
     );
     assert_ne!(renamed, toml, "the experiment names the test CLIP once");
     let exp2 = env.write("tuxpaint.toml", &renamed);
-    let out = env
-        .command()
-        .env("HF_HUB_OFFLINE", "1")
-        .env("HF_HUB_CACHE", &hub)
-        .args(["run", "--json", exp2.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = json_of(
+        &env.offline_hub(&hub)
+            .args(["run", "--json", exp2.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    );
     assert_eq!(with_status(&summary, "cached").len(), 20, "{summary}");
 }

@@ -9,24 +9,14 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{text, walk, Env};
+use common::{assert_same_objects, fails_with, stored_objects, walk, Env, Objects, Synth};
 
 /// Data, a grid of five trainings of every architecture and two sizes that share their batches,
 /// one training with another batch size, and scores of each.
 fn grid(epochs: u32) -> String {
-    format!(
-        r#"
-[experiment]
-name = "fused"
-seed = 4
-
-[steps.data]
-kind = "synth"
-dim = 24
-n_features = 48
-train = 3000
-test = 300
-
+    Synth::new(24, &[48], 3000, 300).experiment_with("fused", "seed = 4\n")
+        + &format!(
+            r#"
 [steps.sae]
 kind = "train"
 data = "data.train"
@@ -60,54 +50,23 @@ kind = "score_topk"
 sae = "sae"
 data = "data.test"
 "#
-    )
+        )
 }
 
-fn summary(out: &std::process::Output) -> serde_json::Value {
-    assert!(out.status.success(), "{}", text(out));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
-}
+/// Metrics of an instance's record, by name.
+type Metrics = BTreeMap<String, serde_json::Value>;
 
 /// Every stored output of every instance, with the record's metrics.
-#[allow(clippy::type_complexity)]
-fn stored(
-    env: &Env,
-    summary: &serde_json::Value,
-) -> (
-    BTreeMap<(String, String), Vec<u8>>,
-    BTreeMap<String, BTreeMap<String, serde_json::Value>>,
-) {
+fn stored(env: &Env, summary: &serde_json::Value) -> (Objects, BTreeMap<String, Metrics>) {
     let store = msae::store::Store::open(&env.cache(), "test reader", true).unwrap();
-    let (mut objects, mut metrics) = (BTreeMap::new(), BTreeMap::new());
+    let mut metrics = BTreeMap::new();
     for inst in summary["instances"].as_array().unwrap() {
         let name = inst["name"].as_str().unwrap();
         let record = store.index.latest("fused", name).unwrap().unwrap();
-        for (output, a) in &record.outputs {
-            let bytes = std::fs::read(store.objects.path(&a.hash)).unwrap();
-            objects.insert((name.to_string(), output.clone()), bytes);
-        }
-        let m = serde_json::to_value(&record.metrics).unwrap();
-        metrics.insert(
-            name.to_string(),
-            serde_json::from_value(m).unwrap_or_default(),
-        );
+        metrics.insert(name.to_string(), record.metrics);
     }
-    (objects, metrics)
-}
-
-fn assert_same_bytes(
-    a: &BTreeMap<(String, String), Vec<u8>>,
-    b: &BTreeMap<(String, String), Vec<u8>>,
-    what: &str,
-) {
-    assert_eq!(
-        a.keys().collect::<Vec<_>>(),
-        b.keys().collect::<Vec<_>>(),
-        "{what}"
-    );
-    for (k, bytes) in a {
-        assert!(b[k] == *bytes, "{k:?} differs {what}");
-    }
+    drop(store);
+    (stored_objects(env, "fused", summary), metrics)
 }
 
 #[test]
@@ -115,20 +74,19 @@ fn a_fused_grid_gives_every_instance_the_bytes_of_training_it_alone() {
     let (alone, fused) = (Env::new(), Env::new());
     let ea = alone.write("grid.toml", &grid(3));
     let ef = fused.write("grid.toml", &grid(3));
-    let sa = summary(&alone.msae(&["run", "--json", "--fuse", "1", ea.to_str().unwrap()]));
-    let sf = summary(&fused.msae(&["run", "--json", "--fuse", "8", ef.to_str().unwrap()]));
+    let sa = alone.run_json_with(&["--fuse", "1"], &ea);
+    let sf = fused.run_json_with(&["--fuse", "8"], &ef);
     // data + 6 trainings of the grid + 1 other + 6 scores.
     assert_eq!(sa["run"], 14, "{sa}");
     assert_eq!(sf["run"], 14, "{sf}");
     let ((oa, ma), (of, mf)) = (stored(&alone, &sa), stored(&fused, &sf));
     assert!(oa.len() >= 14 * 2, "{}", oa.len());
-    assert_same_bytes(&oa, &of, "between a fused run and trainings alone");
+    assert_same_objects(&oa, &of, "between a fused run and trainings alone");
     // The six trainings of the grid ran as one group: they share one training time, which
     // trainings run one after another never do; the training with another batch size did not
     // join them.
-    let seconds = |m: &BTreeMap<String, BTreeMap<String, serde_json::Value>>, name: &str| {
-        m[name]["train_seconds"].as_f64().unwrap()
-    };
+    let seconds =
+        |m: &BTreeMap<String, Metrics>, name: &str| m[name]["train_seconds"].as_f64().unwrap();
     let grid_names: Vec<&String> = mf.keys().filter(|n| n.starts_with("sae[")).collect();
     assert_eq!(grid_names.len(), 6, "{grid_names:?}");
     let group = seconds(&mf, grid_names[0]);
@@ -152,13 +110,7 @@ fn a_fused_run_killed_mid_way_resumes_to_the_bytes_of_an_uninterrupted_run() {
     let env = Env::new();
     let exp = env.write("grid.toml", &grid(40));
     let e = exp.to_str().unwrap();
-    let mut run = env
-        .command()
-        .args(["run", "--fuse", "8", e])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut run = env.spawn(&["run", "--fuse", "8", e], Stdio::null(), Stdio::null());
     // Kill once the group has written checkpoints (every 7 steps, 30 steps an epoch).
     let partial = env.cache().join("partial");
     let start = Instant::now();
@@ -179,12 +131,11 @@ fn a_fused_run_killed_mid_way_resumes_to_the_bytes_of_an_uninterrupted_run() {
     std::thread::sleep(Duration::from_millis(300));
     run.kill().unwrap();
     run.wait().unwrap();
-    let resumed = summary(&env.msae(&["run", "--json", "--fuse", "8", e]));
+    let resumed = env.run_json_with(&["--fuse", "8"], &exp);
     let clean = Env::new();
     let ce = clean.write("grid.toml", &grid(40));
-    let clean_summary =
-        summary(&clean.msae(&["run", "--json", "--fuse", "1", ce.to_str().unwrap()]));
-    assert_same_bytes(
+    let clean_summary = clean.run_json_with(&["--fuse", "1"], &ce);
+    assert_same_objects(
         &stored(&env, &resumed).0,
         &stored(&clean, &clean_summary).0,
         "after a kill and a fused resume",
@@ -195,11 +146,9 @@ fn a_fused_run_killed_mid_way_resumes_to_the_bytes_of_an_uninterrupted_run() {
 fn fuse_zero_is_refused() {
     let env = Env::new();
     let exp = env.write("grid.toml", &grid(1));
-    let out = env.msae(&["run", "--fuse", "0", exp.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        text(&out).contains("--fuse must be at least 1"),
-        "{}",
-        text(&out)
+    fails_with(
+        &env,
+        &["run", "--fuse", "0", exp.to_str().unwrap()],
+        &["--fuse must be at least 1"],
     );
 }

@@ -23,28 +23,20 @@ fn npy_and_headerless_files_with_the_same_numbers_give_the_same_object() {
     );
     let summary = env.run_json(&exp);
     assert_eq!(summary["run"], 2, "{summary}");
-    let table = env.msae(&["table", exp.to_str().unwrap(), "--format", "json"]);
     // One JSON document: an object keyed by step kind.
-    let all: serde_json::Value = serde_json::from_slice(&table.stdout).unwrap();
+    let all = env.msae_json(&["table", exp.to_str().unwrap(), "--format", "json"]);
     let rows = &all["import"];
     assert_eq!(all.as_object().unwrap().len(), 1, "{all}");
     assert_eq!(rows[0]["format"], "npy");
     assert_eq!(rows[1]["format"], "headerless");
     assert_eq!(rows[0]["rows"], 6);
     // Same numbers → the same content-addressed matrix object (stored once), plus the texts.
-    let objects: usize = std::fs::read_dir(env.cache().join("objects"))
-        .unwrap()
-        .map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
-        .sum();
-    assert_eq!(objects, 2);
+    assert_eq!(common::object_files(&env).len(), 2);
 }
 
 fn expect_failure(env: &Env, exp_text: &str, needle: &str) {
     let exp = env.write("bad.toml", exp_text);
-    let out = env.msae(&["run", exp.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "{}", common::text(&out));
-    let text = common::text(&out);
-    assert!(text.contains(needle), "expected `{needle}` in:\n{text}");
+    let text = common::fails_with(env, &["run", exp.to_str().unwrap()], &[needle]);
     assert!(!text.contains("panicked"), "{text}");
 }
 
@@ -115,8 +107,7 @@ fn real_shared_embeddings_import_in_both_formats() {
         ),
     );
     env.run_json(&exp);
-    let table = env.msae(&["table", exp.to_str().unwrap(), "--format", "json"]);
-    let all: serde_json::Value = serde_json::from_slice(&table.stdout).unwrap();
+    let all = env.msae_json(&["table", exp.to_str().unwrap(), "--format", "json"]);
     let rows = &all["import"];
     assert_eq!(rows[0]["rows"], 12833);
     assert_eq!(rows[1]["rows"], 1000);

@@ -10,7 +10,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{output_file, table_rows, text, Env};
+use common::{assert_fails_with, fails_with, output_file, output_json, table_rows, text, Env};
 
 const TOPK: &str = "32_8_TopKReLU_4_False_False_0.0_toy_train_40_8.pth";
 const RELU: &str = "32_8_ReLU_01_False_False_0.0_toy_train_40_8.pth";
@@ -19,9 +19,7 @@ const D: usize = 8;
 const N: usize = 32;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/reference_pth")
-        .join(name)
+    common::repo_path("tests/fixtures/reference_pth").join(name)
 }
 
 fn expected() -> serde_json::Value {
@@ -113,8 +111,7 @@ ks = [2]
 }
 
 fn read_npy_f32(path: &Path) -> Vec<f64> {
-    let m = msae::data::npy::Matrix::open(path).unwrap();
-    m.data().iter().map(|&v| v as f64).collect()
+    common::npy_f32(path).2.iter().map(|&v| v as f64).collect()
 }
 
 fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
@@ -243,10 +240,7 @@ fn naming_is_the_cosine_of_decoder_rows_and_the_centred_vocabulary(env: &Env, ex
         .collect();
     assert_close("similarity", &similarity, &want, 1e-5);
     // Each latent's name is its most similar row, then the runner-up.
-    let names: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(output_file(env, "interop", "names", "names")).unwrap(),
-    )
-    .unwrap();
+    let names = output_json(env, "interop", "names", "names");
     let names = names.as_array().unwrap();
     assert_eq!(names.len(), N);
     let mut best_sum = 0.0;
@@ -278,10 +272,7 @@ fn naming_is_the_cosine_of_decoder_rows_and_the_centred_vocabulary(env: &Env, ex
 /// training and evaluation reports are the same numbers, the table shows the report's values,
 /// and agreement is a whole number of rows with the spread of 0/1 values.
 fn probe_reports_are_consistent_on_the_imported_relu_model(env: &Env, exp: &Path) {
-    let report: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(output_file(env, "interop", "probe", "report")).unwrap(),
-    )
-    .unwrap();
+    let report = output_json(env, "interop", "probe", "report");
     let row = &table_rows(env, exp, "linear_probe")[0];
     let rows = toy_data().len();
     let dense = &report["dense"];
@@ -314,12 +305,10 @@ fn probe_reports_are_consistent_on_the_imported_relu_model(env: &Env, exp: &Path
 /// tools lay it out.
 fn hub_cache(env: &Env, file: &str) -> PathBuf {
     let home = env.path("hf");
-    let repo = home.join("hub/models--org--toy-saes");
-    std::fs::create_dir_all(repo.join("refs")).unwrap();
-    std::fs::write(repo.join("refs/main"), "c0ffee").unwrap();
-    let snapshot = repo.join("snapshots/c0ffee/saes");
-    std::fs::create_dir_all(&snapshot).unwrap();
-    std::fs::copy(fixture(file), snapshot.join(file)).unwrap();
+    let saes =
+        common::hub_snapshot(&home.join("hub"), "models", "org/toy-saes", "c0ffee").join("saes");
+    std::fs::create_dir_all(&saes).unwrap();
+    std::fs::copy(fixture(file), saes.join(file)).unwrap();
     home
 }
 
@@ -348,11 +337,10 @@ file = "saes/{TOPK}"
     );
     // Runs an experiment against the fake cache, with the network forbidden.
     let run_offline = |exp: &Path| {
-        env.command()
-            .args(["run", exp.to_str().unwrap()])
+        env.offline()
             .env("HF_HOME", &home)
             .env_remove("HF_HUB_CACHE")
-            .env("HF_HUB_OFFLINE", "1")
+            .args(["run", exp.to_str().unwrap()])
             .output()
             .unwrap()
     };
@@ -379,12 +367,9 @@ repo = "org/toy-saes"
 file = "saes/absent.pth"
 "#,
     );
-    let out = run_offline(&missing);
-    assert_eq!(out.status.code(), Some(1));
-    let msg = text(&out);
-    assert!(
-        msg.contains("is not in the hub cache") && msg.contains("HF_HUB_OFFLINE"),
-        "{msg}"
+    assert_fails_with(
+        &run_offline(&missing),
+        &["is not in the hub cache", "HF_HUB_OFFLINE"],
     );
 }
 
@@ -414,9 +399,7 @@ fn misnamed_or_damaged_checkpoints_are_refused_clearly() {
                 path.display()
             ),
         );
-        let out = env.msae(&["run", exp.to_str().unwrap()]);
-        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-        assert!(text(&out).contains(needle), "{needle}: {}", text(&out));
+        fails_with(&env, &["run", exp.to_str().unwrap()], &[needle]);
     }
     let both = env.write(
         "both.toml",
@@ -425,12 +408,10 @@ fn misnamed_or_damaged_checkpoints_are_refused_clearly() {
             fixture(TOPK).display()
         ),
     );
-    let out = env.msae(&["run", both.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out).contains("either `path` or `repo` + `file`"),
-        "{}",
-        text(&out)
+    fails_with(
+        &env,
+        &["run", both.to_str().unwrap()],
+        &["either `path` or `repo` + `file`"],
     );
 }
 
@@ -552,41 +533,30 @@ fn saelens_exports_compute_what_the_imported_models_compute() {
     }
     // A raw export copies the stored file; a non-model output cannot become a SAELens folder.
     let raw = env.path("raw");
-    let out = env.msae(&[
-        "export",
-        exp.to_str().unwrap(),
-        "score[sae=topk]",
-        "--to",
-        raw.to_str().unwrap(),
-    ]);
+    let (e, to) = (exp.to_str().unwrap(), raw.to_str().unwrap());
+    let out = env.msae(&["export", e, "score[sae=topk]", "--to", to]);
     assert!(out.status.success(), "{}", text(&out));
     let copied = std::fs::read(raw.join("scores.json")).unwrap();
     assert_eq!(
         copied,
         std::fs::read(output_file(&env, "interop", "score[sae=topk]", "scores")).unwrap()
     );
-    let out = env.msae(&[
-        "export",
-        exp.to_str().unwrap(),
-        "score[sae=topk]",
-        "--format",
-        "saelens",
-        "--to",
-        raw.to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("is not an SAE model"), "{}", text(&out));
-    let out = env.msae(&[
-        "export",
-        exp.to_str().unwrap(),
-        "scroe[sae=topk]",
-        "--to",
-        raw.to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out).contains("did you mean `score[sae=topk]`"),
-        "{}",
-        text(&out)
+    fails_with(
+        &env,
+        &[
+            "export",
+            e,
+            "score[sae=topk]",
+            "--format",
+            "saelens",
+            "--to",
+            to,
+        ],
+        &["is not an SAE model"],
+    );
+    fails_with(
+        &env,
+        &["export", e, "scroe[sae=topk]", "--to", to],
+        &["did you mean `score[sae=topk]`"],
     );
 }

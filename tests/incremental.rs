@@ -2,29 +2,18 @@
 
 mod common;
 
-use common::{with_status, Env};
+use common::{assert_same_objects, fails_with, with_status, Env, Synth};
 
-const EXP: &str = r#"
-[experiment]
-name = "inc"
-seed = 7
-
-[steps.data]
-kind = "synth"
-dim = 16
-n_features = [32, 48]
-train = 2000
-test = 200
-
-[steps.st]
-kind = "stats"
-data = "data.train"
-"#;
+/// Synthetic data of two sizes and their statistics.
+fn inc_experiment() -> String {
+    Synth::new(16, &[32, 48], 2000, 200).experiment_with("inc", "seed = 7\n")
+        + "\n[steps.st]\nkind = \"stats\"\ndata = \"data.train\"\n"
+}
 
 #[test]
 fn second_run_is_a_no_op_and_a_changed_grid_value_reruns_only_its_branch() {
     let env = Env::new();
-    let exp = env.write("inc.toml", EXP);
+    let exp = env.write("inc.toml", &inc_experiment());
     let first = env.run_json(&exp);
     assert_eq!(first["run"], 4, "{first}");
     assert_eq!(first["cached"], 0);
@@ -39,7 +28,10 @@ fn second_run_is_a_no_op_and_a_changed_grid_value_reruns_only_its_branch() {
         common::text(&out)
     );
 
-    env.write("inc.toml", &EXP.replace("[32, 48]", "[32, 64]"));
+    env.write(
+        "inc.toml",
+        &inc_experiment().replace("[32, 48]", "[32, 64]"),
+    );
     let plan = env.msae(&["plan", exp.to_str().unwrap()]);
     let plan_text = common::text(&plan);
     assert!(
@@ -65,11 +57,12 @@ fn second_run_is_a_no_op_and_a_changed_grid_value_reruns_only_its_branch() {
 #[test]
 fn a_changed_parameter_is_explained_by_why() {
     let env = Env::new();
-    let exp = env.write("e.toml", &EXP.replace("[32, 48]", "32"));
+    let exp = env.write("e.toml", &inc_experiment().replace("[32, 48]", "32"));
     env.run_json(&exp);
     env.write(
         "e.toml",
-        &EXP.replace("[32, 48]", "32")
+        &inc_experiment()
+            .replace("[32, 48]", "32")
             .replace("train = 2000", "train = 1500"),
     );
     let out = env.msae(&["why", exp.to_str().unwrap(), "data"]);
@@ -81,9 +74,11 @@ fn a_changed_parameter_is_explained_by_why() {
         "{}",
         common::text(&out)
     );
-    let out = env.msae(&["why", exp.to_str().unwrap(), "dta"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(common::text(&out).contains("did you mean `data`?"));
+    fails_with(
+        &env,
+        &["why", exp.to_str().unwrap(), "dta"],
+        &["did you mean `data`?"],
+    );
 }
 
 #[test]
@@ -120,7 +115,7 @@ fn an_upstream_rerun_with_identical_bytes_leaves_downstream_cached() {
 #[test]
 fn results_tables_are_written_and_printed() {
     let env = Env::new();
-    let exp = env.write("t.toml", EXP);
+    let exp = env.write("t.toml", &inc_experiment());
     env.run_json(&exp);
     let md = std::fs::read_to_string(env.path("results/inc/synth.md")).unwrap();
     assert!(md.contains("| data[n_features=32] | 32 |"), "{md}");
@@ -142,19 +137,14 @@ fn results_tables_are_written_and_printed() {
 /// Every architecture, trained and then scored, validated, extracted and matched, on small
 /// synthetic data: batches large enough that the parallel kernels split their work (parts of
 /// 256 rows, groups of 512 output rows, threaded matrix products) across both threads.
-const THREADED: &str = r#"
-[experiment]
-name = "threads"
-seed = 3
+fn threaded() -> String {
+    Synth::new(32, &[64], 4096, 1200)
+        .extra("active = 3.0\n")
+        .experiment_with("threads", "seed = 3\n")
+        + THREADED_STEPS
+}
 
-[steps.data]
-kind = "synth"
-dim = 32
-n_features = 64
-train = 4096
-test = 1200
-active = 3.0
-
+const THREADED_STEPS: &str = r#"
 [steps.st]
 kind = "stats"
 data = "data.train"
@@ -208,29 +198,24 @@ sae = "sae"
 truth = "data.dictionary"
 "#;
 
-/// Every stored output of every instance of a run: (instance, output) → the object's bytes.
-/// Training ran with `threads` worker threads.
+/// Every stored output of every instance of a run (`common::stored_objects`), after checking
+/// that each training ran with `threads` worker threads.
 fn stored_outputs(
     env: &Env,
     experiment: &str,
     summary: &serde_json::Value,
     threads: u64,
-) -> std::collections::BTreeMap<(String, String), Vec<u8>> {
+) -> common::Objects {
     let store = msae::store::Store::open(&env.cache(), "test reader", true).unwrap();
-    let mut out = std::collections::BTreeMap::new();
     for inst in summary["instances"].as_array().unwrap() {
         let name = inst["name"].as_str().unwrap();
-        let record = store.index.latest(experiment, name).unwrap().unwrap();
         if name.starts_with("sae[") {
+            let record = store.index.latest(experiment, name).unwrap().unwrap();
             assert_eq!(record.exec["threads"], threads, "{name}: {:?}", record.exec);
         }
-        for (output, artifact) in &record.outputs {
-            let bytes = std::fs::read(store.objects.path(&artifact.hash)).unwrap();
-            assert_eq!(bytes.len() as u64, artifact.size, "{name}.{output}");
-            out.insert((name.to_string(), output.clone()), bytes);
-        }
     }
-    out
+    drop(store);
+    common::stored_objects(env, experiment, summary)
 }
 
 #[test]
@@ -239,14 +224,8 @@ fn outputs_are_byte_identical_across_stores_and_thread_counts() {
         .into_iter()
         .map(|threads| {
             let env = Env::new();
-            let exp = env.write("x.toml", THREADED);
-            let out = env.msae(&["run", "--json", "--threads", threads, exp.to_str().unwrap()]);
-            assert!(
-                out.status.success(),
-                "--threads {threads}: {}",
-                common::text(&out)
-            );
-            let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let exp = env.write("x.toml", &threaded());
+            let summary = env.run_json_with(&["--threads", threads], &exp);
             assert_eq!(summary["failed"], 0, "{summary}");
             (env, summary)
         })
@@ -258,20 +237,7 @@ fn outputs_are_byte_identical_across_stores_and_thread_counts() {
     assert_eq!(s1["run"], 2 + 5 * 5, "{s1}");
     let a = stored_outputs(one, "threads", s1, 1);
     let b = stored_outputs(two, "threads", s2, 2);
-    assert_eq!(
-        a.keys().collect::<Vec<_>>(),
-        b.keys().collect::<Vec<_>>(),
-        "the two runs stored different outputs"
-    );
-    let differing: Vec<String> = a
-        .iter()
-        .filter(|(k, bytes)| b[*k] != **bytes)
-        .map(|((inst, output), _)| format!("{inst}.{output}"))
-        .collect();
-    assert!(
-        differing.is_empty(),
-        "outputs differ between 1 and 2 threads: {differing:?}"
-    );
+    assert_same_objects(&a, &b, "between 1 and 2 threads");
     // Equal bytes mean equal keys downstream: every instance has the same key in both stores.
     for (x, y) in s1["instances"]
         .as_array()
@@ -286,7 +252,7 @@ fn outputs_are_byte_identical_across_stores_and_thread_counts() {
 #[test]
 fn every_shipped_experiment_is_valid() {
     let env = Env::new();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+    let dir = common::repo_path("experiments");
     let mut checked = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -311,9 +277,9 @@ fn every_shipped_experiment_is_valid() {
 #[test]
 fn gc_removes_what_no_experiment_reaches_and_keeps_the_rest() {
     let env = Env::new();
-    let exp = env.write("g.toml", EXP);
+    let exp = env.write("g.toml", &inc_experiment());
     env.run_json(&exp);
-    env.write("g.toml", &EXP.replace("[32, 48]", "[32]"));
+    env.write("g.toml", &inc_experiment().replace("[32, 48]", "[32]"));
     let dry = env.msae(&["gc", "--dry-run", exp.to_str().unwrap()]);
     let dry_text = common::text(&dry);
     assert!(
@@ -340,27 +306,9 @@ fn gc_removes_what_no_experiment_reaches_and_keeps_the_rest() {
 #[test]
 fn execution_settings_are_recorded_but_not_keyed() {
     let env = Env::new();
-    let exp = env.write("x.toml", &EXP.replace("[32, 48]", "32"));
-    let first = env
-        .command()
-        .args(["run", "--json", "--threads", "1", exp.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(first.status.success());
-    let again = env
-        .command()
-        .args([
-            "run",
-            "--json",
-            "--threads",
-            "2",
-            "--device",
-            "cpu",
-            exp.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let summary: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    let exp = env.write("x.toml", &inc_experiment().replace("[32, 48]", "32"));
+    env.run_json_with(&["--threads", "1"], &exp);
+    let summary = env.run_json_with(&["--threads", "2", "--device", "cpu"], &exp);
     assert_eq!(summary["run"], 0, "{summary}");
 }
 
@@ -380,10 +328,7 @@ fn relative_paths_resolve_against_the_experiment_folder() {
 
 #[test]
 fn the_readme_toml_example_is_a_valid_experiment() {
-    let readme = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/experiments.md"),
-    )
-    .unwrap();
+    let readme = std::fs::read_to_string(common::repo_path("docs/experiments.md")).unwrap();
     let section = readme
         .find("## TOML reference")
         .expect("TOML reference section");

@@ -3,28 +3,20 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{text, with_status, Env};
+use common::{
+    assert_same_objects, assert_succeeds_with, fails_with, instances_with, stored_objects, text,
+    with_status, Env, Synth,
+};
 
 /// A grid of six trainings (two architectures × three sizes) plus scores: long enough per
 /// training (`epochs`) to be caught while running.
 fn grid(epochs: u32) -> String {
-    format!(
-        r#"
-[experiment]
-name = "grid"
-seed = 3
-
-[steps.data]
-kind = "synth"
-dim = 32
-n_features = 64
-train = 4000
-test = 400
-
+    Synth::new(32, &[64], 4000, 400).experiment_with("grid", "seed = 3\n")
+        + &format!(
+            r#"
 [steps.sae]
 kind = "train"
 data = "data.train"
@@ -46,22 +38,12 @@ kind = "score_topk"
 sae = "sae"
 data = "data.test"
 "#
-    )
+        )
 }
 
-fn spawn_run(env: &Env, args: &[&str]) -> Child {
-    env.command()
-        .arg("run")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn json(out: &std::process::Output) -> serde_json::Value {
-    assert!(out.status.success(), "{}", text(out));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
+/// `msae run -j 2 EXP` in the background, its output captured.
+fn spawn_run(env: &Env, exp: &str) -> Child {
+    env.spawn(&["run", "-j", "2", exp], Stdio::piped(), Stdio::piped())
 }
 
 /// Polls `msae status --json` until `pred` holds (or panics after `limit`).
@@ -73,8 +55,7 @@ fn wait_for_status(
 ) -> serde_json::Value {
     let start = Instant::now();
     loop {
-        let out = env.msae(&["status", "--json", exp]);
-        let v = json(&out);
+        let v = env.msae_json(&["status", "--json", exp]);
         if pred(&v) {
             return v;
         }
@@ -84,13 +65,7 @@ fn wait_for_status(
 }
 
 fn states(status: &serde_json::Value, state: &str) -> Vec<String> {
-    status["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["state"] == state)
-        .map(|i| i["name"].as_str().unwrap().to_string())
-        .collect()
+    instances_with(status, "state", state)
 }
 
 #[test]
@@ -99,7 +74,7 @@ fn every_reading_command_works_and_shows_live_state_while_a_run_holds_the_store(
     // Long enough (about ten seconds on two cores) that the run outlasts every reader below.
     let exp = env.write("grid.toml", &grid(150));
     let e = exp.to_str().unwrap();
-    let mut run = spawn_run(&env, &["-j", "2", e]);
+    let mut run = spawn_run(&env, e);
     // A training in flight with its progress, while the data step is finished.
     let status = wait_for_status(&env, e, Duration::from_secs(120), |v| {
         v["instances"].as_array().unwrap().iter().any(|i| {
@@ -124,13 +99,13 @@ fn every_reading_command_works_and_shows_live_state_while_a_run_holds_the_store(
 
     // Tables, plan, why, du, graph and export all answer without waiting for the run.
     let started = Instant::now();
-    let table = env.msae(&["table", e, "--format", "json", "--kind", "synth"]);
-    assert_eq!(json(&table).as_array().unwrap().len(), 1);
-    let plan = json(&env.msae(&["plan", "--json", e]));
+    let table = env.msae_json(&["table", e, "--format", "json", "--kind", "synth"]);
+    assert_eq!(table.as_array().unwrap().len(), 1);
+    let plan = env.msae_json(&["plan", "--json", e]);
     assert_eq!(plan[0]["status"], "cached", "{plan}");
-    let why = json(&env.msae(&["why", "--json", e, "score[arch=topk,expansion=2,k=4]"]));
+    let why = env.msae_json(&["why", "--json", e, "score[arch=topk,expansion=2,k=4]"]);
     assert!(!why.as_array().unwrap().is_empty(), "{why}");
-    let du = json(&env.msae(&["cache", "du", "--json"]));
+    let du = env.msae_json(&["cache", "du", "--json"]);
     assert_eq!(du["steps"][0]["step"], "data", "{du}");
     assert!(env.msae(&["graph", e]).status.success());
     let exported = env.msae(&["export", e, "data", "--output", "test", "--to", "out"]);
@@ -142,19 +117,12 @@ fn every_reading_command_works_and_shows_live_state_while_a_run_holds_the_store(
         "readers must not wait for the run"
     );
     // A command that writes still gets the one-writer message.
-    let gc = env.msae(&["gc", e]);
-    assert_eq!(gc.status.code(), Some(1));
-    assert!(text(&gc).contains("is in use by another msae process"));
+    fails_with(&env, &["gc", e], &["is in use by another msae process"]);
 
     let out = run.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        text(&out).contains("13 run, 0 cached, 0 failed"),
-        "{}",
-        text(&out)
-    );
+    assert_succeeds_with(&out, &["13 run, 0 cached, 0 failed"]);
     // The run was not disturbed, and with the store free the readers use the index itself.
-    let status = json(&env.msae(&["status", "--json", e]));
+    let status = env.msae_json(&["status", "--json", e]);
     assert!(status["run"].is_null(), "{status}");
     assert_eq!(states(&status, "done").len(), 13, "{status}");
 }
@@ -169,14 +137,14 @@ fn reasons_are_typed_values_with_old_and_new() {
         "grid.toml",
         &grid(1).replace("n_features = 64", "n_features = 80"),
     );
-    let plan = json(&env.msae(&["plan", "--json", e]));
+    let plan = env.msae_json(&["plan", "--json", e]);
     let data = &plan[0];
     assert_eq!(data["status"], "changed");
     assert_eq!(
         data["reasons"][0],
         serde_json::json!({"type": "parameter", "name": "n_features", "old": 64, "new": 80})
     );
-    let why = json(&env.msae(&["why", "--json", e, "score[arch=relu,expansion=3,l1=0.003]"]));
+    let why = env.msae_json(&["why", "--json", e, "score[arch=relu,expansion=3,l1=0.003]"]);
     let chain: Vec<&str> = why
         .as_array()
         .unwrap()
@@ -196,7 +164,7 @@ fn reasons_are_typed_values_with_old_and_new() {
     env.write("grid.toml", &grid(1));
     let record = common::output_file(&env, "grid", "data", "test");
     std::fs::remove_file(&record).unwrap();
-    let plan = json(&env.msae(&["plan", "--json", e]));
+    let plan = env.msae_json(&["plan", "--json", e]);
     assert_eq!(
         plan[0]["reasons"][0]["type"], "missing_output",
         "{}",
@@ -222,21 +190,6 @@ fn quiet_silences_per_instance_lines() {
     assert!(String::from_utf8_lossy(&quiet.stdout).contains("13 run, 0 cached, 0 failed"));
 }
 
-/// Every output object's bytes, by (instance, output).
-fn objects(env: &Env, summary: &serde_json::Value) -> BTreeMap<(String, String), Vec<u8>> {
-    let store = msae::store::Store::open(&env.cache(), "test reader", true).unwrap();
-    let mut out = BTreeMap::new();
-    for inst in summary["instances"].as_array().unwrap() {
-        let name = inst["name"].as_str().unwrap();
-        let record = store.index.latest("grid", name).unwrap().unwrap();
-        for (output, a) in &record.outputs {
-            let bytes = std::fs::read(store.objects.path(&a.hash)).unwrap();
-            out.insert((name.to_string(), output.clone()), bytes);
-        }
-    }
-    out
-}
-
 #[test]
 fn outputs_do_not_depend_on_the_number_of_parallel_instances() {
     let one = Env::new();
@@ -244,16 +197,16 @@ fn outputs_do_not_depend_on_the_number_of_parallel_instances() {
     let text_exp = grid(2);
     let e1 = one.write("grid.toml", &text_exp);
     let e3 = three.write("grid.toml", &text_exp);
-    let s1 = json(&one.msae(&["run", "--json", "-j", "1", e1.to_str().unwrap()]));
-    let s3 = json(&three.msae(&["run", "--json", "-j", "3", e3.to_str().unwrap()]));
+    let s1 = one.run_json_with(&["-j", "1"], &e1);
+    let s3 = three.run_json_with(&["-j", "3"], &e3);
     assert_eq!(s1["run"], 13);
     assert_eq!(s3["run"], 13);
-    let (o1, o3) = (objects(&one, &s1), objects(&three, &s3));
-    assert_eq!(o1.len(), o3.len());
+    let (o1, o3) = (
+        stored_objects(&one, "grid", &s1),
+        stored_objects(&three, "grid", &s3),
+    );
     assert!(o1.len() >= 13 * 2, "{}", o1.len());
-    for (k, bytes) in &o1 {
-        assert!(o3[k] == *bytes, "{k:?} differs between -j 1 and -j 3");
-    }
+    assert_same_objects(&o1, &o3, "between -j 1 and -j 3");
 }
 
 #[test]
@@ -261,7 +214,7 @@ fn kill_9_during_a_parallel_run_loses_only_the_instances_in_flight() {
     let env = Env::new();
     let exp = env.write("grid.toml", &grid(15));
     let e = exp.to_str().unwrap();
-    let mut run = spawn_run(&env, &["-j", "2", e]);
+    let mut run = spawn_run(&env, e);
     // Kill once two trainings have finished and others are running.
     let before = wait_for_status(&env, e, Duration::from_secs(300), |v| {
         v["instances"]
@@ -276,7 +229,7 @@ fn kill_9_during_a_parallel_run_loses_only_the_instances_in_flight() {
     run.kill().unwrap();
     run.wait().unwrap();
     // What the index holds after the kill (the store is free now: the index itself).
-    let after = json(&env.msae(&["status", "--json", e]));
+    let after = env.msae_json(&["status", "--json", e]);
     let done_after = states(&after, "done");
     for name in states(&before, "done") {
         assert!(done_after.contains(&name), "{name} was lost: {after}");
@@ -293,9 +246,9 @@ fn kill_9_during_a_parallel_run_loses_only_the_instances_in_flight() {
     let clean = Env::new();
     let ce = clean.write("grid.toml", &grid(15));
     let clean_summary = clean.run_json(&ce);
-    let (a, b) = (objects(&env, &summary), objects(&clean, &clean_summary));
-    assert_eq!(a.len(), b.len());
-    for (k, bytes) in &a {
-        assert!(b[k] == *bytes, "{k:?} differs after the kill and resume");
-    }
+    let (a, b) = (
+        stored_objects(&env, "grid", &summary),
+        stored_objects(&clean, "grid", &clean_summary),
+    );
+    assert_same_objects(&a, &b, "after the kill and resume");
 }

@@ -19,11 +19,10 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{text, write_npy, Env};
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
+use common::{
+    assert_succeeds_with, experiment_table, fails_with, output_json, write_blobs, Env, Rounding,
+    Synth, BLOB_IMPORTS,
+};
 
 fn artifacts() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report");
@@ -54,7 +53,7 @@ fn quickstart() -> &'static Quickstart {
     RUN.get_or_init(|| {
         let env = Env::new();
         let results = env.path("results");
-        let exp = repo("experiments/quickstart.toml");
+        let exp = common::repo_path("experiments/quickstart.toml");
         let mut child = env
             .command()
             .args(["-q", "run"])
@@ -89,6 +88,22 @@ fn quickstart() -> &'static Quickstart {
             live_done,
         }
     })
+}
+
+impl Quickstart {
+    /// The store's records of the quick start's instances.
+    fn records(&self) -> Vec<msae::store::Record> {
+        let store = msae::store::Store::open(&self.env.cache(), "test reader", true).unwrap();
+        let records: Vec<_> = store
+            .index
+            .all_records()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.experiment == "quickstart")
+            .collect();
+        assert_eq!(records.len(), 51);
+        records
+    }
 }
 
 const QUICKSTART_FIGURES: [&str; 10] = [
@@ -205,19 +220,9 @@ fn quickstart_page_has_every_figure_and_table_drawn_in_a_browser() {
     let expected: BTreeSet<String> = QUICKSTART_FIGURES.iter().map(|s| s.to_string()).collect();
     assert_eq!(figure_files(&q.results), expected);
     // Every instance with its key, and links to copied outputs that exist.
-    let store = msae::store::Store::open(&q.env.cache(), "test reader", true).unwrap();
-    let records: Vec<_> = store
-        .index
-        .all_records()
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.experiment == "quickstart")
-        .collect();
-    assert_eq!(records.len(), 51);
-    for r in &records {
+    for r in &q.records() {
         assert!(html.contains(&r.key), "no key for {}", r.instance);
     }
-    drop(store);
     let mut links = 0;
     for part in html.split("href=\"outputs/").skip(1) {
         let rel = &part[..part.find('"').unwrap()];
@@ -416,8 +421,7 @@ fn top_k_figure_lines_equal_the_table() {
 
 /// The `epochs` output of a validate instance.
 fn epochs(env: &Env, experiment: &str, instance: &str) -> Vec<serde_json::Value> {
-    let path = common::output_file(env, experiment, instance, "epochs");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    serde_json::from_value(output_json(env, experiment, instance, "epochs")).unwrap()
 }
 
 #[test]
@@ -611,16 +615,7 @@ fn same_parameter(shown: &serde_json::Value, keyed: &serde_json::Value) -> bool 
 fn every_instance_shows_its_parameters_key_timing_and_device() {
     let q = quickstart();
     let html = std::fs::read_to_string(q.results.join("index.html")).unwrap();
-    let store = msae::store::Store::open(&q.env.cache(), "test reader", true).unwrap();
-    let records: Vec<_> = store
-        .index
-        .all_records()
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.experiment == "quickstart")
-        .collect();
-    assert_eq!(records.len(), 51);
-    for r in &records {
+    for r in &q.records() {
         let anchor = format!(
             "<details id=\"inst-{}\">",
             msae::report::figures::slug(&r.instance)
@@ -666,46 +661,16 @@ fn every_instance_shows_its_parameters_key_timing_and_device() {
     }
 }
 
-/// `rows` points from 4 Gaussian blobs in 16 dimensions, labels "a".."d" (a 64-bit LCG with
-/// Box–Muller, so the data are the same everywhere).
-fn blobs(state: &mut u64, rows: usize) -> (Vec<f32>, String) {
-    let mut uniform = || {
-        *state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    };
-    let mut x = Vec::with_capacity(rows * 16);
-    let mut labels = String::new();
-    for r in 0..rows {
-        let class = r % 4;
-        for j in 0..16 {
-            let (u, v) = (uniform(), uniform());
-            let noise = (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos();
-            let centre = if j / 2 == class { 3.0 } else { 0.0 };
-            x.push((centre + 0.5 * noise) as f32);
-        }
-        labels.push_str(["a", "b", "c", "d"][class]);
-        labels.push('\n');
-    }
-    (x, labels)
+/// Two seeds of a TopK SAE on labelled blobs, and every analysis step on them.
+fn analysis_experiment() -> String {
+    experiment_table(
+        "analysis",
+        "description = \"two seeds of a TopK SAE on labelled blobs: alignment, naming, linear probe\"\n",
+    ) + BLOB_IMPORTS
+        + ANALYSIS_STEPS
 }
 
-const ANALYSIS: &str = r#"
-[experiment]
-name = "analysis"
-description = "two seeds of a TopK SAE on labelled blobs: alignment, naming, linear probe"
-
-[steps.train]
-kind = "import"
-path = "train.npy"
-labels = "train.labels.txt"
-
-[steps.eval]
-kind = "import"
-path = "eval.npy"
-labels = "eval.labels.txt"
-
+const ANALYSIS_STEPS: &str = r#"
 [steps.sae]
 kind = "train"
 data = "train"
@@ -750,21 +715,16 @@ lr = 0.01
 #[test]
 fn analysis_figures_are_drawn_by_msae_report() {
     let env = Env::new();
-    let mut state = 7u64;
-    let (train, train_labels) = blobs(&mut state, 400);
-    let (eval, eval_labels) = blobs(&mut state, 200);
-    write_npy(&env.path("train.npy"), 400, 16, &train);
-    write_npy(&env.path("eval.npy"), 200, 16, &eval);
-    env.write("train.labels.txt", &train_labels);
-    env.write("eval.labels.txt", &eval_labels);
-    let exp = env.write("analysis.toml", ANALYSIS);
+    write_blobs(&env, 7, Rounding::Sum);
+    let exp = env.write("analysis.toml", &analysis_experiment());
     env.run_json(&exp);
     // `msae report` rewrites the page from the store alone.
     let dir = env.path("results/analysis");
     std::fs::remove_dir_all(&dir).unwrap();
-    let out = env.msae(&["report", exp.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("results/analysis/index.html"));
+    assert_succeeds_with(
+        &env.msae(&["report", exp.to_str().unwrap()]),
+        &["results/analysis/index.html"],
+    );
     let figures: BTreeSet<String> = [
         "align_seeds",
         "linear_probe_agreement",
@@ -779,14 +739,7 @@ fn analysis_figures_are_drawn_by_msae_report() {
     .collect();
     assert_eq!(figure_files(&dir), figures);
     // Naming figure: the most frequent latent is named on the page's figure.
-    let top = std::fs::read_to_string(common::output_file(
-        &env,
-        "analysis",
-        "names[seed=1]",
-        "top_latents",
-    ))
-    .unwrap();
-    let top: serde_json::Value = serde_json::from_str(&top).unwrap();
+    let top = output_json(&env, "analysis", "names[seed=1]", "top_latents");
     let first = &top[0];
     let label = format!(
         "#{} {} ({:.2})",
@@ -834,11 +787,7 @@ fn analysis_figures_are_drawn_by_msae_report() {
     let align = table(&dir, "align");
     let pairs = number(&align[0], "n_pairs");
     assert_eq!(pairs, 32.0, "one pair per latent");
-    let hist: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(common::output_file(&env, "analysis", "seeds", "histogram"))
-            .unwrap(),
-    )
-    .unwrap();
+    let hist = output_json(&env, "analysis", "seeds", "histogram");
     let counts: Vec<f64> = hist["counts"]
         .as_array()
         .unwrap()
@@ -877,24 +826,19 @@ fn analysis_figures_are_drawn_by_msae_report() {
 #[test]
 fn report_of_an_unknown_experiment_file_fails_cleanly() {
     let env = Env::new();
-    let out = env.msae(&["report", "missing.toml"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("missing.toml"));
+    fails_with(&env, &["report", "missing.toml"], &["missing.toml"]);
     assert!(!env.path("results").exists());
 }
 
-const BROKEN: &str = r#"
-[experiment]
-name = "broken"
-description = "one good step, an import of a missing file, and a step that reads it"
+/// One good step, an import of a missing file, and a step that reads it.
+fn broken_experiment() -> String {
+    Synth::new(8, &[8], 64, 16).experiment_with(
+        "broken",
+        "description = \"one good step, an import of a missing file, and a step that reads it\"\n",
+    ) + BROKEN_STEPS
+}
 
-[steps.data]
-kind = "synth"
-dim = 8
-n_features = 8
-train = 64
-test = 16
-
+const BROKEN_STEPS: &str = r#"
 [steps.emb]
 kind = "import"
 path = "missing.npy"
@@ -921,9 +865,8 @@ fn state_of(html: &str, instance: &str) -> String {
 #[test]
 fn failed_and_skipped_instances_show_their_state_and_error() {
     let env = Env::new();
-    let exp = env.write("broken.toml", BROKEN);
-    let out = env.msae(&["run", "--keep-going", exp.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let exp = env.write("broken.toml", &broken_experiment());
+    fails_with(&env, &["run", "--keep-going", exp.to_str().unwrap()], &[]);
     let index = env.path("results/broken/index.html");
     let html = std::fs::read_to_string(&index).unwrap();
     assert_eq!(state_of(&html, "data"), "done");
@@ -932,8 +875,7 @@ fn failed_and_skipped_instances_show_their_state_and_error() {
     assert!(html.contains("the file `missing.npy` given as `path` does not exist"));
     assert!(html.contains("input `emb` did not finish"));
     // Outside a run the store tells done, failed last time, and not run.
-    let out = env.msae(&["report", exp.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert_succeeds_with(&env.msae(&["report", exp.to_str().unwrap()]), &[]);
     let html = std::fs::read_to_string(&index).unwrap();
     assert_eq!(state_of(&html, "data"), "done");
     assert_eq!(state_of(&html, "emb"), "failed");

@@ -6,43 +6,24 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{with_status, Env};
+use common::{assert_succeeds_with, fails_with, object_files, with_status, Env, Synth};
 
 /// Enough instances, each taking a noticeable moment, to interrupt a run in the middle.
-const SLOW: &str = r#"
-[experiment]
-name = "slow"
-
-[steps.data]
-kind = "synth"
-dim = 128
-n_features = 512
-train = 30000
-test = 100
-seed = [1, 2, 3, 4, 5, 6, 7, 8]
-"#;
-
-fn object_files(env: &Env) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for d in std::fs::read_dir(env.cache().join("objects")).unwrap() {
-        for f in std::fs::read_dir(d.unwrap().path()).unwrap() {
-            out.push(f.unwrap().path());
-        }
-    }
-    out
+fn slow() -> String {
+    Synth::new(128, &[512], 30000, 100)
+        .extra("seed = [1, 2, 3, 4, 5, 6, 7, 8]\n")
+        .experiment("slow")
 }
 
 #[test]
 fn kill_9_mid_run_then_rerun_completes_without_redoing_finished_work() {
     let env = Env::new();
-    let exp = env.write("slow.toml", SLOW);
-    let mut child = env
-        .command()
-        .args(["run", exp.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let exp = env.write("slow.toml", &slow());
+    let mut child = env.spawn(
+        &["run", exp.to_str().unwrap()],
+        Stdio::null(),
+        Stdio::piped(),
+    );
     // Lines "ran <instance>" arrive on stderr as instances finish; kill after the second.
     let mut finished = Vec::new();
     let reader = BufReader::new(child.stderr.take().unwrap());
@@ -73,19 +54,14 @@ fn kill_9_mid_run_then_rerun_completes_without_redoing_finished_work() {
         );
     }
     assert_eq!(cached.len() + ran.len(), 8, "{summary}");
-    let verify = env.msae(&["cache", "verify"]);
-    assert!(verify.status.success(), "{}", common::text(&verify));
-    assert!(common::text(&verify).contains("0 damaged"));
+    assert_succeeds_with(&env.msae(&["cache", "verify"]), &["0 damaged"]);
     assert_eq!(env.run_json(&exp)["run"], 0);
 }
 
 #[test]
 fn damaged_objects_are_detected_and_recomputed() {
     let env = Env::new();
-    let exp = env.write(
-        "d.toml",
-        "[steps.data]\nkind = \"synth\"\ndim = 8\nn_features = 16\ntrain = 300\ntest = 30\n",
-    );
+    let exp = env.write("d.toml", &Synth::new(8, &[16], 300, 30).step("data"));
     env.run_json(&exp);
     let objects = object_files(&env);
     assert_eq!(objects.len(), 5);
@@ -111,18 +87,13 @@ fn damaged_objects_are_detected_and_recomputed() {
         "a size check alone cannot see this"
     );
     let out = env.msae(&["run", "--verify", exp.to_str().unwrap()]);
-    assert!(
-        common::text(&out).contains("1 run, 0 cached"),
-        "{}",
-        common::text(&out)
-    );
+    let text = common::text(&out);
+    assert!(text.contains("1 run, 0 cached"), "{text}");
     assert_eq!(std::fs::read(victim).unwrap(), original);
 
     // `cache verify` finds and removes a damaged object; the next run restores it.
     std::fs::write(victim, &flipped).unwrap();
-    let out = env.msae(&["cache", "verify"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(common::text(&out).contains("1 damaged"));
+    fails_with(&env, &["cache", "verify"], &["1 damaged"]);
     assert_eq!(env.run_json(&exp)["run"], 1);
     assert!(env.msae(&["cache", "verify"]).status.success());
 }
@@ -130,28 +101,23 @@ fn damaged_objects_are_detected_and_recomputed() {
 #[test]
 fn a_second_process_gets_a_clear_lock_message_or_waits() {
     let env = Env::new();
-    let exp = env.write(
-        "l.toml",
-        "[steps.data]\nkind = \"synth\"\ndim = 8\nn_features = 16\ntrain = 100\ntest = 10\n",
-    );
+    let exp = env.write("l.toml", &Synth::new(8, &[16], 100, 10).step("data"));
     let holder = msae::store::Store::open(&env.cache(), "test holder", false).unwrap();
-    let out = env.msae(&["run", exp.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    let text = common::text(&out);
-    assert!(text.contains("is in use by another msae process"), "{text}");
-    assert!(
-        text.contains(&format!("pid {}", std::process::id())),
-        "{text}"
+    fails_with(
+        &env,
+        &["run", exp.to_str().unwrap()],
+        &[
+            "is in use by another msae process",
+            &format!("pid {}", std::process::id()),
+            "--wait",
+        ],
     );
-    assert!(text.contains("--wait"), "{text}");
 
-    let mut waiting = env
-        .command()
-        .args(["run", "--wait", exp.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut waiting = env.spawn(
+        &["run", "--wait", exp.to_str().unwrap()],
+        Stdio::piped(),
+        Stdio::piped(),
+    );
     std::thread::sleep(Duration::from_millis(600));
     assert!(
         waiting.try_wait().unwrap().is_none(),
@@ -170,30 +136,23 @@ fn a_failing_step_keeps_finished_work_and_keep_going_runs_independent_branches()
     let env = Env::new();
     let exp = env.write(
         "f.toml",
-        "[steps.good]\nkind = \"synth\"\ndim = 8\nn_features = 16\ntrain = 100\ntest = 10\n\n[steps.bad]\nkind = \"import\"\npath = \"missing.npy\"\n\n[steps.after]\nkind = \"stats\"\ndata = \"bad\"\n\n[steps.other]\nkind = \"stats\"\ndata = \"good.train\"\n",
+        &(Synth::new(8, &[16], 100, 10).step("good")
+            + "\n[steps.bad]\nkind = \"import\"\npath = \"missing.npy\"\n\n[steps.after]\nkind = \"stats\"\ndata = \"bad\"\n\n[steps.other]\nkind = \"stats\"\ndata = \"good.train\"\n"),
     );
-    let out = env.msae(&["run", exp.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    let text = common::text(&out);
-    assert!(
-        text.contains("missing.npy` given as `path` does not exist"),
-        "{text}"
+    let e = exp.to_str().unwrap();
+    fails_with(
+        &env,
+        &["run", e],
+        &[
+            "missing.npy` given as `path` does not exist",
+            "1 run, 0 cached, 1 failed, 2 skipped",
+        ],
     );
-    assert!(
-        text.contains("1 run, 0 cached, 1 failed, 2 skipped"),
-        "{text}"
+    fails_with(
+        &env,
+        &["run", "--keep-going", e],
+        &["1 run, 1 cached, 1 failed, 1 skipped"],
     );
-    let out = env.msae(&["run", "--keep-going", exp.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        common::text(&out).contains("1 run, 1 cached, 1 failed, 1 skipped"),
-        "{}",
-        common::text(&out)
-    );
-    let status = env.msae(&["status", exp.to_str().unwrap()]);
-    assert!(
-        common::text(&status).contains("failed   bad"),
-        "{}",
-        common::text(&status)
-    );
+    let status = common::text(&env.msae(&["status", e]));
+    assert!(status.contains("failed   bad"), "{status}");
 }

@@ -7,21 +7,18 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{table_rows, with_status, Env};
+use common::{fails_with, output_json, table_rows, with_status, Env, Synth};
 
-const PLANTED: &str = r#"
-[experiment]
-name = "planted"
+/// Planted-dictionary data of two sizes, then a TopK and a Matryoshka SAE on each, scored,
+/// matched against the planted features, and one extracted.
+fn planted() -> String {
+    Synth::new(64, &[32, 48], 4096, 512)
+        .extra("active = 3.0\nzipf = 0.0\n")
+        .experiment("planted")
+        + PLANTED_STEPS
+}
 
-[steps.data]
-kind = "synth"
-dim = 64
-n_features = [32, 48]
-train = 4096
-test = 512
-active = 3.0
-zipf = 0.0
-
+const PLANTED_STEPS: &str = r#"
 [steps.sae]
 kind = "train"
 data = "data.train"
@@ -62,7 +59,7 @@ batch_size = 100
 #[test]
 fn topk_and_matryoshka_recover_a_planted_dictionary() {
     let env = Env::new();
-    let exp = env.write("planted.toml", PLANTED);
+    let exp = env.write("planted.toml", &planted());
     let summary = env.run_json(&exp);
     assert_eq!(summary["failed"], 0, "{summary}");
     let rows = table_rows(&env, &exp, "recovery");
@@ -77,16 +74,12 @@ fn topk_and_matryoshka_recover_a_planted_dictionary() {
         .any(|r| r["instance"] == "recovery[arch=msae,n_features=48,nesting_start=4]"));
 
     // score_topk: the reference's JSON layout, metrics per k that behave as they must.
-    let scores: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(common::output_file(
-            &env,
-            "planted",
-            "score[arch=topk,k=3,n_features=32]",
-            "scores",
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let scores = output_json(
+        &env,
+        "planted",
+        "score[arch=topk,k=3,n_features=32]",
+        "scores",
+    );
     for k in ["1", "3", "8", "64"] {
         let e = &scores[k];
         for key in ["fvu", "mae", "cs", "l0", "cknnas"] {
@@ -141,17 +134,12 @@ fn topk_and_matryoshka_recover_a_planted_dictionary() {
     );
 }
 
-const RESUME: &str = r#"
-[experiment]
-name = "resume"
+/// A Matryoshka training that checkpoints every 7 steps, and its scores.
+fn resume() -> String {
+    Synth::new(32, &[64], 6000, 100).experiment("resume") + RESUME_STEPS
+}
 
-[steps.data]
-kind = "synth"
-dim = 32
-n_features = 64
-train = 6000
-test = 100
-
+const RESUME_STEPS: &str = r#"
 [steps.sae]
 kind = "train"
 data = "data.train"
@@ -172,19 +160,17 @@ data = "data.test"
 fn training_killed_mid_run_resumes_to_bit_identical_weights() {
     // Uninterrupted reference run.
     let clean = Env::new();
-    let exp = clean.write("r.toml", RESUME);
+    let exp = clean.write("r.toml", &resume());
     let reference = clean.run_json(&exp);
 
     // Interrupted run: kill -9 once training has written a checkpoint.
     let env = Env::new();
-    let exp = env.write("r.toml", RESUME);
-    let mut child = env
-        .command()
-        .args(["run", exp.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let exp = env.write("r.toml", &resume());
+    let mut child = env.spawn(
+        &["run", exp.to_str().unwrap()],
+        Stdio::null(),
+        Stdio::piped(),
+    );
     let stderr = child.stderr.take().unwrap();
     let reader = std::thread::spawn(move || {
         BufReader::new(stderr)
@@ -246,14 +232,9 @@ fn training_killed_mid_run_resumes_to_bit_identical_weights() {
 
 #[test]
 fn adding_a_validation_set_never_retrains_and_reports_every_epoch() {
-    let base = r#"
-[steps.data]
-kind = "synth"
-dim = 16
-n_features = 32
-train = 1024
-test = 256
-
+    let data = Synth::new(16, &[32], 1024, 256);
+    let base = data.step("data")
+        + r#"
 [steps.sae]
 kind = "train"
 data = "data.train"
@@ -264,16 +245,13 @@ epochs = 3
 batch_size = 128
 "#;
     let env = Env::new();
-    let exp = env.write("v.toml", base);
+    let exp = env.write("v.toml", &base);
     assert_eq!(env.run_json(&exp)["run"], 2);
     let with_val = format!("{base}\n[steps.val]\nkind = \"validate\"\nsae = \"sae.snapshots\"\ndata = \"data.test\"\nbatch_size = 100\n");
     env.write("v.toml", &with_val);
     let summary = env.run_json(&exp);
     assert_eq!(with_status(&summary, "ran"), vec!["val"], "{summary}");
-    let epochs: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(common::output_file(&env, "v", "val", "epochs")).unwrap(),
-    )
-    .unwrap();
+    let epochs = output_json(&env, "v", "val", "epochs");
     let epochs = epochs.as_array().unwrap();
     assert_eq!(epochs.len(), 3);
     // 256 rows in batches of 100: three batches, the last partial one counted as one.
@@ -294,26 +272,19 @@ batch_size = 128
 
     // Validating a model output instead of snapshots is a clear error.
     env.write("v.toml", &with_val.replace("sae.snapshots", "sae.model"));
-    let out = env.msae(&["run", exp.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        common::text(&out).contains("must be a train step's snapshots output"),
-        "{}",
-        common::text(&out)
+    fails_with(
+        &env,
+        &["run", exp.to_str().unwrap()],
+        &["must be a train step's snapshots output"],
     );
 }
 
-const LEVELS: &str = r#"
-[experiment]
-name = "levels"
+/// A Matryoshka SAE validated on 250 rows in batches of 100.
+fn levels_experiment() -> String {
+    Synth::new(16, &[32], 1024, 250).experiment("levels") + LEVELS_STEPS
+}
 
-[steps.data]
-kind = "synth"
-dim = 16
-n_features = 32
-train = 1024
-test = 250
-
+const LEVELS_STEPS: &str = r#"
 [steps.sae]
 kind = "train"
 data = "data.train"
@@ -427,12 +398,9 @@ fn levels_by_hand(sae: &msae::sae::Sae, x: &[f32], rows: usize, batch: usize) ->
 #[test]
 fn matryoshka_validation_reports_every_nesting_level() {
     let env = Env::new();
-    let exp = env.write("l.toml", LEVELS);
+    let exp = env.write("l.toml", &levels_experiment());
     env.run_json(&exp);
-    let epochs: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(common::output_file(&env, "levels", "val", "epochs")).unwrap(),
-    )
-    .unwrap();
+    let epochs = output_json(&env, "levels", "val", "epochs");
     let last = &epochs.as_array().unwrap()[1];
     let levels = last["levels"].as_array().unwrap();
     let ks: Vec<u64> = levels.iter().map(|l| l["k"].as_u64().unwrap()).collect();

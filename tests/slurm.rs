@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{text, Env};
+use common::{assert_fails_with, assert_succeeds_with, json_of, text, Env, Synth};
 
 struct Cluster {
     dir: tempfile::TempDir,
@@ -257,19 +257,9 @@ const SLURM_ARGS: &[&str] = &[
 ];
 
 fn experiment(epochs: u32, expansions: &str) -> String {
-    format!(
-        r#"
-[experiment]
-name = "cluster"
-seed = 5
-
-[steps.data]
-kind = "synth"
-dim = 32
-n_features = 64
-train = 4000
-test = 400
-
+    Synth::new(32, &[64], 4000, 400).experiment_with("cluster", "seed = 5\n")
+        + &format!(
+            r#"
 [steps.sae]
 kind = "train"
 data = "data.train"
@@ -289,31 +279,32 @@ kind = "score_topk"
 sae = "sae"
 data = "data.test"
 "#
-    )
+        )
+}
+
+/// `msae run` of `exp` on the cluster, with `extra` options.
+fn run_command(cluster: &Cluster, env: &Env, exp: &Path, extra: &[&str]) -> Command {
+    let mut c = cluster.msae(env);
+    c.arg("run").args(SLURM_ARGS).args(extra).arg(exp);
+    c
 }
 
 fn run(cluster: &Cluster, env: &Env, exp: &Path, extra: &[&str]) -> Output {
-    cluster
-        .msae(env)
-        .arg("run")
-        .args(SLURM_ARGS)
-        .args(extra)
-        .arg(exp)
-        .output()
-        .unwrap()
+    run_command(cluster, env, exp, extra).output().unwrap()
 }
 
+/// [`run`] in the background (a coordinator to watch, kill or wait for), its output captured.
 fn spawn(cluster: &Cluster, env: &Env, exp: &Path, extra: &[&str]) -> Child {
-    cluster
-        .msae(env)
-        .arg("run")
-        .args(SLURM_ARGS)
-        .args(extra)
-        .arg(exp)
+    run_command(cluster, env, exp, extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
+}
+
+/// `msae cancel` of `exp`'s live jobs.
+fn cancel(cluster: &Cluster, env: &Env, exp: &Path) -> Output {
+    cluster.msae(env).arg("cancel").arg(exp).output().unwrap()
 }
 
 /// Records of every instance: (key, outputs' bytes, metrics without timings).
@@ -354,14 +345,20 @@ fn records(env: &Env, experiment: &str) -> Records {
 }
 
 fn status(cluster: &Cluster, env: &Env, exp: &Path) -> serde_json::Value {
-    let out = cluster
-        .msae(env)
-        .args(["status", "--json"])
-        .arg(exp)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
+    json_of(
+        &cluster
+            .msae(env)
+            .args(["status", "--json"])
+            .arg(exp)
+            .output()
+            .unwrap(),
+    )
+}
+
+/// The log of the job that ran training `sae[expansion=2]` of `env`'s store.
+fn job_log(env: &Env) -> String {
+    let key = &records(env, "cluster")["sae[expansion=2]"].0;
+    std::fs::read_to_string(msae::runner::worker::job_dir(&env.cache(), key).join("log")).unwrap()
 }
 
 /// Waits until a training's job runs and has made `min_steps` steps; returns (instance, job id,
@@ -485,12 +482,9 @@ fn slurm_executor_on_a_real_cluster() {
     let es = on_slurm.write("c.toml", &text_exp);
     local.run_json(&el);
     let started = Instant::now();
-    let out = run(&cluster, &on_slurm, &es, &[]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        text(&out).contains("5 run, 0 cached, 0 failed"),
-        "{}",
-        text(&out)
+    assert_succeeds_with(
+        &run(&cluster, &on_slurm, &es, &[]),
+        &["5 run, 0 cached, 0 failed"],
     );
     eprintln!(
         "5 instances on Slurm: {:.1} s",
@@ -532,12 +526,7 @@ fn slurm_executor_on_a_real_cluster() {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        assert!(out.status.success(), "{}", text(&out));
-        assert!(
-            text(&out).contains("5 run, 0 cached, 0 failed"),
-            "{}",
-            text(&out)
-        );
+        assert_succeeds_with(&out, &["5 run, 0 cached, 0 failed"]);
         // The samples saw the jobs come and go, so the bound above was put to the test.
         assert!(seen.len() >= 3, "{samples} samples saw only {seen:?}");
         assert_eq!(records(&env, "cluster"), a);
@@ -562,23 +551,19 @@ fn slurm_executor_on_a_real_cluster() {
     let coordinator = spawn(&cluster, &env, &exp, &[]);
     let (name, id, _) = running_training(&cluster, &env, &exp, 1);
     assert!(cluster.cmd("scancel", &[&id]).status.success());
-    let out = coordinator.wait_with_output().unwrap();
-    let msg = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{msg}");
-    assert!(
-        msg.contains(&format!(
-            "error: {name} failed: Slurm job {id} ended (CANCELLED) without writing a result"
-        )),
-        "{msg}"
+    assert_fails_with(
+        &coordinator.wait_with_output().unwrap(),
+        &[
+            &format!(
+                "error: {name} failed: Slurm job {id} ended (CANCELLED) without writing a result"
+            ),
+            "last lines of its log",
+            "| msae exec: sae[expansion=2]",
+        ],
     );
-    assert!(msg.contains("last lines of its log"), "{msg}");
-    assert!(msg.contains("| msae exec: sae[expansion=2]"), "{msg}");
-    let out = run(&cluster, &env, &exp, &[]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        text(&out).contains("2 run, 1 cached, 0 failed"),
-        "{}",
-        text(&out)
+    assert_succeeds_with(
+        &run(&cluster, &env, &exp, &[]),
+        &["2 run, 1 cached, 0 failed"],
     );
 
     // 4. A running training requeued: it resumes from its checkpoints and ends with the bytes
@@ -608,14 +593,7 @@ fn slurm_executor_on_a_real_cluster() {
         let show = String::from_utf8_lossy(&cluster.cmd("scontrol", &["show", "job", &id]).stdout)
             .to_string();
         assert!(show.contains("Restarts=1"), "{show}");
-        let log = std::fs::read_to_string(
-            msae::runner::worker::job_dir(
-                &env.cache(),
-                &records(&env, "cluster")["sae[expansion=2]"].0,
-            )
-            .join("log"),
-        )
-        .unwrap();
+        let log = job_log(&env);
         assert!(log.contains("restart 1"), "{log}");
     }
     let clean = Env::new();
@@ -636,28 +614,14 @@ fn slurm_executor_on_a_real_cluster() {
         release_requeued(&cluster, &env, &id);
         let out = coordinator.wait_with_output().unwrap();
         assert!(out.status.success(), "{}", text(&out));
-        let log = std::fs::read_to_string(
-            msae::runner::worker::job_dir(
-                &env.cache(),
-                &records(&env, "cluster")["sae[expansion=2]"].0,
-            )
-            .join("log"),
-        )
-        .unwrap();
+        let log = job_log(&env);
         assert!(log.contains("stopped on SIGUSR1"), "{log}");
         assert!(log.contains("restart 1"), "{log}");
         assert_eq!(records(&env, "cluster"), records(&clean, "cluster"));
     }
 
     // `msae cancel` finds nothing left to cancel.
-    let out = cluster
-        .msae(&env)
-        .args(["cancel"])
-        .arg(&exp)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("no live Slurm jobs"), "{}", text(&out));
+    assert_succeeds_with(&cancel(&cluster, &env, &exp), &["no live Slurm jobs"]);
 
     // 5. `msae cancel` cancels the run's live jobs; the coordinator reports them failed; the
     //    text status shows the job id and state while it runs.
@@ -669,25 +633,14 @@ fn slurm_executor_on_a_real_cluster() {
     assert!(shown.contains("slurm executor"), "{shown}");
     assert!(shown.contains(&format!("job {id} RUNNING")), "{shown}");
     assert!(shown.contains(", eta "), "{shown}");
-    let out = cluster
-        .msae(&env)
-        .args(["cancel"])
-        .arg(&exp)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        text(&out).contains(&format!("cancelled 1 job(s): {id}")),
-        "{}",
-        text(&out)
+    assert_succeeds_with(
+        &cancel(&cluster, &env, &exp),
+        &[&format!("cancelled 1 job(s): {id}")],
     );
-    let out = coordinator.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        text(&out).contains(&format!(
+    assert_fails_with(
+        &coordinator.wait_with_output().unwrap(),
+        &[&format!(
             "error: {name} failed: Slurm job {id} ended (CANCELLED)"
-        )),
-        "{}",
-        text(&out)
+        )],
     );
 }
