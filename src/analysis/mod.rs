@@ -10,6 +10,7 @@ pub mod concepts;
 pub mod naming;
 pub mod probe;
 pub mod top_examples;
+pub mod zero_shot;
 
 use crate::metrics::MetricsError;
 

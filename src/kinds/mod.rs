@@ -50,6 +50,7 @@ pub mod synth;
 pub mod top_examples;
 pub mod train;
 pub mod validate;
+pub mod zero_shot;
 
 static KINDS: &[&dyn Step] = &[
     &synth::Synth,
@@ -67,6 +68,7 @@ static KINDS: &[&dyn Step] = &[
     &align::Align,
     &linear_probe::LinearProbe,
     &top_examples::TopExamplesKind,
+    &zero_shot::ZeroShot,
 ];
 
 /// Every step kind msae knows, for the engine (handed over by `cli`).

@@ -22,10 +22,10 @@ use crate::data::reader::RowReader;
 use crate::kinds::import::read_lines;
 use crate::kinds::sae_eval::{Evaluation, EVAL_PARAMS};
 use crate::sae::config::Arch;
+use crate::sae::model::write_atomic;
 use crate::step::spec::{Default, OutputSpec, ParamSpec, ParamType, Role};
 use crate::step::value::Value;
 use crate::step::{Metrics, Step, StepContext};
-use crate::store::snapshot::write_atomic;
 
 pub struct TopExamplesKind;
 
@@ -153,10 +153,13 @@ impl Step for TopExamplesKind {
             reader.read_range(start, end, &mut block)?;
             let x = Tensor::from_slice(&block, (end - start, data.cols()), &device)?;
             let x = std.apply(&x).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let z = sae
-                .eval_code(&x, dense)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let z: Vec<f32> = z.flatten_all()?.to_vec1()?;
+            let z: Vec<f32> = if dense {
+                sae.eval_code(&x, true)
+                    .and_then(|z| Ok(z.flatten_all()?.to_vec1()?))
+            } else {
+                sae.sparse_code_host(&x)
+            }
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
             acc.push(&z)
                 .with_context(|| format!("rows {start}..{end} of `data`"))?;
             bar.set_position(end as u64);
@@ -236,7 +239,7 @@ fn save(path: &Path, acc: &TopExamples, batch: usize) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    write_atomic(path, &serde_json::to_vec(&c)?)
+    Ok(write_atomic(path, &serde_json::to_vec(&c)?)?)
 }
 
 /// The saved accumulator of an interrupted run of this very key, if any and if it fits.

@@ -12,7 +12,9 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use crate::sae::config::{Arch, BatchTopkInference, InitMethod, MsaeWeighting, TrainConfig};
+use crate::sae::config::{
+    Arch, BatchTopkInference, InitMethod, MsaeWeighting, TopkVariant, TrainConfig,
+};
 use crate::sae::model::activation::Coded;
 use crate::sae::model::loss::LossGrad;
 use crate::sae::{Result, SaeError};
@@ -444,6 +446,44 @@ impl Sae {
         }
     }
 
+    /// The sparse evaluation code as host rows (row-major), for readers that only need its
+    /// values. For the per-row top-k of the default variant (TopKReLU, no soft cap) on the CPU,
+    /// the selection mask and the pre-activation are combined in one parallel pass instead of
+    /// candle's chain of elementwise operations; the values equal [`Sae::eval_code`]'s, except
+    /// that entries not kept are always +0.0 where that path can hold −0.0.
+    pub fn sparse_code_host(&self, x: &Tensor) -> Result<Vec<f32>> {
+        let per_row_k = match self.config.arch {
+            Arch::Topk => Some(self.config.k()),
+            Arch::Msae => Some(self.levels[0]),
+            _ => None,
+        };
+        let fused = self.device().is_cpu()
+            && self.config.topk_variant == TopkVariant::Relu
+            && self.config.soft_cap == 0.0;
+        let (Some(k), true) = (per_row_k, fused) else {
+            return Ok(self.eval_code(x, false)?.flatten_all()?.to_vec1()?);
+        };
+        let (_, p) = self.pre_activation(x)?;
+        let mask = activation::row_topk_mask(&p, k, false)?;
+        let n = self.n.max(1);
+        crate::sae::kernels::host::with_slice(&p, |p| {
+            crate::sae::kernels::host::with_slice(&mask, |m| {
+                use rayon::prelude::*;
+                let mut z = vec![0f32; p.len()];
+                z.par_chunks_mut(n)
+                    .zip(p.par_chunks(n).zip(m.par_chunks(n)))
+                    .for_each(|(z, (p, m))| {
+                        for ((z, &p), &m) in z.iter_mut().zip(p).zip(m) {
+                            if m > 0.0 && p > 0.0 {
+                                *z = p;
+                            }
+                        }
+                    });
+                z
+            })
+        })?
+    }
+
     /// Matryoshka levels in evaluation (docs/reference.md §4.8): for every nesting level k_i, in
     /// ascending order, `(k_i, Z_i, X̂_i)` with `Z_i = cap(TopK_{k_i}(P))` and
     /// `X̂_i = Z_i·W_dec + b_pre`. Lazy, so that only one level's [B, n] code is alive at a time;
@@ -672,6 +712,11 @@ mod tests {
                 let want: Vec<f32> = expected.flatten_all().unwrap().to_vec1().unwrap();
                 assert_eq!(got, want, "{arch:?} dense={dense}");
             }
+            // The host form: the same values, an unkept entry +0.0 rather than −0.0.
+            let host = m.sparse_code_host(&x).unwrap();
+            let want: Vec<f32> = out.sparse_code.flatten_all().unwrap().to_vec1().unwrap();
+            let plus_zero = |v: &Vec<f32>| -> Vec<f32> { v.iter().map(|&u| u + 0.0).collect() };
+            assert_eq!(plus_zero(&host), plus_zero(&want), "{arch:?} host");
         }
     }
 
