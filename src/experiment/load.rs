@@ -499,7 +499,10 @@ fn read_value(exp: &Experiment, spec: &ParamSpec, e: &Entry) -> Result<SettingVa
         return Ok(SettingValue::Refs(refs));
     }
     if let NodeValue::Array(items) = &node.value {
-        if matches!(spec.ty, ParamType::IntList | ParamType::StrList) {
+        if matches!(
+            spec.ty,
+            ParamType::IntList | ParamType::FloatList | ParamType::StrList
+        ) {
             return Ok(SettingValue::Single(read_scalar(exp, spec, node)?));
         }
         if !spec.gridable {
@@ -609,6 +612,31 @@ fn read_scalar(exp: &Experiment, spec: &ParamSpec, node: &Node) -> Result<Value,
                     }
                     _ => return Err(wrong()),
                 }
+            }
+            if out.is_empty() {
+                return Err(exp.error(
+                    format!("`{}` is an empty list", spec.name),
+                    node.span.clone(),
+                ));
+            }
+            return Ok(Value::List(out));
+        }
+        (ParamType::FloatList, NodeValue::Array(items)) => {
+            let mut out = Vec::new();
+            for item in items {
+                let x = match item.value {
+                    NodeValue::Int(i) => i as f64,
+                    NodeValue::Float(f) if f.is_finite() => f,
+                    NodeValue::Float(_) => {
+                        return Err(exp.error(
+                            format!("`{}` must hold finite numbers", spec.name),
+                            item.span.clone(),
+                        ))
+                    }
+                    _ => return Err(wrong()),
+                };
+                check_range(exp, spec, x, item)?;
+                out.push(Value::Float(x));
             }
             if out.is_empty() {
                 return Err(exp.error(

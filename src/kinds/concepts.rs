@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::analysis::concepts::{among_strongest, best_latent_per_word, by_cosine, mutual};
 use crate::data::npy::Matrix;
+use crate::kinds::latent_names::{read_names, Named};
 use crate::kinds::sae_common::device;
 use crate::kinds::train::load_model;
 use crate::metrics::MatRef;
@@ -46,39 +47,6 @@ struct Concept {
     word_index: usize,
     cosine: f64,
     frequency: f64,
-}
-
-/// One latent's name as the `name` step wrote it.
-struct Named {
-    word: String,
-    index: usize,
-    score: f32,
-}
-
-fn read_names(path: &std::path::Path, from: &str, n: usize) -> Result<Vec<Named>> {
-    let doc: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
-    )
-    .with_context(|| format!("`names` (from {from}) is not JSON"))?;
-    let rows = doc
-        .as_array()
-        .ok_or_else(|| anyhow!("`names` (from {from}) is not a `name` step's names list"))?;
-    if rows.len() != n {
-        bail!(
-            "`names` (from {from}) names {} latents but the SAE has {n}; give the names of this SAE",
-            rows.len()
-        );
-    }
-    rows.iter()
-        .map(|r| {
-            Some(Named {
-                word: r["word"].as_str()?.to_string(),
-                index: r["index"].as_u64()? as usize,
-                score: r["score"].as_f64()? as f32,
-            })
-        })
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| anyhow!("`names` (from {from}) lacks a word, index or score"))
 }
 
 impl Step for Concepts {

@@ -38,6 +38,7 @@ pub mod embed;
 pub mod extract;
 pub mod import;
 pub mod import_sae;
+pub mod latent_names;
 pub mod linear_probe;
 pub mod name;
 pub mod recovery;

@@ -16,6 +16,9 @@ pub enum ParamType {
     Choice(&'static [&'static str]),
     /// A list of integers (never a grid axis: the whole list is one value).
     IntList,
+    /// A list of finite numbers (never a grid axis: the whole list is one value); integers are
+    /// read as numbers.
+    FloatList,
     /// A list of strings (never a grid axis: the whole list is one value).
     StrList,
 }
@@ -29,6 +32,7 @@ impl ParamType {
             ParamType::Str => "a string".into(),
             ParamType::Choice(options) => format!("one of {}", quoted_list(options)),
             ParamType::IntList => "a list of integers".into(),
+            ParamType::FloatList => "a list of numbers".into(),
             ParamType::StrList => "a list of strings".into(),
         }
     }
@@ -65,6 +69,7 @@ pub enum Default {
     Float(f64),
     Str(&'static str),
     IntList(&'static [i64]),
+    FloatList(&'static [f64]),
     /// The `[experiment] seed`.
     ExperimentSeed,
 }
@@ -103,6 +108,9 @@ impl ParamSpec {
             Default::Float(f) => Some(Value::Float(f)),
             Default::Str(s) => Some(Value::Str(s.to_string())),
             Default::IntList(l) => Some(Value::List(l.iter().map(|i| Value::Int(*i)).collect())),
+            Default::FloatList(l) => {
+                Some(Value::List(l.iter().map(|f| Value::Float(*f)).collect()))
+            }
             Default::ExperimentSeed => Some(Value::Int(experiment_seed)),
         }
     }
