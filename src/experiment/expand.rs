@@ -242,6 +242,7 @@ pub fn expand(exp: &Experiment) -> Result<Plan, Diagnostic> {
             }
             let own_combos = cartesian(&axes);
             let input_combos = input_product(exp, step, &instances, &inputs)?;
+            let fan = FanningInputs::new(step, &inputs, &instances);
             for own in &own_combos {
                 for combo in &input_combos {
                     let mut coords: BTreeMap<String, Value> = BTreeMap::new();
@@ -254,9 +255,9 @@ pub fn expand(exp: &Experiment) -> Result<Plan, Diagnostic> {
                         }
                     }
                     inherit_coords(
-                        step,
                         &own_coord_keys,
                         &inputs,
+                        &fan,
                         combo,
                         &instances,
                         &mut coords,
@@ -398,28 +399,57 @@ fn input_product(
     Ok(combos)
 }
 
+/// What [`inherit_coords`] needs of a variant's inputs, computed once per variant rather than
+/// once per instance (the key sets span every candidate, so per instance it was quadratic).
+struct FanningInputs<'a> {
+    /// The inputs that fan out (more than one candidate).
+    fanning: Vec<usize>,
+    /// The coordinate names of each fanning input's candidates.
+    key_sets: Vec<BTreeSet<&'a String>>,
+    matched: BTreeSet<&'a str>,
+}
+
+impl<'a> FanningInputs<'a> {
+    fn new(
+        step: &'a StepDef,
+        inputs: &[(String, Vec<InstanceInput>, bool)],
+        instances: &'a [Instance],
+    ) -> Self {
+        let fanning: Vec<usize> = (0..inputs.len())
+            .filter(|&i| inputs[i].1.len() > 1)
+            .collect();
+        let key_sets = fanning
+            .iter()
+            .map(|&i| {
+                inputs[i]
+                    .1
+                    .iter()
+                    .flat_map(|c| instances[c.instance].coords.keys())
+                    .collect()
+            })
+            .collect();
+        let matched = step.match_keys.iter().map(|(k, _)| k.as_str()).collect();
+        FanningInputs {
+            fanning,
+            key_sets,
+            matched,
+        }
+    }
+}
+
 fn inherit_coords(
-    step: &StepDef,
     own_keys: &BTreeSet<String>,
     inputs: &[(String, Vec<InstanceInput>, bool)],
+    fan: &FanningInputs,
     combo: &[InstanceInput],
     instances: &[Instance],
     coords: &mut BTreeMap<String, Value>,
 ) {
-    let fanning: Vec<usize> = (0..inputs.len())
-        .filter(|&i| inputs[i].1.len() > 1)
-        .collect();
-    let matched: BTreeSet<&str> = step.match_keys.iter().map(|(k, _)| k.as_str()).collect();
-    let key_sets: Vec<BTreeSet<&String>> = fanning
-        .iter()
-        .map(|&i| {
-            inputs[i]
-                .1
-                .iter()
-                .flat_map(|c| instances[c.instance].coords.keys())
-                .collect()
-        })
-        .collect();
+    let FanningInputs {
+        fanning,
+        key_sets,
+        matched,
+    } = fan;
     for (pos, &i) in fanning.iter().enumerate() {
         let (param, _, multi_step) = &inputs[i];
         let up = &instances[combo[i].instance];
