@@ -29,9 +29,14 @@ pub fn open(g: &Global, command: &str) -> Result<Store> {
     Store::open(&g.cache, command, g.wait)
 }
 
-/// For commands that only read: while a run holds the store, its published snapshot.
+/// For commands that only read: while a run holds the store, or when it cannot be written, its
+/// published snapshot (the latter said on stderr, so `--format json` output stays one document).
 pub fn open_read(g: &Global, command: &str) -> Result<Store> {
-    Store::open_read(&g.cache, command, g.wait)
+    let store = Store::open_read(&g.cache, command, g.wait)?;
+    if let Some(note) = store.read_only_notice() {
+        eprintln!("{note}");
+    }
+    Ok(store)
 }
 
 /// The instance `name` of the plan, or an error that suggests the nearest name.

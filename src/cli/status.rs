@@ -38,6 +38,10 @@ struct Report {
     experiment: String,
     /// The run that holds the store now, if any.
     run: Option<RunInfo>,
+    /// Why the store is read from its published index though no run holds it (it cannot be
+    /// written), when that is so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    read_only: Option<String>,
     counts: std::collections::BTreeMap<String, usize>,
     instances: Vec<Row>,
 }
@@ -156,6 +160,7 @@ pub fn status(g: &Global, path: &Path, json: bool) -> Result<ExitCode> {
             started_unix: l.started_unix,
             updated_unix: l.updated_unix,
         }),
+        read_only: store.read_only.clone(),
         counts,
         instances: rows,
     };

@@ -56,7 +56,8 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("records serialise")
 }
 
-const READ_ONLY: &str = "the store is held by a running msae process; this command only reads it";
+const READ_ONLY: &str =
+    "this process reads the store's published index (the store is held by a running msae process or cannot be written); it cannot change it";
 
 impl Index {
     pub fn new(db: sled::Db) -> Result<Index> {

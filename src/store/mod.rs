@@ -40,6 +40,9 @@ pub struct Store {
     pub objects: Objects,
     /// For a reader of a held store: what the holder's run was doing when it last published.
     pub live: Option<LiveRun>,
+    /// Why this process reads the store from its published snapshot though no other process
+    /// holds it: the store cannot be written (a read-only mount, another user's folder).
+    pub read_only: Option<String>,
 }
 
 /// How long a writer retries a lock held by another process before it reports the store busy:
@@ -85,6 +88,12 @@ impl Store {
     /// Opens (creating if needed) the store at `root`. If another process holds it, fails with a
     /// message naming that process, or with `wait` polls until it is free.
     pub fn open(root: &Path, command: &str, wait: bool) -> Result<Store> {
+        if let Some(why) = unwritable(root) {
+            bail!(
+                "the store {} cannot be written ({why}); `{command}` needs to write it\n  = help: commands that only read (status, table, plan, why, graph, report, export, cache du) work on it as it is; to run, give a writable store with --cache DIR",
+                root.display()
+            );
+        }
         fs::create_dir_all(root)
             .with_context(|| format!("cannot create the store folder {}", root.display()))?;
         let start = Instant::now();
@@ -111,12 +120,7 @@ impl Store {
                     }
                     std::thread::sleep(Duration::from_millis(200));
                 }
-                Err(e) => {
-                    bail!(
-                        "cannot open the store index {}: {e}\n  = help: if the folder is damaged, move it away and run again (results will be recomputed)",
-                        root.join("db").display()
-                    )
-                }
+                Err(e) => bail!("{}", open_failure(root, &e)),
             }
         };
         if told {
@@ -130,6 +134,9 @@ impl Store {
     /// none yet does this wait (`wait`) or fail like [`Store::open`].
     pub fn open_read(root: &Path, command: &str, wait: bool) -> Result<Store> {
         let start = Instant::now();
+        if let Some(why) = unwritable(root) {
+            return Store::from_published(root, why);
+        }
         fs::create_dir_all(root)
             .with_context(|| format!("cannot create the store folder {}", root.display()))?;
         loop {
@@ -144,6 +151,7 @@ impl Store {
                             index: Index::from_snapshot(snap),
                             objects: Objects::new(root.join("objects")),
                             live: LiveRun::read(root),
+                            read_only: None,
                         });
                     }
                     // The holder publishes its first snapshot right after opening the index.
@@ -157,9 +165,41 @@ impl Store {
         }
     }
 
-    /// True when this process reads a store that another process holds.
+    /// A store this process cannot write, read from the snapshot its last holder published.
+    /// Nothing is written: no holder note, no scratch folders, no snapshot.
+    fn from_published(root: &Path, why: String) -> Result<Store> {
+        let path = root.join(snapshot::FILE);
+        if !path.exists() {
+            bail!(
+                "the store {} cannot be written ({why}) and holds no published index ({}), which reading an unwritable store needs\n  = help: the store itself is intact; any msae command run once with write access to it (e.g. `msae status`) publishes the index",
+                root.display(),
+                snapshot::FILE
+            );
+        }
+        let snap = snapshot::Snapshot::read(&path)?;
+        Ok(Store {
+            root: root.to_path_buf(),
+            index: Index::from_snapshot(snap),
+            objects: Objects::new(root.join("objects")),
+            live: LiveRun::read(root),
+            read_only: Some(why),
+        })
+    }
+
+    /// True when this process reads the store's published snapshot: another process holds the
+    /// store, or it cannot be written.
     pub fn is_reader(&self) -> bool {
         self.index.is_snapshot()
+    }
+
+    /// A line for reading commands to print on stderr when the store is read-only.
+    pub fn read_only_notice(&self) -> Option<String> {
+        self.read_only.as_ref().map(|why| {
+            format!(
+                "note: the store {} is read-only ({why}); showing the index its last run published",
+                self.root.display()
+            )
+        })
     }
 
     /// Publishes the index for readers if it changed (see [`snapshot`]).
@@ -183,6 +223,7 @@ impl Store {
             index: Index::new(db)?,
             objects: Objects::new(root.join("objects")),
             live: None,
+            read_only: None,
         };
         // A reader must never see records the holder does not have (e.g. after a `gc` by an
         // older msae, or a lost snapshot write): start every hold with a fresh snapshot.
@@ -222,6 +263,55 @@ impl Drop for Store {
                 tracing::warn!("cannot publish the index snapshot: {e:#}");
             }
         }
+    }
+}
+
+/// Why the store at `root` cannot be written, when it cannot: an existing store folder on a
+/// read-only file system or without write permission for this user. `None` for a writable store
+/// and for a folder that does not exist yet (creating it reports its own error).
+fn unwritable(root: &Path) -> Option<String> {
+    let db = root.join("db");
+    let target = if db.is_dir() { db } else { root.to_path_buf() };
+    if !target.is_dir() {
+        return None;
+    }
+    // Creating a file is the one test that sees mounts, permissions, ACLs and root alike.
+    let probe = target.join(format!(".msae-write-test-{}", std::process::id()));
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            fs::remove_file(&probe).ok();
+            None
+        }
+        Err(e) if e.raw_os_error() == Some(libc_erofs()) => Some("read-only file system".into()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Some("no write permission".into())
+        }
+        Err(_) => None,
+    }
+}
+
+/// EROFS, the same number on every Linux architecture (and on the BSDs and macOS).
+const fn libc_erofs() -> i32 {
+    30
+}
+
+/// The error for an index that exists but cannot be opened. Only sled's own verdict that its
+/// files are corrupt suggests moving the folder aside; any other failure leaves the store alone.
+fn open_failure(root: &Path, e: &sled::Error) -> String {
+    let db = root.join("db");
+    match e {
+        sled::Error::Corruption { .. } => format!(
+            "the store index {} is corrupt: {e}\n  = help: the objects beside it are intact, but msae cannot read which instance made which; move the folder aside (it is not deleted) and run again to recompute",
+            db.display()
+        ),
+        _ => format!(
+            "cannot open the store index {}: {e}\n  = help: check the folder's permissions and free space; the store was not changed",
+            db.display()
+        ),
     }
 }
 
