@@ -27,6 +27,17 @@ pub struct Global {
     /// If another msae process holds the store, wait for it instead of failing.
     #[arg(long, global = true)]
     pub wait: bool,
+    /// A read-only upstream store (e.g. a team's shared results) that serves results this store
+    /// lacks, verified by content hash on the way in; repeatable, asked in order. In the
+    /// environment, several folders are separated by `:`.
+    #[arg(
+        long = "cache-from",
+        value_name = "DIR",
+        global = true,
+        env = "MSAE_CACHE_FROM",
+        value_delimiter = ':'
+    )]
+    pub cache_from: Vec<PathBuf>,
     /// More logging (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

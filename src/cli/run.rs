@@ -101,7 +101,9 @@ pub fn run(g: &Global, args: &RunArgs) -> Result<ExitCode> {
         }
         None => 1,
     };
+    let upstreams = upstream_stores(g)?;
     let opts = RunOptions {
+        upstreams,
         fuse,
         keep_going: args.keep_going,
         verify: args.verify,
@@ -159,4 +161,22 @@ pub fn run(g: &Global, args: &RunArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The `--cache-from` stores, opened through their published indexes; the store itself is not
+/// its own upstream.
+fn upstream_stores(g: &Global) -> Result<Vec<crate::store::Upstream>> {
+    let here = std::fs::canonicalize(&g.cache).ok();
+    g.cache_from
+        .iter()
+        .map(|dir| {
+            if here.is_some() && std::fs::canonicalize(dir).ok() == here {
+                anyhow::bail!(
+                    "--cache-from {} names the store this run writes (--cache); give another store",
+                    dir.display()
+                );
+            }
+            crate::store::Upstream::open(dir)
+        })
+        .collect()
 }

@@ -35,7 +35,7 @@ use serde::Serialize;
 use crate::experiment::{Experiment, Instance, Plan};
 use crate::step::progress::Progress;
 use crate::store::live::LiveState;
-use crate::store::{now_unix, FailureRecord, Record, Store};
+use crate::store::{now_unix, FailureRecord, Fetched, Record, Store, Upstream};
 use executor::{Executor, Task, TaskFinished};
 use keys::{prepare, Outputs, Prepared, Readiness};
 use live_board::LiveBoard;
@@ -53,6 +53,8 @@ pub struct RunOptions {
     pub fuse: usize,
     /// Told before each instance runs (e.g. to refresh the report page); may be absent.
     pub observer: Option<Box<dyn Observer>>,
+    /// Stores asked, in order, for results this one lacks (`--cache-from`).
+    pub upstreams: Vec<Upstream>,
 }
 
 /// Watches a run: called before each instance that is not cached starts, with the outcomes so
@@ -113,8 +115,12 @@ fn serve_cached(
     opts: &RunOptions,
     progress: &Progress,
 ) -> Result<Option<Outputs>> {
-    let Some(record) = store.index.record(&prepared.key)? else {
-        return Ok(None);
+    let record = match store.index.record(&prepared.key)? {
+        Some(record) => record,
+        None => match fetch_upstream(store, inst, prepared, opts, progress)? {
+            Some(record) => record,
+            None => return Ok(None),
+        },
     };
     match damaged_output(store, &record, opts.verify)? {
         None => {
@@ -147,6 +153,38 @@ fn serve_cached(
             Ok(None)
         }
     }
+}
+
+/// The record of a key from the first upstream store that has it intact, now in the local store
+/// (objects first, then the record). Damaged upstream copies are reported and passed over.
+fn fetch_upstream(
+    store: &Store,
+    inst: &Instance,
+    prepared: &Prepared,
+    opts: &RunOptions,
+    progress: &Progress,
+) -> Result<Option<Record>> {
+    for upstream in &opts.upstreams {
+        match upstream.fetch(&prepared.key, store)? {
+            Fetched::Absent => {}
+            Fetched::Served(record) => {
+                store.index.put(&record)?;
+                tracing::info!(instance = %inst.name, upstream = %upstream.root.display(), "served by an upstream store");
+                progress.println(&format!(
+                    "copied  {} from {}",
+                    inst.name,
+                    upstream.root.display()
+                ));
+                return Ok(Some(*record));
+            }
+            Fetched::Damaged { output, why } => progress.warn(&format!(
+                "warning: output `{output}` of {} in the upstream store {} is damaged ({why}); not copied",
+                inst.name,
+                upstream.root.display()
+            )),
+        }
+    }
+    Ok(None)
 }
 
 /// The self-contained description of a ready instance's work.

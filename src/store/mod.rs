@@ -21,6 +21,7 @@ pub mod memo;
 pub mod objects;
 pub mod record;
 pub mod snapshot;
+pub mod upstream;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ pub use index::Index;
 pub use live::LiveRun;
 pub use objects::Objects;
 pub use record::{ArtifactRecord, FailureRecord, FileComponent, KeyComponents, Record};
+pub use upstream::{Fetched, Upstream};
 
 pub struct Store {
     pub root: PathBuf,
