@@ -643,4 +643,43 @@ fn slurm_executor_on_a_real_cluster() {
             "error: {name} failed: Slurm job {id} ended (CANCELLED)"
         )],
     );
+
+    // 6. The coordinator killed (SIGKILL) at each step of submitting and of taking results in,
+    //    then started again: one job per instance, the bytes of an uninterrupted run, and no
+    //    result file left behind. The points, in the order a result passes them:
+    //    * slurm-submitted: sbatch returned a job id the coordinator had not remembered → the
+    //      restart adopts the job (by name and comment) or takes in its result;
+    //    * result-read: a result read, not recorded → its file is still there, taken in again;
+    //    * recorded: the record written, the result file not removed → the instance is cached,
+    //      and serving it removes the leftover file;
+    //    * result-removed: both done → cached.
+    for point in [
+        "slurm-submitted",
+        "result-read",
+        "recorded",
+        "result-removed",
+    ] {
+        let env = Env::new();
+        let exp = env.write("c.toml", &text_exp);
+        let crashed = run_command(&cluster, &env, &exp, &[])
+            .env(msae::runner::crash::VARIABLE, point)
+            .output()
+            .unwrap();
+        assert!(!crashed.status.success(), "{point}: {}", text(&crashed));
+        assert!(
+            text(&crashed).contains(&format!("crash point `{point}` reached")),
+            "{point}: {}",
+            text(&crashed)
+        );
+        let out = run(&cluster, &env, &exp, &[]);
+        assert!(out.status.success(), "after {point}: {}", text(&out));
+        assert_eq!(records(&env, "cluster"), a, "after a crash at {point}");
+        assert_no_duplicate_jobs(&cluster, &env, "cluster", 5);
+        let leftovers: Vec<_> = common::walk(&env.cache().join("jobs"))
+            .into_iter()
+            .filter(|p| p.ends_with("result.json"))
+            .collect();
+        assert!(leftovers.is_empty(), "after {point}: {leftovers:?}");
+        eprintln!("crash at {point}: restarted, 5 jobs for 5 instances, same bytes");
+    }
 }

@@ -50,6 +50,9 @@ pub trait Executor {
     fn adopt(&mut self, _key: &str, _index: usize) -> Result<bool> {
         Ok(false)
     }
+    /// The outcome of `key` (its record or its failure) is durably in the index: what the
+    /// executor kept so that a crash could not lose the result (a job's result file) may go.
+    fn recorded(&mut self, _key: &str) {}
     /// Whether it runs fused groups of instances (tasks with [`Task::also`]) in one place.
     fn fuses(&self) -> bool {
         false

@@ -15,6 +15,7 @@
 //! here, or scheduler jobs) and alone writes records into the index. It publishes the index
 //! snapshot and the live state of the run for readers while it works.
 
+pub mod crash;
 pub mod executor;
 pub mod keys;
 pub mod live_board;
@@ -268,6 +269,8 @@ pub fn run(
             };
             tracing::debug!(instance = %inst.name, key = %p.key, "key computed");
             if let Some(outputs) = serve_cached(exp, store, inst, &p, opts, progress)? {
+                // A result file left by a coordinator that died after recording it.
+                executor.recorded(&p.key);
                 done[i] = Some(outputs);
                 board.set(i, LiveState::Cached, Some(&p.key));
                 outcomes[i] = Some(InstanceOutcome {
@@ -342,6 +345,10 @@ pub fn run(
                 Ok(result) => {
                     let outputs = result.outputs.clone();
                     store.index.put(&record_of(exp, plan, inst, p, result))?;
+                    crash::crash_point("recorded");
+                    // Only now may the executor drop what it kept of the result (a job's
+                    // result file): a crash before this line leaves it to be taken in again.
+                    executor.recorded(&p.key);
                     let partial = store.partial_dir(&p.key);
                     if partial.exists() {
                         std::fs::remove_dir_all(&partial).ok();
@@ -359,6 +366,7 @@ pub fn run(
                 }
                 Err(msg) => {
                     record_failure(exp, store, inst, Some(&p.key), &msg)?;
+                    executor.recorded(&p.key);
                     progress.println(&format!("failed  {}: {msg}", inst.name));
                     board.fail(i, &msg);
                     outcomes[i] = Some(InstanceOutcome {

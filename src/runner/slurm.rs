@@ -12,6 +12,10 @@
 //! * Re-attach: a restarted coordinator takes in finished result files and adopts live jobs
 //!   (by name and comment) before it submits anything, so no instance is ever submitted twice
 //!   while a job for it lives.
+//! * A result file is removed only once its outcome is durably in the index
+//!   ([`Executor::recorded`]), so a coordinator that dies at any moment leaves either the record
+//!   or the file, never neither (tests/slurm.rs kills it at each [`crate::runner::crash`]
+//!   point).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -294,9 +298,10 @@ impl Slurm {
             .filter_map(|(i, j)| Some((*i, Slurm::result_of(&j.dir, &j.key)?)))
             .collect();
         for (i, r) in done {
+            crate::runner::crash::crash_point("result-read");
             let job = self.jobs.remove(&i).expect("listed");
-            // Taken in: a later run must not read it again (a failure would be reported twice).
-            std::fs::remove_file(job.dir.join(RESULT)).ok();
+            // The result file stays until the runner has recorded the outcome
+            // ([`Executor::recorded`]): a coordinator that dies before that finds it again.
             if job.state != "GONE" && !ENDED.contains(&job.state.as_str()) && job.id != "?" {
                 self.finishing.insert(job.key.clone(), job.id.clone());
                 // Its place frees at the next look, due soon.
@@ -422,6 +427,7 @@ impl Slurm {
         if id.is_empty() {
             bail!("`sbatch` printed no job id");
         }
+        crate::runner::crash::crash_point("slurm-submitted");
         Ok(id)
     }
 }
@@ -475,6 +481,16 @@ impl Executor for Slurm {
                 Ok(true)
             }
             None => Ok(false),
+        }
+    }
+
+    fn recorded(&mut self, key: &str) {
+        // Taken in and recorded: a later run must not read it again (a failure would be
+        // reported twice). A leftover of a crash just before this is harmless: its instance is
+        // cached, and serving it from the cache comes here too.
+        let result = job_dir(&self.store_root, key).join(RESULT);
+        if std::fs::remove_file(&result).is_ok() {
+            crate::runner::crash::crash_point("result-removed");
         }
     }
 
