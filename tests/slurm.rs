@@ -537,9 +537,26 @@ fn slurm_executor_on_a_real_cluster() {
     let env = Env::new();
     let exp = env.write("c.toml", &experiment(300, "[2, 3]"));
     let mut coordinator = spawn(&cluster, &env, &exp, &[]);
-    running_training(&cluster, &env, &exp, 1);
+    let (name, id, _) = running_training(&cluster, &env, &exp, 1);
     coordinator.kill().unwrap();
     coordinator.wait().unwrap();
+    // With no coordinator, status still says a job computes the instance, and which.
+    let s = status(&cluster, &env, &exp);
+    let row = s["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == name.as_str())
+        .unwrap();
+    assert_eq!(row["state"], "running", "{row}");
+    assert_eq!(row["orphan_job"], id.as_str(), "{row}");
+    let shown = text(&cluster.msae(&env).arg("status").arg(&exp).output().unwrap());
+    assert!(
+        shown.contains(&format!(
+            "on the cluster, job {id} RUNNING, no coordinator: run the same command to re-attach"
+        )),
+        "{shown}"
+    );
     let out = run(&cluster, &env, &exp, &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert_no_duplicate_jobs(&cluster, &env, "cluster", 5);
@@ -643,6 +660,36 @@ fn slurm_executor_on_a_real_cluster() {
             "error: {name} failed: Slurm job {id} ended (CANCELLED)"
         )],
     );
+
+    // 5b. A job the scheduler holds is `pending`, not `running`, until it starts.
+    {
+        let env = Env::new();
+        let held = experiment(2, "[2]")
+            .replace("time = \"30:00\"", "time = \"30:00\"\nextra = [\"--hold\"]");
+        let exp = env.write("c.toml", &held);
+        let coordinator = spawn(&cluster, &env, &exp, &[]);
+        let start = Instant::now();
+        let id = loop {
+            let s = status(&cluster, &env, &exp);
+            let pending = s["instances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["step"] == "sae" && i["live"]["job"]["state"] == "PENDING");
+            if let Some(row) = pending {
+                assert_eq!(row["state"], "pending", "{row}");
+                break row["live"]["job"]["id"].as_str().unwrap().to_string();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "never pending: {s}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert!(cluster.cmd("scontrol", &["release", &id]).status.success());
+        let out = coordinator.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
 
     // 6. The coordinator killed (SIGKILL) at each step of submitting and of taking results in,
     //    then started again: one job per instance, the bytes of an uninterrupted run, and no

@@ -31,6 +31,9 @@ struct Row {
     error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     live: Option<LiveInstance>,
+    /// The scheduler job computing this instance while no coordinator watches it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    orphan_job: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -63,6 +66,69 @@ fn duration(seconds: f64) -> String {
         format!("{}m{:02}s", s / 60, s % 60)
     } else {
         format!("{s}s")
+    }
+}
+
+/// Scheduler states of a job that has not started computing yet (it holds no resources).
+fn job_waits(state: &str) -> bool {
+    matches!(
+        state,
+        "PENDING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED" | "RESV_DEL_HOLD" | "SUSPENDED"
+    )
+}
+
+/// Instances with a live scheduler job of this store and experiment while no coordinator holds
+/// the store (it died, or the user stopped it): shown as running (or pending) on the cluster
+/// with the job's id, so that nobody reruns or deletes work in progress. Only where the store has
+/// job folders, with one `squeue`; a cluster that cannot be asked changes nothing.
+fn mark_orphaned_jobs(store: &crate::store::Store, experiment: &str, rows: &mut [Row]) {
+    let jobs = store.root.join("jobs");
+    let has_jobs = std::fs::read_dir(&jobs).is_ok_and(|mut d| d.next().is_some());
+    if !has_jobs {
+        return;
+    }
+    let name = crate::runner::slurm::job_name(&store.root, experiment);
+    let Ok(queue) = crate::runner::slurm::squeue(&name) else {
+        return;
+    };
+    for row in rows.iter_mut() {
+        if row.state == "done" {
+            continue;
+        }
+        let Some((id, state)) = row.key.as_ref().and_then(|k| queue.get(k)) else {
+            continue;
+        };
+        if crate::runner::slurm::ENDED.contains(&state.as_str()) {
+            continue;
+        }
+        row.state = if job_waits(state) {
+            "pending"
+        } else {
+            "running"
+        }
+        .into();
+        row.error = None;
+        row.orphan_job = Some(id.clone());
+        // The worker's own progress file (epoch, step, ETA), as a coordinator would show it.
+        let progress = row.key.as_ref().and_then(|k| {
+            crate::runner::task::read_json(
+                &crate::runner::worker::job_dir(&store.root, k)
+                    .join(crate::runner::worker::PROGRESS),
+            )
+            .ok()
+        });
+        row.live = Some(LiveInstance {
+            state: LiveState::Running,
+            key: row.key.clone(),
+            started_unix: None,
+            progress,
+            job: Some(crate::store::live::LiveJob {
+                id: id.clone(),
+                state: state.clone(),
+            }),
+            device: None,
+            error: None,
+        });
     }
 }
 
@@ -118,6 +184,7 @@ pub fn status(g: &Global, path: &Path, json: bool) -> Result<ExitCode> {
             msae_version: None,
             error: None,
             live: None,
+            orphan_job: None,
         };
         if let (PlanStatus::Cached, Some(k)) = (&e.status, &e.key) {
             row.state = "done".into();
@@ -142,10 +209,17 @@ pub fn status(g: &Global, path: &Path, json: bool) -> Result<ExitCode> {
                 _ => {}
             }
             if l.state == LiveState::Running {
+                if l.job.as_ref().is_some_and(|j| job_waits(&j.state)) {
+                    row.state = "pending".into();
+                }
                 row.live = Some(l.clone());
             }
         }
         rows.push(row);
+    }
+    // No coordinator watches this experiment: jobs an earlier one submitted may still run.
+    if live.is_none() {
+        mark_orphaned_jobs(&store, &exp.name, &mut rows);
     }
     let mut counts = std::collections::BTreeMap::new();
     for r in &rows {
@@ -185,7 +259,17 @@ pub fn status(g: &Global, path: &Path, json: bool) -> Result<ExitCode> {
         .max()
         .unwrap_or(0);
     for r in &report.instances {
-        let detail = if let Some(l) = &r.live {
+        let detail = if let Some(id) = &r.orphan_job {
+            let state = r
+                .live
+                .as_ref()
+                .and_then(|l| l.job.as_ref())
+                .map(|j| j.state.as_str());
+            format!(
+                "on the cluster, job {id} {}, no coordinator: run the same command to re-attach",
+                state.unwrap_or("")
+            )
+        } else if let Some(l) = &r.live {
             describe_live(l)
         } else if let Some(e) = &r.error {
             e.clone()
