@@ -77,10 +77,7 @@ fn an_upstream_store_serves_verified_results_and_is_never_written() {
         "{summary}"
     );
     assert_eq!(with_status(&summary, "cached").len(), 5, "{summary}");
-    assert_eq!(
-        table(&mine, &exp),
-        team_table.replace(&team_exp, &exp)
-    );
+    assert_eq!(table(&mine, &exp), team_table.replace(&team_exp, &exp));
     // The copies are the local store's own: a later run without the upstream serves them too.
     let again = mine.run_json(Path::new(&exp));
     assert_eq!(with_status(&again, "cached").len(), 5, "{again}");
