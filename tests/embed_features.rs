@@ -470,9 +470,10 @@ files = "wds/*.tar"
         }
         let rep = report(&reader, "hubdata", "hub");
         assert_eq!(rep["rows"], 6, "{rep}");
+        // A repository's files are known by their path in it.
         assert_eq!(
             rep["skipped_items"][0]["key"],
-            "train-00001-of-00002.parquet:2"
+            "data/train-00001-of-00002.parquet:2"
         );
         assert_eq!(
             rep["source"]["data"],

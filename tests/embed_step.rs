@@ -241,7 +241,15 @@ fn an_embed_killed_mid_run_resumes_at_its_last_part_with_identical_output() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let reference = std::fs::read(output_file(&clean, "images", "photos", "matrix")).unwrap();
+    // Every output that is joined from the parts: embeddings, row references, thumbnails.
+    let joined = ["matrix", "items", "labels", "thumbnails"];
+    let bytes_of = |env: &Env| -> Vec<Vec<u8>> {
+        joined
+            .iter()
+            .map(|o| std::fs::read(output_file(env, "images", "photos", o)).unwrap())
+            .collect()
+    };
+    let reference = bytes_of(&clean);
 
     let mut child = env.spawn(
         &["run", "-q", exp.to_str().unwrap()],
@@ -274,10 +282,16 @@ fn an_embed_killed_mid_run_resumes_at_its_last_part_with_identical_output() {
     assert!(parts_before >= 3);
 
     env.run_json(&exp);
-    let resumed = std::fs::read(output_file(&env, "images", "photos", "matrix")).unwrap();
-    assert!(
-        resumed == reference,
-        "the resumed embed differs from the uninterrupted one"
+    let resumed = bytes_of(&env);
+    for (output, (a, b)) in joined.iter().zip(resumed.iter().zip(&reference)) {
+        assert!(
+            a == b,
+            "the resumed embed's `{output}` differs from the uninterrupted one's"
+        );
+    }
+    assert_eq!(
+        common::lines_of(&output_file(&env, "images", "photos", "items")).len(),
+        160
     );
     let report = output_json(&env, "images", "photos", "report");
     let resumed_parts = report["throughput"]["resumed_parts"].as_u64().unwrap();
@@ -286,7 +300,7 @@ fn an_embed_killed_mid_run_resumes_at_its_last_part_with_identical_output() {
         "resumed after {resumed_parts} parts: {report}"
     );
     assert_eq!(report["rows"], 160);
-    eprintln!("killed after {parts_before} finished parts; the rerun resumed after {resumed_parts} and gave identical bytes");
+    eprintln!("killed after {parts_before} finished parts; the rerun resumed after {resumed_parts} and gave identical bytes ({})", joined.join(", "));
 }
 
 #[test]

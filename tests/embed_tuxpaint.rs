@@ -109,6 +109,28 @@ fn the_tuxpaint_experiment_runs_offline_from_pictures_to_probe() {
         train_labels,
         "both encoders see the same rows in the same order"
     );
+    // Each row names its picture (the path in the stamps folder) and has one thumbnail; the two
+    // sides together name every captioned picture once.
+    let mut named = BTreeSet::new();
+    for side in ["stamps[split=train]", "stamps[split=holdout]"] {
+        let items = output_lines(&env, "tuxpaint", side, "items");
+        let rows = labels(side).len();
+        assert_eq!(items.len(), rows, "{side}");
+        let archive =
+            std::fs::read(common::output_file(&env, "tuxpaint", side, "thumbnails")).unwrap();
+        let members: Vec<String> = tar::Archive::new(archive.as_slice())
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        let want: Vec<String> = (0..rows).map(|r| format!("{r}.jpg")).collect();
+        assert_eq!(members, want, "{side}: one thumbnail per row");
+        named.extend(items.into_iter().map(|i| stamps.join(i)));
+    }
+    assert_eq!(
+        named,
+        expected.keys().cloned().collect::<BTreeSet<PathBuf>>()
+    );
     let seen: BTreeSet<&String> = train_labels.iter().collect();
     let unseen = eval_labels.iter().filter(|l| !seen.contains(l)).count();
 

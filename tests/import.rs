@@ -32,6 +32,19 @@ fn npy_and_headerless_files_with_the_same_numbers_give_the_same_object() {
     assert_eq!(rows[0]["rows"], 6);
     // Same numbers → the same content-addressed matrix object (stored once), plus the texts.
     assert_eq!(common::object_files(&env).len(), 2);
+    // The rows keep their texts: `texts` is an output of the import that has them, one stripped
+    // entry per row (the empty one included), and absent from the import without them.
+    assert_eq!(
+        common::output_lines(&env, "i", "a", "texts"),
+        ["a", "b", "c", "", "d e", "f"]
+    );
+    let store = msae::store::Store::open(&env.cache(), "test reader", true).unwrap();
+    let outputs = |instance: &str| -> Vec<String> {
+        let record = store.index.latest("i", instance).unwrap().unwrap();
+        record.outputs.keys().cloned().collect()
+    };
+    assert_eq!(outputs("a"), ["matrix", "texts"]);
+    assert_eq!(outputs("b"), ["matrix"]);
 }
 
 fn expect_failure(env: &Env, exp_text: &str, needle: &str) {

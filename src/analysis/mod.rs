@@ -3,9 +3,12 @@
 //! vocabulary ([`naming`], docs/reference.md §8.3), alignment of two dictionaries
 //! ([`alignment`], docs/reference.md §8.4) and semantic preservation measured with a linear probe
 //! ([`probe`], docs/reference.md §8.5), and the rows that activate each latent most
-//! ([`top_examples`]).
+//! ([`top_examples`]), and which concepts a linear classifier leans on ([`bias`]); similarity
+//! search with a concept edited into the queries ([`concept_search`]).
 
 pub mod alignment;
+pub mod bias;
+pub mod concept_search;
 pub mod concepts;
 pub mod naming;
 pub mod probe;

@@ -73,7 +73,8 @@ pub fn export(g: &Global, args: &ExportArgs) -> Result<ExitCode> {
 }
 
 /// The extension of a stored file's format, read from its first bytes: NumPy's magic string,
-/// a safetensors header (its length, then a JSON object), a JSON document, or plain text.
+/// a safetensors header (its length, then a JSON object), a tar archive, a JSON document, or
+/// plain text.
 fn file_extension(path: &std::path::Path) -> Option<&'static str> {
     use std::io::Read;
     let mut head = Vec::new();
@@ -85,6 +86,11 @@ fn file_extension(path: &std::path::Path) -> Option<&'static str> {
     let len = std::fs::metadata(path).ok()?.len();
     if head.starts_with(b"\x93NUMPY") {
         return Some("npy");
+    }
+    // A tar archive (e.g. `embed`'s thumbnails): the ustar magic at offset 257 of its first
+    // 512-byte header.
+    if head.len() >= 512 && head[257..262] == *b"ustar" {
+        return Some("tar");
     }
     if head.len() > 8 && head[8] == b'{' {
         let header = u64::from_le_bytes(head[..8].try_into().unwrap());

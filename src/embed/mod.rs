@@ -7,6 +7,7 @@
 //! * [`encoder`]: CLIP, SigLIP and sentence-transformers BERT through candle-transformers, with
 //!   the models' own `tokenizer.json` under the reference pipelines' length rules.
 //! * [`pipeline`]: the resumable, part-wise embed loop with decoding overlapped with the model.
+//! * [`thumbnails`]: the per-part thumbnail files and the one archive they are joined into.
 //! * [`clip_bpe`]: CLIP's tokenizer built from its BPE merges file.
 //! * `random_clip`, `random_siglip` (feature `test-models`): small CLIP and SigLIP models with
 //!   random weights in the Hugging Face layout, for the tests and benchmarks.
@@ -23,3 +24,4 @@ pub mod random_clip;
 #[cfg(any(test, feature = "test-models"))]
 pub mod random_siglip;
 pub mod source;
+pub mod thumbnails;

@@ -2,18 +2,22 @@
 //! disk → the output files.
 //!
 //! * **Parts.** Positions of the source are cut into parts of `part_size`. A finished part is
-//!   written to the step's partial folder (embeddings as raw f32, then a JSON file with its rows'
-//!   texts, labels and skipped items, renamed into place last, so a part counts only when whole).
+//!   written to the step's partial folder (embeddings as raw f32, thumbnails as concatenated
+//!   JPEGs, then a JSON file with its rows' item references, texts, labels, thumbnail sizes and
+//!   skipped items, renamed into place last, so a part counts only when whole).
 //!   An interrupted embed resumes after the last whole part; a source skips the positions before
-//!   it without decoding them. Memory is bounded by one part of embeddings plus two batches.
+//!   it without decoding them. Memory is bounded by one part of embeddings and thumbnails plus
+//!   two batches; the outputs are joined from the part files, streaming.
 //! * **Overlap.** A producer thread reads and decodes the next batch (images in parallel) while
 //!   the encoder works on the current one; a channel of two batches keeps it just ahead.
 //! * **Splitting.** With a split rule, each item's side (training or held out) is decided by a
 //!   hash of its key; items on the other side are counted, not embedded and not reported as
 //!   skipped, so two embeds of the same source with opposite sides partition it.
 //! * **Skipping.** An item that cannot be read or decoded, or lacks what the towers need, is
-//!   recorded with its position and reason, and its row is not written, so matrices, texts and
-//!   labels stay aligned. Order is the source's order.
+//!   recorded with its position and reason, and its row is not written, so matrices, item
+//!   references, texts, labels and thumbnails stay aligned. Order is the source's order.
+//! * **Thumbnails.** When asked for, each kept image also becomes a small JPEG
+//!   ([`super::image::thumbnail`]) made from the pixels decoded for the encoder.
 
 use std::fs;
 use std::io::Write;
@@ -26,8 +30,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::encoder::Encoder;
-use super::image::{decode, Preprocess};
-use super::source::{Entry, Item, Source};
+use super::image::{decode, thumbnail_jpeg, Preprocess};
+use super::source::{reference_line, Entry, Item, Source};
+use super::thumbnails::{self, PartThumbnails};
 use crate::data::npy::NpyWriter;
 
 /// What to embed and how.
@@ -49,6 +54,8 @@ pub struct Settings {
     pub preprocess: Option<Preprocess>,
     /// Keep only one side of a deterministic train/held-out split of the items.
     pub split: Option<SplitRule>,
+    /// Write a JPEG thumbnail of every row's image (needs the image tower and `preprocess`).
+    pub thumbnails: bool,
 }
 
 /// A train/held-out split decided per item by a hash of its key, so that an item's side does not
@@ -85,12 +92,17 @@ pub struct Skipped {
 struct PartMeta {
     positions: usize,
     rows: usize,
+    /// Each row's item reference (one line of the `items` output).
+    items: Vec<String>,
     texts: Vec<Option<String>>,
     labels: Vec<Option<String>>,
     skipped: Vec<Skipped>,
     /// Items on the other side of the split (not rows, not skipped).
     #[serde(default)]
     excluded: usize,
+    /// Byte size of each row's thumbnail in the part's thumbnail file (empty without them).
+    #[serde(default)]
+    thumbnails: Vec<u32>,
     /// Seconds spent on this part (for the throughput of a resumed run).
     seconds: f64,
 }
@@ -108,6 +120,10 @@ pub struct OutputPaths {
     pub text_matrix: PathBuf,
     pub texts: PathBuf,
     pub labels: PathBuf,
+    /// One line per row: the item's reference in its source.
+    pub items: PathBuf,
+    /// The archive of the rows' thumbnails.
+    pub thumbnails: PathBuf,
 }
 
 /// What an embed produced.
@@ -121,6 +137,7 @@ pub struct EmbedOutcome {
     pub excluded: usize,
     pub wrote_texts: bool,
     pub wrote_labels: bool,
+    pub wrote_thumbnails: bool,
     /// Parts found finished from an earlier, interrupted run.
     pub resumed_parts: usize,
     /// Seconds of embedding work over all parts (earlier runs included).
@@ -134,9 +151,12 @@ pub struct EmbedOutcome {
 struct Batch {
     part: usize,
     positions: usize,
+    items: Vec<String>,
     texts: Vec<Option<String>>,
     labels: Vec<Option<String>>,
     pixels: Vec<f32>,
+    /// One JPEG per row when thumbnails are asked for.
+    thumbnails: Vec<Vec<u8>>,
     skipped: Vec<Skipped>,
     excluded: usize,
     /// The source has no more positions (or the limit is reached) after this batch.
@@ -154,6 +174,7 @@ fn finished_parts(
     part_size: usize,
     towers: usize,
     dims: &[usize],
+    thumbnails: bool,
 ) -> Result<(usize, bool)> {
     fs::create_dir_all(dir)?;
     let manifest_path = dir.join("parts.json");
@@ -184,7 +205,10 @@ fn finished_parts(
             fs::metadata(part_path(dir, done, &format!("t{t}.f32")))
                 .is_ok_and(|m| m.len() == (meta.rows * dims[t] * 4) as u64)
         });
-        if !sizes_ok {
+        let thumbnails_ok = !thumbnails
+            || (meta.thumbnails.len() == meta.rows
+                && thumbnails::part_is_whole(&part_path(dir, done, "thumbs"), &meta.thumbnails));
+        if !sizes_ok || meta.items.len() != meta.rows || !thumbnails_ok {
             break;
         }
         done += 1;
@@ -213,11 +237,21 @@ fn finished_parts(
     Ok((done, ended))
 }
 
-/// Decodes and preprocesses the images of `items` in parallel into `pixels`; returns, per item,
+/// An image ready for the encoder: its tensor, and its JPEG thumbnail (empty when not asked for).
+type Prepared = (Vec<f32>, Vec<u8>);
+
+/// Decodes and preprocesses the images of `items` in parallel into `pixels` (and, with
+/// `thumbnails`, a JPEG thumbnail of each from the same decoded pixels); returns, per item,
 /// `None` when it is usable or the reason it is not.
-fn prepare_images(items: &[Item], pre: &Preprocess, pixels: &mut Vec<f32>) -> Vec<Option<String>> {
+fn prepare_images(
+    items: &[Item],
+    pre: &Preprocess,
+    pixels: &mut Vec<f32>,
+    thumbnails: Option<&mut Vec<Vec<u8>>>,
+) -> Vec<Option<String>> {
     let per = 3 * pre.size as usize * pre.size as usize;
-    let results: Vec<Result<Vec<f32>, String>> = items
+    let with_thumbnails = thumbnails.is_some();
+    let results: Vec<Result<Prepared, String>> = items
         .par_iter()
         .map(|item| {
             let bytes = item
@@ -228,14 +262,24 @@ fn prepare_images(items: &[Item], pre: &Preprocess, pixels: &mut Vec<f32>) -> Ve
             let rgb = pre.pixels(&img);
             let mut out = vec![0f32; per];
             pre.tensor(&rgb, &mut out);
-            Ok(out)
+            let thumbnail = if with_thumbnails {
+                thumbnail_jpeg(&img, pre.background)
+                    .map_err(|e| format!("cannot make the thumbnail: {e:#}"))?
+            } else {
+                Vec::new()
+            };
+            Ok((out, thumbnail))
         })
         .collect();
+    let mut thumbnails = thumbnails;
     results
         .into_iter()
         .map(|r| match r {
-            Ok(values) => {
+            Ok((values, thumbnail)) => {
                 pixels.extend_from_slice(&values);
+                if let Some(t) = thumbnails.as_deref_mut() {
+                    t.push(thumbnail);
+                }
                 None
             }
             Err(reason) => Some(reason),
@@ -307,6 +351,7 @@ fn produce(
                 })
                 .collect();
             let mut pixels = Vec::new();
+            let mut thumbnails = Vec::new();
             if let Some(pre) = settings.preprocess.as_ref().filter(|_| settings.image) {
                 let ready: Vec<Item> = items
                     .iter()
@@ -314,12 +359,18 @@ fn produce(
                     .filter(|(_, u)| u.is_none())
                     .map(|(i, _)| i.clone())
                     .collect();
-                let reasons = prepare_images(&ready, pre, &mut pixels);
+                let reasons = prepare_images(
+                    &ready,
+                    pre,
+                    &mut pixels,
+                    settings.thumbnails.then_some(&mut thumbnails),
+                );
                 let mut it = reasons.into_iter();
                 for u in usable.iter_mut().filter(|u| u.is_none()) {
                     *u = it.next().expect("one reason per prepared item");
                 }
             }
+            let mut references = Vec::new();
             let mut texts = Vec::new();
             let mut labels = Vec::new();
             for ((item, pos), why) in items.into_iter().zip(item_positions).zip(usable) {
@@ -330,6 +381,7 @@ fn produce(
                         reason,
                     }),
                     None => {
+                        references.push(reference_line(&item.key));
                         texts.push(item.text);
                         labels.push(item.label);
                     }
@@ -341,9 +393,11 @@ fn produce(
             let batch = Batch {
                 part,
                 positions: read,
+                items: references,
                 texts,
                 labels,
                 pixels,
+                thumbnails,
                 skipped,
                 excluded,
                 last: exhausted,
@@ -421,6 +475,8 @@ fn embed_texts(
 /// One part being filled.
 struct PartBuffer {
     towers: Vec<Vec<f32>>,
+    /// The rows' thumbnails back to back (sizes in `meta.thumbnails`).
+    thumbnails: Vec<u8>,
     meta: PartMeta,
     started: Instant,
 }
@@ -429,26 +485,32 @@ impl PartBuffer {
     fn new(towers: usize) -> PartBuffer {
         PartBuffer {
             towers: vec![Vec::new(); towers],
+            thumbnails: Vec::new(),
             meta: PartMeta {
                 positions: 0,
                 rows: 0,
+                items: Vec::new(),
                 texts: Vec::new(),
                 labels: Vec::new(),
                 skipped: Vec::new(),
                 excluded: 0,
+                thumbnails: Vec::new(),
                 seconds: 0.0,
             },
             started: Instant::now(),
         }
     }
 
-    /// Writes the embeddings, then the metadata file that makes the part count.
-    fn write(mut self, dir: &Path, part: usize) -> Result<PartMeta> {
+    /// Writes the embeddings and thumbnails, then the metadata file that makes the part count.
+    fn write(mut self, dir: &Path, part: usize, with_thumbnails: bool) -> Result<PartMeta> {
         for (t, values) in self.towers.iter().enumerate() {
             let path = part_path(dir, part, &format!("t{t}.f32"));
             let mut f = fs::File::create(&path)?;
             f.write_all(bytemuck_f32(values))?;
             f.sync_all()?;
+        }
+        if with_thumbnails {
+            thumbnails::write_part(&part_path(dir, part, "thumbs"), &self.thumbnails)?;
         }
         self.meta.seconds = self.started.elapsed().as_secs_f64();
         let tmp = part_path(dir, part, "json.tmp");
@@ -493,7 +555,16 @@ pub fn run(
     if settings.text {
         dims.push(encoder.text_dim().context("the model has no text tower")?);
     }
-    let (resumed, ended) = finished_parts(partial, settings.part_size, dims.len(), &dims)?;
+    if settings.thumbnails && !(settings.image && settings.preprocess.is_some()) {
+        bail!("thumbnails need the image tower");
+    }
+    let (resumed, ended) = finished_parts(
+        partial,
+        settings.part_size,
+        dims.len(),
+        &dims,
+        settings.thumbnails,
+    )?;
     let started = Instant::now();
     let mut rows_this_run = 0;
     if !ended {
@@ -574,6 +645,12 @@ fn consume(
         }
         current.meta.positions += batch.positions;
         current.meta.rows += n;
+        current.meta.items.extend(batch.items);
+        for t in &batch.thumbnails {
+            let size = u32::try_from(t.len()).context("a thumbnail over 4 GiB")?;
+            current.meta.thumbnails.push(size);
+            current.thumbnails.extend_from_slice(t);
+        }
         current.meta.texts.extend(batch.texts);
         current.meta.labels.extend(batch.labels);
         current.meta.skipped.extend(batch.skipped);
@@ -583,7 +660,7 @@ fn consume(
         on_progress(done_positions);
         if current.meta.positions == settings.part_size || batch.last {
             let full = std::mem::replace(&mut current, PartBuffer::new(dims.len()));
-            full.write(partial, current_part)?;
+            full.write(partial, current_part, settings.thumbnails)?;
             current_part += 1;
         }
         if batch.last {
@@ -651,6 +728,28 @@ fn assemble(
         f.flush()?;
         Ok(true)
     };
+    {
+        let mut f = std::io::BufWriter::new(fs::File::create(&out.items)?);
+        for line in metas.iter().flat_map(|m| m.items.iter()) {
+            writeln!(f, "{line}")?;
+        }
+        f.flush()?;
+    }
+    let wrote_thumbnails = if settings.thumbnails {
+        let written = thumbnails::write_archive(
+            metas.iter().enumerate().map(|(part, m)| PartThumbnails {
+                path: part_path(partial, part, "thumbs"),
+                sizes: &m.thumbnails,
+            }),
+            &out.thumbnails,
+        )?;
+        if written != rows {
+            bail!("internal error: {written} thumbnails for {rows} rows");
+        }
+        true
+    } else {
+        false
+    };
     let wrote_texts = write_lines(
         &out.texts,
         metas.iter().flat_map(|m| m.texts.iter()).collect(),
@@ -670,6 +769,7 @@ fn assemble(
         excluded: metas.iter().map(|m| m.excluded).sum(),
         wrote_texts,
         wrote_labels,
+        wrote_thumbnails,
         resumed_parts: resumed,
         seconds: metas.iter().map(|m| m.seconds).sum(),
         seconds_this_run: started.elapsed().as_secs_f64(),

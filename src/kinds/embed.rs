@@ -68,6 +68,8 @@ static OUTPUTS: &[OutputSpec] = &[
     OutputSpec { name: "texts", optional: true, doc: "the text of each row (caption, vocabulary entry), one per line" },
     OutputSpec { name: "labels", optional: true, doc: "the label of each row (class folder, class name), one per line" },
     OutputSpec { name: "text_matrix", optional: true, doc: "with tower = \"both\": the text tower's embeddings of the same rows" },
+    OutputSpec { name: "items", optional: false, doc: "where each row comes from, one line per row: the path in the image folder, shard:member, file.parquet:row (0-based), file.txt:line (1-based)" },
+    OutputSpec { name: "thumbnails", optional: true, doc: "when images are embedded: a tar archive with one JPEG per row (<row>.jpg, longer side at most 64 px), in row order" },
     OutputSpec { name: "report", optional: false, doc: "JSON: counts, every skipped item with its reason, model, preprocessing, throughput" },
 ];
 
@@ -212,14 +214,15 @@ fn model_files(ctx: &StepContext) -> Result<ModelFiles> {
     })
 }
 
-/// The data files on this machine, downloading hub files now.
-fn data_files(ctx: &StepContext) -> Result<Vec<PathBuf>> {
+/// The data files on this machine, each with the name its items are referred to by (a local
+/// file's name, a hub file's path in its repository), downloading hub files now.
+fn data_files(ctx: &StepContext) -> Result<Vec<(String, PathBuf)>> {
     let r = ctx
         .resources
         .get("data")
         .context("the data was not located")?;
     if r.identities.is_empty() {
-        return Ok(r.files.iter().map(|(_, p)| p.clone()).collect());
+        return Ok(r.files.clone());
     }
     let dataset = ctx.str("dataset")?;
     let commit = r
@@ -233,7 +236,8 @@ fn data_files(ctx: &StepContext) -> Result<Vec<PathBuf>> {
         .bar(r.identities.len() as u64, "embed: fetching shards");
     let mut out = Vec::new();
     for (name, _) in &r.identities {
-        out.push(hub::fetch_from(Kind::Dataset, dataset, name, &commit)?.path);
+        let path = hub::fetch_from(Kind::Dataset, dataset, name, &commit)?.path;
+        out.push((name.clone(), path));
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -277,8 +281,9 @@ fn preprocess(
 fn open_source(
     kind: &str,
     ctx: &StepContext,
-    files: Vec<PathBuf>,
+    named: Vec<(String, PathBuf)>,
 ) -> Result<(Box<dyn Source>, Option<usize>)> {
+    let (names, files): (Vec<String>, Vec<PathBuf>) = named.into_iter().unzip();
     Ok(match kind {
         "text" => {
             let path = &files[0];
@@ -293,7 +298,7 @@ fn open_source(
             let n = folder.len();
             (Box::new(folder), Some(n))
         }
-        "webdataset" => (Box::new(WebDataset::open(files, WebDatasetOptions::default())?), None),
+        "webdataset" => (Box::new(WebDataset::open(files, WebDatasetOptions::default())?.with_names(names)?), None),
         #[cfg(not(feature = "parquet"))]
         "parquet" => bail!("this msae was built without parquet support (`--no-default-features`); rebuild it with the default features to read parquet shards"),
         #[cfg(feature = "parquet")]
@@ -305,7 +310,7 @@ fn open_source(
                 // The text tower alone reads no image bytes, and needs no image column.
                 skip_images: !wants_image(ctx),
             };
-            (Box::new(ParquetSource::open(files, opts)?), None)
+            (Box::new(ParquetSource::open(files, opts)?.with_names(names)?), None)
         }
         other => bail!("unknown source `{other}`"),
     })
@@ -357,7 +362,7 @@ fn towers(ctx: &StepContext) -> Result<(bool, bool)> {
 }
 
 impl Step for Embed {
-    step_info!(kind: "embed", version: 3, about: "embed texts or images with a pretrained encoder (CLIP, SigLIP, sentence-transformers BERT)");
+    step_info!(kind: "embed", version: 4, about: "embed texts or images with a pretrained encoder (CLIP, SigLIP, sentence-transformers BERT)");
 
     fn needs(&self) -> crate::step::Needs {
         crate::step::Needs::DEVICE
@@ -423,6 +428,8 @@ impl Step for Embed {
                 .filter(|_| image)
                 .map(|g| preprocess(g, background, pass_order)),
             split: split_rule(ctx)?,
+            // Every row of an image embed has a decoded image to preview.
+            thumbnails: image,
         };
         let data = data_files(ctx)?;
         let (source, hint) = open_source(&source_kind, ctx, data)?;
@@ -439,6 +446,8 @@ impl Step for Embed {
             text_matrix: ctx.output_path("text_matrix"),
             texts: ctx.output_path("texts"),
             labels: ctx.output_path("labels"),
+            items: ctx.output_path("items"),
+            thumbnails: ctx.output_path("thumbnails"),
         };
         let on_progress = |pos: usize| {
             if total.is_none() && pos as u64 > bar.length().unwrap_or(0) {
@@ -510,6 +519,9 @@ impl Step for Embed {
         }
         if !outcome.wrote_labels {
             std::fs::remove_file(ctx.output_path("labels")).ok();
+        }
+        if !outcome.wrote_thumbnails {
+            std::fs::remove_file(ctx.output_path("thumbnails")).ok();
         }
         let mut metrics = Metrics::new();
         metrics.insert("rows".into(), outcome.rows.into());

@@ -6,8 +6,15 @@
 //! dense reconstructions — kept in standardised space, as the reference does — and optionally its
 //! top-k reconstructions are then fed to the same probe: KL(p_orig‖p_recon) and the argmax
 //! agreement say how much class information survives the autoencoder.
+//!
+//! The trained probe itself is written as `probe` (safetensors, [`save_probe`]): its weights,
+//! bias, class names and the standardisation of its training rows, so that a later step (`bias`)
+//! applies exactly the classifier that was trained here ([`load_probe`]).
 
-use anyhow::{anyhow, bail, Result};
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
 use candle_core::Device;
 
 use crate::analysis::probe::{
@@ -19,6 +26,7 @@ use crate::kinds::sae_common::device;
 use crate::kinds::sae_eval::{standardization_for, standardized_batch, stats_source};
 use crate::kinds::train::load_model;
 use crate::metrics::MatRef;
+use crate::sae::model::{read_safetensors, serialize_host, write_atomic, HostTensor};
 use crate::sae::{Sae, Standardization};
 use crate::step::spec::{Default, OutputSpec, ParamSpec, ParamType, Role};
 use crate::step::value::Value;
@@ -45,11 +53,127 @@ static PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "scale_rule", ty: ParamType::Choice(&["reference", "corrected"]), default: Default::Str("reference"), doc: "scale formula when statistics = \"data\"", ..ParamSpec::BASE },
 ];
 
-static OUTPUTS: &[OutputSpec] = &[OutputSpec {
-    name: "report",
-    optional: false,
-    doc: "probe training log, classes, KL and agreement for the dense and each top-k reconstruction (JSON)",
-}];
+static OUTPUTS: &[OutputSpec] = &[
+    OutputSpec {
+        name: "report",
+        optional: false,
+        doc: "probe training log, classes, KL and agreement for the dense and each top-k reconstruction (JSON)",
+    },
+    OutputSpec {
+        name: "probe",
+        optional: false,
+        doc: "the trained probe: weight [C, d], bias [C], the mean and scale that standardised its training rows, class names in the metadata (safetensors)",
+    },
+];
+
+/// The `format` of a probe file's metadata.
+pub const PROBE_FORMAT: &str = "msae-probe-v1";
+
+/// The floor on a row's norm before the probe divides by it: `analysis::probe` trains and
+/// applies the probe with this value, so a zero row is a zero input, never NaN.
+pub const PROBE_NORM_EPS: f64 = 1e-12;
+
+/// A linear probe as `linear_probe` trained it, on the host. It classifies a row `x` of the
+/// original embedding space as `argmax(weight · u + bias)` with `v = (x − mean)·scale` and
+/// `u = v / max(‖v‖, norm_eps)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedProbe {
+    pub classes: Vec<String>,
+    /// Row-major `[classes, dim]`.
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    /// The standardisation of the probe's training rows (the SAE's statistics, or the training
+    /// matrix's own with `statistics = "data"`).
+    pub mean: Vec<f32>,
+    pub scale: f32,
+    pub norm_eps: f64,
+}
+
+impl SavedProbe {
+    pub fn dim(&self) -> usize {
+        self.mean.len()
+    }
+}
+
+/// The JSON in a probe file's header (`__metadata__.msae`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ProbeMeta {
+    format: String,
+    classes: Vec<String>,
+    dim: usize,
+    norm_eps: f64,
+    /// How the tensors are applied, for readers of the file without msae.
+    applied_as: String,
+}
+
+/// Writes a probe file: tensors `weight` `[C, d]`, `bias` `[C]`, `mean` `[d]`, `scale` `[1]`
+/// (float32), and the metadata (format, class names, width, norm floor) as JSON under `msae`.
+pub fn save_probe(path: &Path, probe: &SavedProbe) -> Result<()> {
+    let (c, d) = (probe.classes.len(), probe.dim());
+    if probe.weight.len() != c * d || probe.bias.len() != c {
+        bail!("a probe of {c} classes × {d} dimensions needs {} weights and {c} biases, not {} and {}", c * d, probe.weight.len(), probe.bias.len());
+    }
+    let tensors = vec![
+        (
+            "weight".to_string(),
+            HostTensor::F32(probe.weight.clone(), vec![c, d]),
+        ),
+        (
+            "bias".to_string(),
+            HostTensor::F32(probe.bias.clone(), vec![c]),
+        ),
+        (
+            "mean".to_string(),
+            HostTensor::F32(probe.mean.clone(), vec![d]),
+        ),
+        (
+            "scale".to_string(),
+            HostTensor::F32(vec![probe.scale], vec![1]),
+        ),
+    ];
+    let meta = ProbeMeta {
+        format: PROBE_FORMAT.into(),
+        classes: probe.classes.clone(),
+        dim: d,
+        norm_eps: probe.norm_eps,
+        applied_as:
+            "v = (x - mean) * scale; u = v / max(|v|, norm_eps); logits = weight @ u + bias".into(),
+    };
+    let info = HashMap::from([("msae".to_string(), serde_json::to_string(&meta)?)]);
+    let bytes = serialize_host(&tensors, Some(info), path)?;
+    write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+/// Reads a probe file written by [`save_probe`]; `from` names where it came from (the step
+/// instance), for errors.
+pub fn load_probe(path: &Path, from: &str) -> Result<SavedProbe> {
+    let not_probe = || {
+        format!("`probe` (from {from}) is not a probe file; give a `linear_probe` step's `probe` output, e.g. probe = \"probe.probe\"")
+    };
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (meta, tensors) = read_safetensors(&bytes, path).with_context(not_probe)?;
+    let meta: ProbeMeta = meta
+        .get("msae")
+        .and_then(|m| serde_json::from_str(m).ok())
+        .filter(|m: &ProbeMeta| m.format == PROBE_FORMAT)
+        .ok_or_else(|| anyhow!(not_probe()))?;
+    let (c, d) = (meta.classes.len(), meta.dim);
+    let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+        match tensors.get(name) {
+            Some(HostTensor::F32(v, s)) if s == shape => Ok(v.clone()),
+            _ => bail!("`probe` (from {from}) lacks a float32 tensor `{name}` of shape {shape:?}"),
+        }
+    };
+    Ok(SavedProbe {
+        weight: get("weight", &[c, d])?,
+        bias: get("bias", &[c])?,
+        mean: get("mean", &[d])?,
+        scale: get("scale", &[1])?[0],
+        classes: meta.classes,
+        norm_eps: meta.norm_eps,
+    })
+}
 
 /// Rows standardised and reconstructed per forward pass.
 const BATCH_ROWS: usize = 4096;
@@ -124,7 +248,7 @@ fn pres_json(train: &PreservationReport, eval: &PreservationReport) -> serde_jso
 }
 
 impl Step for LinearProbe {
-    step_info!(kind: "linear_probe", version: 4, about: "semantic preservation: a linear probe's KL and agreement between embeddings and their SAE reconstructions");
+    step_info!(kind: "linear_probe", version: 5, about: "semantic preservation: a linear probe's KL and agreement between embeddings and their SAE reconstructions");
 
     fn needs(&self) -> crate::step::Needs {
         crate::step::Needs::DEVICE
@@ -264,6 +388,42 @@ impl Step for LinearProbe {
             ctx.output_path("report"),
             serde_json::to_vec_pretty(&report)?,
         )?;
+        let (weight, bias) = trained.probe.to_host().map_err(|e| anyhow!("{e}"))?;
+        save_probe(
+            &ctx.output_path("probe"),
+            &SavedProbe {
+                classes: trained.classes.names().to_vec(),
+                weight,
+                bias,
+                mean: train_std.mean.clone(),
+                scale: train_std.scale,
+                norm_eps: PROBE_NORM_EPS,
+            },
+        )?;
         Ok(metrics)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_file_reads_back_as_written_and_anything_else_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("probe");
+        let probe = SavedProbe {
+            classes: vec!["a".into(), "b".into()],
+            weight: vec![0.5, -1.0, 2.0, 0.25, 3.0, -0.125],
+            bias: vec![0.1, -0.2],
+            mean: vec![1.0, 2.0, 3.0],
+            scale: 0.3,
+            norm_eps: PROBE_NORM_EPS,
+        };
+        save_probe(&path, &probe).unwrap();
+        assert_eq!(load_probe(&path, "p").unwrap(), probe);
+        std::fs::write(&path, b"not a probe").unwrap();
+        let e = load_probe(&path, "p").unwrap_err().to_string();
+        assert!(e.contains("`probe` (from p) is not a probe file"), "{e}");
     }
 }

@@ -33,6 +33,8 @@ macro_rules! step_info {
 use crate::step::{Registry, Step};
 
 pub mod align;
+pub mod bias;
+pub mod concept_search;
 pub mod concepts;
 pub mod embed;
 pub mod extract;
@@ -70,6 +72,8 @@ static KINDS: &[&dyn Step] = &[
     &linear_probe::LinearProbe,
     &top_examples::TopExamplesKind,
     &zero_shot::ZeroShot,
+    &concept_search::ConceptSearch,
+    &bias::Bias,
 ];
 
 /// Every step kind msae knows, for the engine (handed over by `cli`).

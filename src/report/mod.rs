@@ -2,6 +2,7 @@
 //! (`results/<experiment>/index.html`, rewritten during a run by [`live::LiveReport`]).
 
 pub mod dag;
+pub mod explorer;
 pub mod figures;
 pub mod graph;
 pub mod html;

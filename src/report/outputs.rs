@@ -15,12 +15,22 @@ pub const COPY_LIMIT: u64 = 256 << 10;
 
 /// A file extension from the first bytes of a stored output.
 pub fn extension(path: &Path) -> &'static str {
-    let mut head = [0u8; 16];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| f.read(&mut head))
-        .unwrap_or(0);
+    // A tar header is 512 bytes, with the ustar magic at offset 257.
+    let mut head = [0u8; 512];
+    let mut n = 0;
+    if let Ok(mut f) = std::fs::File::open(path) {
+        while n < head.len() {
+            match f.read(&mut head[n..]) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k,
+            }
+        }
+    }
+    let is_tar = n == 512 && head[257..262] == *b"ustar";
     let head = &head[..n];
-    if head.starts_with(b"\x93NUMPY") {
+    if is_tar {
+        "tar"
+    } else if head.starts_with(b"\x93NUMPY") {
         "npy"
     } else if n >= 9 && head[8] == b'{' {
         // safetensors: a little-endian header length, then the JSON header.

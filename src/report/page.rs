@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use super::figures::{self, slug, Figure, FinishedRecords};
 use super::html::{esc, inline_svg, key_values, utc, SORT_SCRIPT, STYLE};
 use super::state::{PageState, State};
-use super::{dag, outputs, table};
+use super::{dag, explorer, outputs, table};
 use crate::experiment::{Experiment, Plan};
 use crate::store::Objects;
 
@@ -189,6 +189,36 @@ fn instance_html(
     Ok(out)
 }
 
+/// The section linking to each latent explorer (none when no `top_examples` has finished).
+fn explorer_html(e: &explorer::Explorers) -> String {
+    let mut out = String::new();
+    if e.links.is_empty() && e.problems.is_empty() {
+        return out;
+    }
+    out.push_str("<h2 id=\"explorer\">Latent explorer</h2><p class=\"muted\">A page of latent cards per <code>top_examples</code> instance: name, frequency, level, activation histogram and top examples; search by name or index, sort by frequency or name cosine.</p><ul>");
+    for l in &e.links {
+        let _ = write!(
+            out,
+            "<li><a href=\"{}\">{}</a>: {} latents of <code>{}</code>{}{}</li>",
+            esc(&l.href),
+            esc(&l.instance),
+            l.latents,
+            esc(&l.sae),
+            if l.names { ", named" } else { "" },
+            if l.thumbnails {
+                ", with thumbnails"
+            } else {
+                ""
+            }
+        );
+    }
+    out.push_str("</ul>");
+    for p in &e.problems {
+        let _ = write!(out, "<pre class=\"error\">{}</pre>", esc(p));
+    }
+    out
+}
+
 /// Writes the page, its figures, tables and copied outputs into `dir`; returns the page's path.
 pub fn write(
     dir: &Path,
@@ -205,6 +235,7 @@ pub fn write(
     };
     let (figs, problems) = figures::build(&finished);
     write_figures(dir, &figs)?;
+    let explorers = explorer::write_all(dir, &finished);
     let tables = table::build(plan, &snap.records);
     table::write_all(dir, &tables)?;
 
@@ -245,7 +276,11 @@ pub fn write(
             "<p class=\"progress\">A run is in progress: this page shows what has finished so far and reloads every {RELOAD_SECONDS} s.</p>"
         );
     }
-    html.push_str("<nav><a href=\"#graph\">Graph</a><a href=\"#figures\">Figures</a><a href=\"#tables\">Tables</a><a href=\"#instances\">Instances</a></nav>");
+    html.push_str("<nav><a href=\"#graph\">Graph</a><a href=\"#figures\">Figures</a>");
+    if !explorers.links.is_empty() || !explorers.problems.is_empty() {
+        html.push_str("<a href=\"#explorer\">Latent explorer</a>");
+    }
+    html.push_str("<a href=\"#tables\">Tables</a><a href=\"#instances\">Instances</a></nav>");
 
     html.push_str("<h2 id=\"graph\">Graph</h2><p class=\"muted\">One box per step, one square per instance, coloured by state; a line joins a step to the steps that read its outputs.</p>");
     let _ = write!(
@@ -271,6 +306,8 @@ pub fn write(
             esc(&f.title)
         );
     }
+
+    html.push_str(&explorer_html(&explorers));
 
     html.push_str("<h2 id=\"tables\">Tables</h2>");
     if tables.is_empty() {

@@ -40,51 +40,70 @@ impl DecodedImage {
     pub fn to_rgb(&self, background: Background) -> Rgb8 {
         let n = self.width as usize * self.height as usize;
         let mut data = Vec::with_capacity(n * 3);
-        let src = &self.data[..n * self.channels as usize];
-        match (self.channels, background) {
-            (3, _) => data.extend_from_slice(src),
-            (1, _) => {
-                for &g in src {
-                    data.extend_from_slice(&[g, g, g]);
-                }
-            }
-            (2, Background::Drop) => {
-                for px in src.chunks_exact(2) {
-                    data.extend_from_slice(&[px[0], px[0], px[0]]);
-                }
-            }
-            (4, Background::Drop) => {
-                for px in src.chunks_exact(4) {
-                    data.extend_from_slice(&px[..3]);
-                }
-            }
-            (2, Background::Color(c)) => {
-                for px in src.chunks_exact(2) {
-                    let (g, a) = (px[0], px[1]);
-                    data.extend_from_slice(&[
-                        blend(c[0], g, a),
-                        blend(c[1], g, a),
-                        blend(c[2], g, a),
-                    ]);
-                }
-            }
-            (4, Background::Color(c)) => {
-                for px in src.chunks_exact(4) {
-                    let a = px[3];
-                    data.extend_from_slice(&[
-                        blend(c[0], px[0], a),
-                        blend(c[1], px[1], a),
-                        blend(c[2], px[2], a),
-                    ]);
-                }
-            }
-            (channels, _) => panic!("decoded image with {channels} channels"),
-        }
+        // Rows are contiguous, so the whole image converts as one long row.
+        rgb_row(
+            &self.data[..n * self.channels as usize],
+            self.channels,
+            background,
+            &mut data,
+        );
         Rgb8 {
             width: self.width,
             height: self.height,
             data,
         }
+    }
+
+    /// Appends row `y` as opaque RGB to `out`, as [`Self::to_rgb`] converts it: for work that
+    /// reads the image a row at a time without an RGB copy of the whole of it.
+    pub fn rgb_row_into(&self, y: u32, background: Background, out: &mut Vec<u8>) {
+        let stride = self.width as usize * self.channels as usize;
+        let start = y as usize * stride;
+        rgb_row(
+            &self.data[start..start + stride],
+            self.channels,
+            background,
+            out,
+        );
+    }
+}
+
+/// Appends the pixels of `src` (interleaved, `channels` samples each) to `out` as opaque RGB.
+fn rgb_row(src: &[u8], channels: u8, background: Background, out: &mut Vec<u8>) {
+    match (channels, background) {
+        (3, _) => out.extend_from_slice(src),
+        (1, _) => {
+            for &g in src {
+                out.extend_from_slice(&[g, g, g]);
+            }
+        }
+        (2, Background::Drop) => {
+            for px in src.chunks_exact(2) {
+                out.extend_from_slice(&[px[0], px[0], px[0]]);
+            }
+        }
+        (4, Background::Drop) => {
+            for px in src.chunks_exact(4) {
+                out.extend_from_slice(&px[..3]);
+            }
+        }
+        (2, Background::Color(c)) => {
+            for px in src.chunks_exact(2) {
+                let (g, a) = (px[0], px[1]);
+                out.extend_from_slice(&[blend(c[0], g, a), blend(c[1], g, a), blend(c[2], g, a)]);
+            }
+        }
+        (4, Background::Color(c)) => {
+            for px in src.chunks_exact(4) {
+                let a = px[3];
+                out.extend_from_slice(&[
+                    blend(c[0], px[0], a),
+                    blend(c[1], px[1], a),
+                    blend(c[2], px[2], a),
+                ]);
+            }
+        }
+        (channels, _) => panic!("decoded image with {channels} channels"),
     }
 }
 

@@ -12,10 +12,31 @@ pub mod parquet;
 pub mod text_lines;
 pub mod webdataset;
 
+/// An item's key as one line of the embed step's `items` output: a key never spans lines, so
+/// `\` is written `\\`, a line feed `\n` and a carriage return `\r` (keys without them, which
+/// are nearly all, are written as they are).
+pub fn reference_line(key: &str) -> String {
+    if !key.contains(['\\', '\n', '\r']) {
+        return key.to_string();
+    }
+    let mut out = String::with_capacity(key.len() + 4);
+    for c in key.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// One item of a dataset: encoded image bytes and/or a text, and an optional class label.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Item {
-    /// A stable identifier for messages and reports (a relative path, `shard.tar:key`, …).
+    /// A stable identifier for messages, reports and the embed step's `items` output: the path
+    /// relative to an image folder (`/` separators), `shard.tar:member`, `file.parquet:row`
+    /// (0-based within the file), `file.txt:line` (1-based).
     pub key: String,
     /// The image file's bytes as stored (PNG, JPEG, …); decoded later, in parallel.
     pub image: Option<Vec<u8>>,
@@ -53,5 +74,20 @@ pub trait Source: Send {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reference_line;
+
+    #[test]
+    fn references_are_single_lines_and_unambiguous() {
+        assert_eq!(reference_line("cats/001.png"), "cats/001.png");
+        assert_eq!(reference_line("a\nb.png"), "a\\nb.png");
+        assert_eq!(reference_line("a\r\n"), "a\\r\\n");
+        // A backslash is doubled, so `a\nb` written literally stays told apart from a newline.
+        assert_eq!(reference_line("a\\nb"), "a\\\\nb");
+        assert_ne!(reference_line("a\\nb"), reference_line("a\nb"));
     }
 }

@@ -44,6 +44,8 @@ impl ParquetOptions {
 /// A [`Source`] over parquet shards, read in the given order, row group by row group.
 pub struct ParquetSource {
     shards: Vec<PathBuf>,
+    /// The name of each shard in keys and messages (its file name unless set otherwise).
+    names: Vec<String>,
     opts: ParquetOptions,
     /// Index in `shards` of the next shard to open.
     next_shard: usize,
@@ -71,12 +73,13 @@ impl ParquetSource {
         // Check the columns now, so that options that do not fit the dataset fail before any
         // work is done. Shards with a damaged footer are reported when they are reached.
         for shard in &shards {
-            if let Ok(opened) = Shard::open(shard, &opts) {
+            if let Ok(opened) = Shard::open(shard, shard_name(shard), &opts) {
                 opened?;
                 break;
             }
         }
         Ok(Self {
+            names: shards.iter().map(|p| shard_name(p)).collect(),
             shards,
             opts,
             next_shard: 0,
@@ -86,22 +89,34 @@ impl ParquetSource {
         })
     }
 
+    /// Names the shards in keys and messages with `names` (one per shard, in order) instead of
+    /// their file names: a dataset repository's files are known by their path in it.
+    pub fn with_names(mut self, names: Vec<String>) -> anyhow::Result<Self> {
+        if names.len() != self.shards.len() {
+            bail!(
+                "{} names given for {} parquet shards",
+                names.len(),
+                self.shards.len()
+            );
+        }
+        self.names = names;
+        Ok(self)
+    }
+
     /// Makes the next shard current. `Ok(None)` at the end; `Ok(Some(entry))` when the shard
     /// is unreadable as a whole (that entry is its one position).
     fn open_next(&mut self) -> anyhow::Result<Option<Option<Entry>>> {
         let Some(path) = self.shards.get(self.next_shard).cloned() else {
             return Ok(None);
         };
+        let name = self.names[self.next_shard].clone();
         self.next_shard += 1;
-        match Shard::open(&path, &self.opts) {
+        match Shard::open(&path, name.clone(), &self.opts) {
             Ok(shard) => {
                 self.current = Some(shard?);
                 Ok(Some(None))
             }
-            Err(reason) => Ok(Some(Some(Entry::Unreadable {
-                key: shard_name(&path),
-                reason,
-            }))),
+            Err(reason) => Ok(Some(Some(Entry::Unreadable { key: name, reason }))),
         }
     }
 
@@ -212,8 +227,11 @@ struct Shard {
 impl Shard {
     /// Opens a shard: `Err(reason)` when its footer cannot be read (an unreadable shard),
     /// `Ok(Err(..))` when it lacks a configured column (an unusable source).
-    fn open(path: &Path, opts: &ParquetOptions) -> Result<anyhow::Result<Self>, String> {
-        let name = shard_name(path);
+    fn open(
+        path: &Path,
+        name: String,
+        opts: &ParquetOptions,
+    ) -> Result<anyhow::Result<Self>, String> {
         let file = File::open(path).map_err(|e| format!("{name}: cannot open shard: {e}"))?;
         // The footer parser is not written for hostile input; a panic there is damage too.
         let reader = catch_unwind(AssertUnwindSafe(|| SerializedFileReader::new(file)))

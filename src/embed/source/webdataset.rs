@@ -47,6 +47,8 @@ impl Default for WebDatasetOptions {
 /// A [`Source`] over WebDataset shards, read in the given order.
 pub struct WebDataset {
     shards: Vec<PathBuf>,
+    /// The name of each shard in keys and messages (its file name unless set otherwise).
+    names: Vec<String>,
     /// Index in `shards` of the next shard to open.
     next_shard: usize,
     current: Option<ShardReader>,
@@ -72,11 +74,26 @@ impl WebDataset {
             bail!("WebDataset options name no image and no text extension");
         }
         Ok(Self {
+            names: shards.iter().map(|p| shard_name(p)).collect(),
             shards,
             next_shard: 0,
             current: None,
             roles,
         })
+    }
+
+    /// Names the shards in keys and messages with `names` (one per shard, in order) instead of
+    /// their file names: a dataset repository's files are known by their path in it.
+    pub fn with_names(mut self, names: Vec<String>) -> anyhow::Result<Self> {
+        if names.len() != self.shards.len() {
+            bail!(
+                "{} names given for {} WebDataset shards",
+                names.len(),
+                self.shards.len()
+            );
+        }
+        self.names = names;
+        Ok(self)
     }
 
     /// The next position: a sample (built when `keep`), a damage record, or `None` at the end.
@@ -90,11 +107,11 @@ impl WebDataset {
                 self.current = None;
             }
             let path = self.shards.get(self.next_shard)?.clone();
+            let name = self.names[self.next_shard].clone();
             self.next_shard += 1;
-            match ShardReader::open(&path) {
+            match ShardReader::open(&path, name.clone()) {
                 Ok(reader) => self.current = Some(reader),
                 Err(e) => {
-                    let name = shard_name(&path);
                     return Some(Entry::Unreadable {
                         key: name.clone(),
                         reason: format!("{name}: cannot open shard {}: {e}", path.display()),
@@ -201,7 +218,7 @@ struct ShardReader {
 }
 
 impl ShardReader {
-    fn open(path: &std::path::Path) -> io::Result<Self> {
+    fn open(path: &std::path::Path, name: String) -> io::Result<Self> {
         let mut file = File::open(path)?;
         let len = file.metadata()?.len();
         let mut magic = [0u8; 2];
@@ -215,7 +232,7 @@ impl ShardReader {
                 len,
             }
         };
-        Ok(Self::from_stream(shard_name(path), stream))
+        Ok(Self::from_stream(name, stream))
     }
 
     fn from_stream(name: String, stream: Stream) -> Self {
