@@ -31,24 +31,6 @@ fn experiment(env: &Env) -> String {
     path.to_str().unwrap().to_string()
 }
 
-/// Every file of a folder with its content hash.
-fn fingerprint(dir: &Path) -> Vec<(String, String)> {
-    let mut all: Vec<(String, String)> = common::walk(dir)
-        .into_iter()
-        .filter(|p| p.is_file())
-        .map(|p| {
-            (
-                p.strip_prefix(dir).unwrap().display().to_string(),
-                blake3::hash(&std::fs::read(&p).unwrap())
-                    .to_hex()
-                    .to_string(),
-            )
-        })
-        .collect();
-    all.sort();
-    all
-}
-
 fn table(env: &Env, exp: &str) -> String {
     let out = env.msae(&["table", exp, "--format", "json"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -65,7 +47,7 @@ fn an_upstream_store_serves_verified_results_and_is_never_written() {
     let team_table = table(&team, &team_exp);
     let upstream = team.cache();
     let upstream_arg = upstream.to_str().unwrap();
-    let frozen = fingerprint(&upstream);
+    let frozen = common::file_hashes(&upstream);
 
     // A colleague's empty store: everything comes from upstream, nothing runs.
     let mine = Env::new();
@@ -82,7 +64,7 @@ fn an_upstream_store_serves_verified_results_and_is_never_written() {
     let again = mine.run_json(Path::new(&exp));
     assert_eq!(with_status(&again, "cached").len(), 5, "{again}");
     assert_eq!(
-        fingerprint(&upstream),
+        common::file_hashes(&upstream),
         frozen,
         "the upstream store was written"
     );
@@ -104,7 +86,7 @@ fn an_upstream_store_serves_verified_results_and_is_never_written() {
     let mut bytes = std::fs::read(&damaged).unwrap();
     bytes[10] ^= 0x20;
     std::fs::write(&damaged, &bytes).unwrap();
-    let frozen = fingerprint(&upstream);
+    let frozen = common::file_hashes(&upstream);
     let fresh = Env::new();
     let exp4 = experiment(&fresh);
     let out = fresh
@@ -138,7 +120,7 @@ fn an_upstream_store_serves_verified_results_and_is_never_written() {
         "the damaged object was copied"
     );
     assert_eq!(
-        fingerprint(&upstream),
+        common::file_hashes(&upstream),
         frozen,
         "the upstream store was written"
     );

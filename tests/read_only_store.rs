@@ -48,23 +48,6 @@ exec "$@""#;
     (out.status.code() != Some(97) && !text(&out).contains("unshare: ")).then_some(out)
 }
 
-/// Every file of the store with its content hash, to see that nothing changed.
-fn fingerprint(dir: &Path) -> Vec<(String, String)> {
-    let mut all: Vec<(String, String)> = common::walk(dir)
-        .into_iter()
-        .filter(|p| p.is_file())
-        .map(|p| {
-            let bytes = std::fs::read(&p).unwrap();
-            (
-                p.strip_prefix(dir).unwrap().display().to_string(),
-                blake3::hash(&bytes).to_hex().to_string(),
-            )
-        })
-        .collect();
-    all.sort();
-    all
-}
-
 #[test]
 fn every_reading_command_works_on_a_read_only_store() {
     let env = Env::new();
@@ -97,7 +80,7 @@ fn every_reading_command_works_on_a_read_only_store() {
             out
         })
         .collect();
-    let before = fingerprint(&store);
+    let before = common::file_hashes(&store);
     let mut checked = 0;
     for (args, writable) in commands.iter().zip(&writable_outputs) {
         let ro_args: Vec<String> = args.iter().map(|a| a.replace("-rw", "-ro")).collect();
@@ -170,5 +153,5 @@ fn every_reading_command_works_on_a_read_only_store() {
     for advice in ["move it away", "delete", "remove"] {
         assert!(!message.contains(advice), "advises `{advice}`: {message}");
     }
-    assert_eq!(fingerprint(&store), before, "the store changed");
+    assert_eq!(common::file_hashes(&store), before, "the store changed");
 }

@@ -86,3 +86,22 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Every file under `dir` (relative path) with the BLAKE3 of its content, sorted: two calls
+/// compare equal exactly when nothing in the folder was written.
+pub fn file_hashes(dir: &Path) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = walk(dir)
+        .into_iter()
+        .filter(|p| p.is_file())
+        .map(|p| {
+            (
+                p.strip_prefix(dir).unwrap().display().to_string(),
+                blake3::hash(&std::fs::read(&p).unwrap())
+                    .to_hex()
+                    .to_string(),
+            )
+        })
+        .collect();
+    all.sort();
+    all
+}
