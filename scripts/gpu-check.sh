@@ -25,10 +25,10 @@ build)
     export CARGO_TARGET_DIR=target-cuda
     cargo build --locked --release --features cuda --bin msae
     cargo bench --locked --features cuda --no-run --bench train_throughput --bench fused_grid
-    cargo test --locked --release --features cuda --no-run --test device_agreement
+    cargo test --locked --release --features cuda --no-run --test integration
     mkdir -p "$out"
     cp target-cuda/release/msae "$out/"
-    for b in train_throughput fused_grid device_agreement; do
+    for b in train_throughput fused_grid integration; do
         cp "$(ls -t target-cuda/release/deps/$b-* | grep -v '\.d$' | head -1)" "$out/$b"
     done
     # The test binary runs the msae binary by the absolute path it was built with.
@@ -43,7 +43,7 @@ run)
     # 1. The test binary expects msae at its build path.
     want=$(cat "$out/msae-path")
     if [ ! -x "$want" ]; then mkdir -p "$(dirname "$want")" && cp "$out/msae" "$want"; fi
-    if MSAE_TEST_DEVICE=$device "$out/device_agreement" --nocapture; then
+    if MSAE_TEST_DEVICE=$device "$out/integration" device_agreement:: --nocapture; then
         echo "| device agreement test ($device) | passed |" >>"$summary"
     else
         echo "| device agreement test ($device) | FAILED |" >>"$summary"

@@ -1,7 +1,7 @@
 //! The analysis steps end to end through the binary: naming latents against a vocabulary,
 //! aligning two dictionaries, and the linear-probe semantic-preservation measurement.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! `# expect: <text>` (all must appear in the error) and optionally `# at: LINE:COLUMN` (the error
 //! must point exactly there). msae must exit with status 1 and never panic.
 
-mod common;
+use crate::common;
 
 #[test]
 fn every_bad_experiment_gets_a_clear_message_and_exit_code_1() {

@@ -9,7 +9,7 @@
 //! the probe's probability of `noun.animal` more than the control. Bad input is refused with the
 //! parameter named.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

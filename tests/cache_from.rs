@@ -2,7 +2,7 @@
 //! holds, objects verified by content hash on the way in; a damaged upstream object is reported
 //! and its instance computed locally, never copied; nothing is ever written upstream.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -8,7 +8,7 @@
 //! brings more glosses holding the concept word; and bad input is refused with the parameter
 //! named.
 
-mod common;
+use crate::common;
 
 use common::{fails_with, output_file, output_json, table_rows, write_npy, Env, Gauss};
 use serde_json::{json, Value};

@@ -6,7 +6,7 @@
 //! measured: cosine ≥ 0.9 — precision 0.970, recall 1.000, one duplicate latent passes too;
 //! mutual — 0.969 / 0.969; round trip with top 1 — 1.000 / 1.000).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

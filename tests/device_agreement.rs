@@ -6,7 +6,7 @@
 //! build can open it; elsewhere it prints a notice and compares two CPU runs with different
 //! thread counts, which must agree exactly.
 
-mod common;
+use crate::common;
 
 use common::{fails_with, table_rows, text, Env, Synth};
 

@@ -2,7 +2,7 @@
 //! exactly what `msae kinds` prints, and every `docs/…` page (and `§` section of the reference
 //! page) that a comment in the code points at exists.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
@@ -32,7 +32,7 @@ fn the_step_reference_is_what_msae_kinds_prints() {
     let path = root().join("docs/step-reference.md");
     let page = std::fs::read_to_string(&path).unwrap();
     if std::env::var_os("MSAE_BLESS").is_some() {
-        // `MSAE_BLESS=1 cargo test --test docs` rewrites the block from the current code.
+        // `MSAE_BLESS=1 cargo test --test integration docs::` rewrites the block from the current code.
         let block = generated_block(&page).expect("the page has its generated block");
         let mut new = page.clone();
         new.replace_range(block, &printed);
@@ -42,7 +42,7 @@ fn the_step_reference_is_what_msae_kinds_prints() {
     let block = generated_block(&page).expect("the page has its generated block");
     assert!(
         page[block] == printed,
-        "docs/step-reference.md is stale: run `MSAE_BLESS=1 cargo test --test docs` to \
+        "docs/step-reference.md is stale: run `MSAE_BLESS=1 cargo test --test integration docs::` to \
          regenerate it from `msae kinds`"
     );
 }

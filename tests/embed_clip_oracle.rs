@@ -7,7 +7,7 @@
 //!
 //! Both need the test assets (`scripts/test-assets.sh`) and skip with a notice without them.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -5,12 +5,14 @@
 //!   rows come from single-template runs;
 //! * WebDataset and parquet shards give, row for row, the embeddings of the same images in a
 //!   folder, with aligned texts and labels and the undecodable item reported;
+//! * a parquet `group_column` (booleans, as CelebA's attributes are stored) becomes a `groups`
+//!   output aligned with the rows and labels, and leaves the other outputs as they were;
 //! * a Hugging Face dataset repository is read from the hub cache offline (`HF_HUB_CACHE` and
 //!   `HF_HOME` layouts), and one that is not cached gets an error naming where msae looked;
 //! * the content of the model's weights and tokenizer is part of the key, its folder name is not;
 //! * a SigLIP model (both towers) agrees with candle-transformers' SigLIP called directly.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
@@ -777,4 +779,147 @@ batch_size = 2
     eprintln!("SigLIP through msae vs candle-transformers directly: image tower max |diff| {image_worst:.2e}, text tower {text_worst:.2e}");
     assert!(image_worst <= 1e-5, "{image_worst}");
     assert!(text_worst <= 1e-5, "{text_worst}");
+}
+
+/// A CelebA-like shard: `image` (struct of bytes and path), booleans `Smiling` and `Male` as the
+/// datasets library stores a bool attribute; `male[i] = None` leaves row i's `Male` null. The
+/// row after the pictures holds bytes that are no image.
+#[cfg(feature = "parquet")]
+fn write_faces(path: &Path, pics: &[Picture], smiling: &[bool], male: &[Option<bool>]) {
+    use parquet::data_type::{BoolType, ByteArray, ByteArrayType};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::parser::parse_message_type;
+    use std::sync::Arc;
+    let schema = parse_message_type(
+        "message faces {
+            optional group image { optional binary bytes; optional binary path (STRING); }
+            optional boolean Smiling;
+            optional boolean Male;
+        }",
+    )
+    .unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let props = Arc::new(WriterProperties::builder().build());
+    let mut writer = SerializedFileWriter::new(file, Arc::new(schema), props).unwrap();
+    let mut group = writer.next_row_group().unwrap();
+    let mut images: Vec<ByteArray> = pics
+        .iter()
+        .map(|p| ByteArray::from(p.png.clone()))
+        .collect();
+    images.push(ByteArray::from("not an image"));
+    let n = images.len();
+    let paths: Vec<ByteArray> = (0..n)
+        .map(|i| ByteArray::from(format!("{i}.jpg").as_str()))
+        .collect();
+    for values in [&images, &paths] {
+        let mut col = group.next_column().unwrap().unwrap();
+        col.typed::<ByteArrayType>()
+            .write_batch(values, Some(&vec![2; n]), None)
+            .unwrap();
+        col.close().unwrap();
+    }
+    let mut col = group.next_column().unwrap().unwrap();
+    col.typed::<BoolType>()
+        .write_batch(smiling, Some(&vec![1; n]), None)
+        .unwrap();
+    col.close().unwrap();
+    let present: Vec<bool> = male.iter().flatten().copied().collect();
+    let defs: Vec<i16> = male.iter().map(|m| i16::from(m.is_some())).collect();
+    let mut col = group.next_column().unwrap().unwrap();
+    col.typed::<BoolType>()
+        .write_batch(&present, Some(&defs), None)
+        .unwrap();
+    col.close().unwrap();
+    group.close().unwrap();
+    writer.close().unwrap();
+}
+
+#[cfg(feature = "parquet")]
+#[test]
+fn a_group_column_becomes_a_groups_output_aligned_with_the_rows() {
+    let env = Env::new();
+    tiny_clip_byte_level(&env.path("clip"));
+    let pics = pictures(4);
+    // Four pictures and, last, a row that cannot be decoded (it is skipped with its values).
+    let smiling = [true, false, false, true, true];
+    let male = [Some(false), Some(true), None, Some(true), Some(false)];
+    std::fs::create_dir_all(env.path("faces")).unwrap();
+    write_faces(&env.path("faces/test.parquet"), &pics, &smiling, &male);
+    let exp = env.write(
+        "faces.toml",
+        r#"[experiment]
+name = "faces"
+[experiment.defaults.embed]
+model = "clip"
+source = "parquet"
+path = "faces/test.parquet"
+label_column = "Smiling"
+[steps.grouped]
+kind = "embed"
+group_column = "Male"
+[steps.plain]
+kind = "embed"
+"#,
+    );
+    let summary = env.run_json(&exp);
+    assert_eq!(summary["failed"], 0, "{summary}");
+    let rep = report(&env, "faces", "grouped");
+    assert_eq!(
+        (rep["rows"].as_u64(), rep["skipped"].as_u64()),
+        (Some(4), Some(1)),
+        "{rep}"
+    );
+    assert_eq!(
+        output_lines(&env, "faces", "grouped", "labels"),
+        ["true", "false", "false", "true"]
+    );
+    // A row without a value has an empty line, so that lines stay rows.
+    assert_eq!(
+        output_lines(&env, "faces", "grouped", "groups"),
+        ["false", "true", "", "true"]
+    );
+    // Without `group_column` there is no `groups` output, and everything else is the same.
+    let store = msae::store::Store::open(&env.cache(), "test reader", true).unwrap();
+    let plain = store.index.latest("faces", "plain").unwrap().unwrap();
+    let grouped = store.index.latest("faces", "grouped").unwrap().unwrap();
+    assert!(
+        !plain.outputs.contains_key("groups"),
+        "{:?}",
+        plain.outputs.keys()
+    );
+    for output in ["matrix", "labels", "items", "thumbnails"] {
+        assert_eq!(
+            plain.outputs[output].hash, grouped.outputs[output].hash,
+            "{output}"
+        );
+    }
+}
+
+#[test]
+fn a_group_column_outside_parquet_is_refused_with_the_parameter_named() {
+    let env = Env::new();
+    tiny_clip_byte_level(&env.path("clip"));
+    write_folder(&env.path("photos"), &pictures(2));
+    let exp = env.write(
+        "folder.toml",
+        r#"[experiment]
+name = "folder"
+[steps.photos]
+kind = "embed"
+model = "clip"
+source = "images"
+path = "photos"
+group_column = "Male"
+"#,
+    );
+    let out = env.msae(&["run", exp.to_str().unwrap()]);
+    assert_fails_with(
+        &out,
+        &[
+            "photos",
+            "`group_column` reads a column of parquet shards",
+            "source = \"images\"",
+        ],
+    );
 }

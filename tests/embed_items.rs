@@ -3,7 +3,7 @@
 //! skipped items leaving no line, and one JPEG per row in a tar archive whose sizes and colours
 //! are checked against the source pictures decoded here.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::path::Path;

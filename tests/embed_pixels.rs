@@ -6,7 +6,7 @@
 //! The Python side runs concurrently with ours; results are exchanged through files in a
 //! temporary folder. Skipped, with a notice, when the test Python or the Debian data are missing.
 
-mod common;
+use crate::common;
 
 use msae::embed::image::{decode, Background, DecodedImage, PassOrder, Preprocess, Rgb8};
 use rayon::prelude::*;

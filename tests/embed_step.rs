@@ -2,7 +2,7 @@
 //! random CLIP (both towers) against an independent NumPy forward pass with Pillow's pixels,
 //! resume after kill -9, skipped items, the hub cache offline, and the paper's experiment files.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -520,6 +520,38 @@ fn the_paper_experiments_plan_every_instance() {
                 .contains("openai/clip-vit-"),
             "{:?}",
             embeds[0]
+        );
+    }
+    // The applications: concept search on ImageNet validation, the CelebA bias analysis.
+    let applications = [
+        // file, instances, embeds (the failing ones offline), instances of the last step
+        ("concept_search_vit_l14.toml", 6, 3, "search"),
+        ("celeba_bias_vit_l14.toml", 10, 5, "bias_probe"),
+    ];
+    for (file, instances, embeds, last) in applications {
+        let path = common::repo_path("experiments/paper").join(file);
+        let out = env
+            .offline_hub(&env.path("empty-hub"))
+            .args(["plan", "--json", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{file}: {}", text(&out));
+        let entries: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(entries.len(), instances, "{file}: {entries:?}");
+        let failing: Vec<&serde_json::Value> =
+            entries.iter().filter(|e| e["status"] == "error").collect();
+        assert_eq!(failing.len(), embeds, "{file}: {entries:?}");
+        assert!(
+            failing.iter().all(|e| e["reasons"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("openai/clip-vit-large-patch14")),
+            "{file}: {failing:?}"
+        );
+        assert_eq!(
+            entries.iter().filter(|e| e["step"] == last).count(),
+            1,
+            "{file}"
         );
     }
 }

@@ -3,7 +3,7 @@
 //! all-MiniLM-L6-v2, SAEs, top-k scores, names and a linear probe on the categories. Expected
 //! counts are worked out here from the stamps folder itself, not copied from a run.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! fused run killed mid-way resumes to the same bytes; trainings that read other batches never
 //! join a group.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::process::Stdio;

@@ -1,6 +1,6 @@
 //! `import`: both matrix formats, checks of the data, and the real shared embeddings.
 
-mod common;
+use crate::common;
 
 use common::Env;
 

@@ -6,7 +6,7 @@
 //! importing the checkpoints, find them through a Hugging Face cache, and export SAELens folders
 //! whose forward pass (computed here by hand from the exported tensors) matches as well.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

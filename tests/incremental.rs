@@ -1,6 +1,6 @@
 //! End to end through the binary: caching, changed grid values, early cut-off, `why`, `plan`.
 
-mod common;
+use crate::common;
 
 use common::{assert_same_objects, fails_with, with_status, Env, Synth};
 

@@ -1,7 +1,7 @@
 //! Through the binary: live inspection of a held store, typed reasons, `-q`, and `-j N`
 //! (results independent of `-j`, kill -9 during a parallel run loses only instances in flight).
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! about ten times as long, not a hundred. (Expansion once computed, per instance, facts about
 //! every candidate input, which made a 16,000-instance plan take 11 s.)
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

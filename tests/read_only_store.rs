@@ -7,7 +7,7 @@
 //! mount namespace (`unshare -rm`), so it is real (EROFS, for root too) and needs no privileges
 //! outside the test.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -11,10 +11,8 @@
 //! the colours of the features planted in it, so a latent that learned a feature shows its
 //! colour. A screenshot goes to `<target>/tmp/report/explorer.png`.
 
-#[path = "report/browser.rs"]
-#[allow(dead_code)]
-mod browser;
-mod common;
+use crate::common;
+use crate::report::browser;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -73,6 +71,12 @@ description = "A wide TopK SAE on rows made of planted colour features, for the 
 [steps.data]
 kind = "import"
 path = "rows.npy"
+labels = "labels.txt"
+
+[steps.attr]
+kind = "import"
+path = "rows.npy"
+labels = "groups.txt"
 
 [steps.vocab]
 kind = "import"
@@ -107,6 +111,45 @@ kind = "top_examples"
 sae = "sae"
 data = "data"
 n = 16
+
+[steps.search]
+kind = "concept_search"
+sae = "sae"
+queries = "data"
+query_rows = [0, 1, 2]
+gallery = "data"
+gallery_labels = "data.labels"
+names = "names.names"
+edits = ["add 0", "scale 1"]
+strength_unit = "code"
+strengths = [0.0, 4.0, 16.0]
+k = 6
+
+[steps.probe]
+kind = "linear_probe"
+sae = "sae"
+train = "data"
+train_labels = "data.labels"
+eval = "data"
+eval_labels = "data.labels"
+max_epochs = 8
+batch_size = 256
+lr = 0.01
+
+[steps.bias]
+kind = "bias"
+sae = "sae"
+probe = "probe.probe"
+data = "data"
+labels = "data.labels"
+groups = "attr.labels"
+names = "names.names"
+select = "probe"
+target = "crimson"
+n_concepts = 3
+scales = [0.0, 2.0]
+controls = 4
+bootstrap = 100
 "#;
 
 // ---- the data -------------------------------------------------------------------------------
@@ -316,6 +359,17 @@ fn explored() -> &'static Explored {
         write_thumbnails(&env.path("thumbnails.tar"), &thumbs);
         let items: String = (0..ROWS).map(|r| format!("mosaics/{r:05}.png\n")).collect();
         std::fs::write(env.path("items.txt"), items).unwrap();
+        // A row's class is its heaviest feature's colour; its group, one feature or several.
+        let mut labels = String::new();
+        let mut groups = String::new();
+        for p in &planted {
+            let heaviest = p.iter().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap().0;
+            labels.push_str(COLOURS[heaviest].0);
+            labels.push('\n');
+            groups.push_str(if p.len() == 1 { "single\n" } else { "mixed\n" });
+        }
+        std::fs::write(env.path("labels.txt"), labels).unwrap();
+        std::fs::write(env.path("groups.txt"), groups).unwrap();
 
         let exp = env.write("explore.toml", EXPERIMENT);
         let summary = env.run_json(&exp);
@@ -746,6 +800,17 @@ kind = "top_examples"
 sae = "sae"
 data = "data"
 n = 3
+
+[steps.search]
+kind = "concept_search"
+sae = "sae"
+queries = "data"
+query_rows = [5, 6]
+gallery = "data"
+edits = ["add 0"]
+strength_unit = "code"
+strengths = [0.0, 1.0]
+k = 3
 "#,
     );
     let summary = env.run_json(&exp);
@@ -783,6 +848,37 @@ n = 3
         assert_eq!(v["texts"][row].as_str(), Some(text.as_str()), "row {row}");
     }
     assert!(v["thumbs"].as_object().unwrap().is_empty());
+
+    // The concept search over the same texts shows each neighbour's text, and the query's own.
+    let search =
+        std::fs::read_to_string(env.path("results/small/explorer/search/index.html")).unwrap();
+    assert!(
+        search.contains("as texts from <code>data.texts</code>"),
+        "{search}"
+    );
+    let chunk =
+        std::fs::read_to_string(env.path("results/small/explorer/search/chunk-0000.js")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(
+        chunk
+            .strip_prefix("msaeSearch.chunk(0,")
+            .and_then(|t| t.trim_end().strip_suffix(");"))
+            .unwrap(),
+    )
+    .unwrap();
+    let results = output_json(&env, "small", "search", "results");
+    let mut shown = 0;
+    for r in results["edits"][0]["results"].as_array().unwrap() {
+        for q in r["queries"].as_array().unwrap() {
+            let row = q["row"].as_u64().unwrap();
+            assert_eq!(v["qtexts"][row.to_string()], format!("line <{row}>"));
+            for n in q["neighbours"].as_array().unwrap() {
+                let row = n["row"].as_u64().unwrap();
+                assert_eq!(v["texts"][row.to_string()], format!("line <{row}>"));
+                shown += 1;
+            }
+        }
+    }
+    assert_eq!(shown, 2 * 2 * 3);
 }
 
 /// The members of a tar archive by name.
@@ -875,4 +971,271 @@ n = 4
     }
     assert!(shown > 0);
     println!("{shown} examples shown, each with the embed's own thumbnail, item and caption");
+}
+
+// ---- concept search and bias -----------------------------------------------------------------
+
+/// Driven inside a copy of a concept-search page: waits for the blocks on screen and their
+/// images, records per block and strength row the strength, the label and the decoded widths of
+/// the neighbours' thumbnails; then switches to the second edit and records again.
+const SEARCH_PROBE: &str = r#"<script>
+(function () {
+  var log = {}, pick = document.getElementById('edit');
+  function blocks() {
+    return Array.prototype.slice.call(document.querySelectorAll('#list .query'))
+      .sort(function (a, b) { return a.dataset.q - b.dataset.q; });
+  }
+  function ready() {
+    var b = blocks();
+    return b.length > 0 && b.every(function (e) {
+      return e.dataset.full === '1' && Array.prototype.every.call(
+        e.querySelectorAll('img'), function (i) { return i.complete; });
+    });
+  }
+  function record(name) {
+    log[name] = blocks().map(function (b) {
+      return { q: Number(b.dataset.q), rows: Array.prototype.map.call(b.querySelectorAll('.srow'), function (r) {
+        return { strength: r.dataset.strength, label: r.querySelector('.slabel').textContent,
+                 images: Array.prototype.map.call(r.querySelectorAll('img'), function (i) { return i.naturalWidth; }) };
+      }) };
+    });
+    log[name + 'Edits'] = pick.options.length;
+  }
+  var steps = [
+    function () { record('first'); pick.value = '1'; pick.dispatchEvent(new Event('change')); },
+    function () { record('second'); }
+  ];
+  var step = 0, tries = 0;
+  (function next() {
+    if (step === steps.length) {
+      var pre = document.createElement('pre');
+      pre.id = 'probe';
+      pre.textContent = JSON.stringify(log);
+      document.body.appendChild(pre);
+      return;
+    }
+    if (ready() || ++tries > 150) { tries = 0; steps[step++](); }
+    setTimeout(next, 20);
+  })();
+})();
+</script>"#;
+
+/// The strengths of a result as the page writes them (`ablate` for none).
+fn strength_key(r: &serde_json::Value) -> String {
+    match r["strength"].as_f64() {
+        Some(s) => format!("{s}"),
+        None => "ablate".into(),
+    }
+}
+
+#[test]
+fn concept_search_rows_show_loaded_thumbnails_for_every_strength() {
+    let e = explored();
+    let results = output_json(&e.env, "explore", "search", "results");
+    let folder = e.dir.join("explorer/search");
+    let page = std::fs::read_to_string(folder.join("index.html")).unwrap();
+    let page_bytes = page.len() as u64;
+    println!("concept-search page: {page_bytes} bytes (bound {PAGE_BOUND})");
+    assert!(page_bytes < PAGE_BOUND, "{page_bytes} bytes");
+    for external in ["src=\"http", "href=\"http", "url(http", "@import", "<link"] {
+        assert!(!page.contains(external), "the page needs the network");
+    }
+    assert!(page.contains("as thumbnails from <code>data.thumbnails</code>"));
+    let main = std::fs::read_to_string(e.dir.join("index.html")).unwrap();
+    assert!(main.contains("href=\"explorer/search/index.html\""));
+    // The chunk holds every query's neighbours as the step listed them, each with its thumbnail.
+    let chunk = std::fs::read_to_string(folder.join("chunk-0000.js")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(
+        chunk
+            .strip_prefix("msaeSearch.chunk(0,")
+            .and_then(|t| t.trim_end().strip_suffix(");"))
+            .expect("a chunk script"),
+    )
+    .unwrap();
+    let queries = v["queries"].as_array().unwrap();
+    assert_eq!(queries.len(), 3);
+    for (q, entry) in queries.iter().enumerate() {
+        for (ei, edit) in results["edits"].as_array().unwrap().iter().enumerate() {
+            for (ri, r) in edit["results"].as_array().unwrap().iter().enumerate() {
+                let want: Vec<u64> = r["queries"][q]["neighbours"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n["row"].as_u64().unwrap())
+                    .collect();
+                let got: Vec<u64> = entry["e"][ei][ri][3]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n[0].as_u64().unwrap())
+                    .collect();
+                assert_eq!(got, want, "query {q}, edit {ei}, result {ri}");
+                for row in got {
+                    let uri = v["thumbs"][row.to_string()].as_str().expect("a thumbnail");
+                    assert!(uri.starts_with("data:image/jpeg;base64,/9j/"));
+                }
+            }
+        }
+    }
+
+    let Some(chromium) = browser::chromium() else {
+        return;
+    };
+    let probe = folder.join("probe.html");
+    std::fs::write(
+        &probe,
+        page.replace("</body>", &format!("{SEARCH_PROBE}</body>")),
+    )
+    .unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let log = probe_result(&browser::dump_dom(&chromium, &probe, profile.path()));
+    assert_eq!(log["firstEdits"], 2);
+    let png = artifacts().join("concept-search.png");
+    browser::screenshot(
+        &chromium,
+        &folder.join("index.html"),
+        &png,
+        (1200, 800),
+        profile.path(),
+    );
+    let mut rows_seen = 0;
+    let mut images = 0;
+    for (name, edit) in [("first", 0), ("second", 1)] {
+        let spec = &results["edits"][edit];
+        let strengths: Vec<String> = spec["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(strength_key)
+            .collect();
+        let blocks = log[name].as_array().unwrap();
+        assert!(!blocks.is_empty(), "no query block drawn for edit {edit}");
+        for b in blocks {
+            let rows = b["rows"].as_array().unwrap();
+            let drawn: Vec<String> = rows
+                .iter()
+                .map(|r| r["strength"].as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(drawn, strengths, "edit {edit}, query {}", b["q"]);
+            for (r, spec) in rows.iter().zip(spec["results"].as_array().unwrap()) {
+                let label = r["label"].as_str().unwrap();
+                assert!(label.contains("act ") && label.contains("kept "), "{label}");
+                assert!(label.contains("label "), "no label share: {label}");
+                let widths: Vec<u64> = r["images"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|w| w.as_u64().unwrap())
+                    .collect();
+                assert_eq!(widths.len(), 6, "{}", strength_key(spec));
+                assert!(widths.iter().all(|&w| w == 64), "{widths:?}");
+                rows_seen += 1;
+                images += widths.len();
+            }
+        }
+    }
+    println!(
+        "concept search: {} + {} query blocks drawn, {rows_seen} strength rows, {images} thumbnails decoded",
+        log["first"].as_array().unwrap().len(),
+        log["second"].as_array().unwrap().len()
+    );
+}
+
+/// Appended to a copy of the report page: every interval mark of the bias figure with its
+/// data and its box on screen.
+const BIAS_PROBE: &str = r#"<script>
+var marks = Array.prototype.map.call(
+  document.querySelectorAll('figure[data-kind="bias"] svg g.ci'), function (g) {
+    var b = g.getBBox();
+    return { of: g.dataset.of, latent: Number(g.dataset.latent), concept: g.dataset.concept, scale: Number(g.dataset.scale),
+             panel: g.dataset.panel, mean: Number(g.dataset.mean), low: Number(g.dataset.low),
+             high: Number(g.dataset.high), w: b.width, h: b.height };
+  });
+var pre = document.createElement('pre');
+pre.id = 'probe';
+pre.textContent = JSON.stringify(marks);
+document.body.appendChild(pre);
+</script>"#;
+
+#[test]
+fn the_bias_figure_has_one_interval_per_concept_and_control() {
+    let e = explored();
+    let report = output_json(&e.env, "explore", "bias", "report");
+    // Concepts by latent: several latents may share a name.
+    let concepts: Vec<u64> = report["concepts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["latent"].as_u64().unwrap())
+        .collect();
+    assert_eq!(concepts.len(), 3);
+    let panels = ["all", "mixed", "single"];
+    let svg = std::fs::read_to_string(e.dir.join("figures/bias_bias.svg")).unwrap();
+    assert!(
+        svg.contains("change of p(crimson)"),
+        "the target class is named"
+    );
+    std::fs::write(artifacts().join("bias.svg"), &svg).unwrap();
+    let Some(chromium) = browser::chromium() else {
+        return;
+    };
+    let index = e.dir.join("index.html");
+    let html = std::fs::read_to_string(&index).unwrap();
+    let probe = index.with_file_name("bias-probe.html");
+    std::fs::write(
+        &probe,
+        html.replace("</body>", &format!("{BIAS_PROBE}</body>")),
+    )
+    .unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let marks = probe_result(&browser::dump_dom(&chromium, &probe, profile.path()));
+    let marks = marks.as_array().unwrap();
+    for which in ["concept", "control"] {
+        let mut seen = BTreeMap::new();
+        for m in marks.iter().filter(|m| m["of"] == which) {
+            let key = (
+                m["latent"].as_u64().unwrap(),
+                m["scale"].as_f64().unwrap().to_string(),
+                m["panel"].as_str().unwrap().to_string(),
+            );
+            *seen.entry(key).or_insert(0) += 1;
+            assert!(m["w"].as_f64().unwrap() > 0.0, "an empty mark: {m}");
+            let (lo, mean, hi) = (
+                m["low"].as_f64().unwrap(),
+                m["mean"].as_f64().unwrap(),
+                m["high"].as_f64().unwrap(),
+            );
+            assert!(lo <= mean && mean <= hi, "{m}");
+        }
+        for c in &concepts {
+            for s in ["0", "2"] {
+                for p in panels {
+                    let key = (*c, s.to_string(), p.to_string());
+                    assert_eq!(seen.get(&key), Some(&1), "{which} {key:?}");
+                }
+            }
+        }
+        assert_eq!(seen.len(), concepts.len() * 2 * panels.len());
+    }
+    // The marks carry the report's numbers: the first concept's overall ablation.
+    let first = &report["concepts"][0];
+    let want = first["effects"][0]["all"]["concept"]["probability_change"]["crimson"]["mean"]
+        .as_f64()
+        .unwrap();
+    let mark = marks
+        .iter()
+        .find(|m| {
+            m["of"] == "concept"
+                && m["latent"] == first["latent"]
+                && m["scale"] == 0.0
+                && m["panel"] == "all"
+        })
+        .unwrap();
+    assert!((mark["mean"].as_f64().unwrap() - want).abs() < 1e-12);
+    println!(
+        "bias figure: {} interval marks ({} concepts × 2 scales × {} panels, concept and control)",
+        marks.len(),
+        concepts.len(),
+        panels.len()
+    );
 }

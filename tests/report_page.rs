@@ -8,11 +8,8 @@
 //! The screenshot goes to `<target>/tmp/report/quickstart-report.png`. Without Chromium the
 //! browser checks are skipped with a notice; the file checks still run.
 
-#[path = "report/browser.rs"]
-mod browser;
-mod common;
-#[path = "report/svg.rs"]
-mod svg;
+use crate::common;
+use crate::report::{browser, svg};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! Crashes, damaged stores and concurrent processes never lose or corrupt finished results.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;

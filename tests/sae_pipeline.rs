@@ -1,7 +1,7 @@
 //! SAE steps end to end through the binary: training recovers planted features, resumes
 //! bit-identically after `kill -9`, and the scoring/extraction outputs have the reference shapes.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;

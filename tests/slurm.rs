@@ -11,7 +11,7 @@
 //! meanwhile), and one sent SIGUSR1 (which checkpoints and requeues itself), complete with the
 //! bytes of an uninterrupted run.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -538,6 +538,7 @@ fn slurm_executor_on_a_real_cluster() {
     let exp = env.write("c.toml", &experiment(300, "[2, 3]"));
     let mut coordinator = spawn(&cluster, &env, &exp, &[]);
     let (name, id, _) = running_training(&cluster, &env, &exp, 1);
+    let seen_running = Instant::now();
     coordinator.kill().unwrap();
     coordinator.wait().unwrap();
     // With no coordinator, status still says a job computes the instance, and which.
@@ -557,10 +558,61 @@ fn slurm_executor_on_a_real_cluster() {
         )),
         "{shown}"
     );
+    // That job ends while no coordinator watches. The restart takes its result in and records
+    // the job's own run time (at least as long as the job was seen running), and the moment it
+    // ended, not the time since the restart.
+    let result =
+        msae::runner::worker::job_dir(&env.cache(), &job_key(&cluster, &id)).join("result.json");
+    while !result.exists() {
+        assert!(
+            seen_running.elapsed() < Duration::from_secs(180),
+            "job {id} never ended"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The file appeared within one look (0.1 s) of being seen.
+    let ran_at_least = seen_running.elapsed().as_secs_f64() - 0.2;
+    assert!(
+        ran_at_least >= 2.0,
+        "the training ran only {ran_at_least:.1} s: too short to tell its run time apart"
+    );
+    let restarted_unix = msae::store::now_unix();
     let out = run(&cluster, &env, &exp, &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert_no_duplicate_jobs(&cluster, &env, "cluster", 5);
     assert_eq!(records(&env, "cluster").len(), 5);
+    let shown_seconds: f64 = text(&out)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("ran     {name} (")))
+        .and_then(|rest| rest.strip_suffix(" s)"))
+        .unwrap_or_else(|| panic!("no `ran {name}` line: {}", text(&out)))
+        .parse()
+        .unwrap();
+    let record = msae::store::Store::open(&env.cache(), "test reader", true)
+        .unwrap()
+        .index
+        .latest("cluster", &name)
+        .unwrap()
+        .unwrap();
+    for (what, seconds) in [("shown", shown_seconds), ("recorded", record.seconds)] {
+        assert!(
+            seconds >= ran_at_least,
+            "{what} {seconds:.2} s for {name}, which ran at least {ran_at_least:.2} s"
+        );
+    }
+    assert!(
+        record.finished_unix <= restarted_unix,
+        "recorded as finished at {}, after the restart at {restarted_unix}",
+        record.finished_unix
+    );
+    let s = status(&cluster, &env, &exp);
+    let row = s["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == name.as_str())
+        .unwrap();
+    assert_eq!(row["seconds"].as_f64(), Some(record.seconds), "{row}");
 
     // 3. A job cancelled with scancel: reported failed with its log tail; a rerun finishes it.
     let env = Env::new();

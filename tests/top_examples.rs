@@ -3,7 +3,7 @@
 //! model's sparse code (written by `extract`), does not depend on the thread count, and bad
 //! input is refused with the parameter named.
 
-mod common;
+use crate::common;
 
 use common::{output_file, text, write_npy, Env};
 

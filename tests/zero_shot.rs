@@ -4,7 +4,7 @@
 //! real WordNet glosses with class embeddings from the real MiniLM encoder it is far above
 //! chance; and bad input is refused with the parameter named.
 
-mod common;
+use crate::common;
 
 use common::{output_file, output_json, table_rows, text, write_npy, Env, Gauss};
 

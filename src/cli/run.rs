@@ -110,9 +110,7 @@ pub fn run(g: &Global, args: &RunArgs) -> Result<ExitCode> {
         device,
         threads,
         command,
-        observer: Some(Box::new(LiveReport {
-            dir: results_dir.clone(),
-        })),
+        observer: Some(Box::new(LiveReport::new(results_dir.clone()))),
     };
     let outcomes = runner::run(&exp, &p, &store, &opts, &progress, executor.as_mut())?;
     let count = |s: Status| outcomes.iter().filter(|o| o.status == s).count();

@@ -3,8 +3,8 @@
 //!
 //! * **Parts.** Positions of the source are cut into parts of `part_size`. A finished part is
 //!   written to the step's partial folder (embeddings as raw f32, thumbnails as concatenated
-//!   JPEGs, then a JSON file with its rows' item references, texts, labels, thumbnail sizes and
-//!   skipped items, renamed into place last, so a part counts only when whole).
+//!   JPEGs, then a JSON file with its rows' item references, texts, labels, groups, thumbnail
+//!   sizes and skipped items, renamed into place last, so a part counts only when whole).
 //!   An interrupted embed resumes after the last whole part; a source skips the positions before
 //!   it without decoding them. Memory is bounded by one part of embeddings and thumbnails plus
 //!   two batches; the outputs are joined from the part files, streaming.
@@ -15,7 +15,7 @@
 //!   skipped, so two embeds of the same source with opposite sides partition it.
 //! * **Skipping.** An item that cannot be read or decoded, or lacks what the towers need, is
 //!   recorded with its position and reason, and its row is not written, so matrices, item
-//!   references, texts, labels and thumbnails stay aligned. Order is the source's order.
+//!   references, texts, labels, groups and thumbnails stay aligned. Order is the source's order.
 //! * **Thumbnails.** When asked for, each kept image also becomes a small JPEG
 //!   ([`super::image::thumbnail`]) made from the pixels decoded for the encoder.
 
@@ -96,6 +96,9 @@ struct PartMeta {
     items: Vec<String>,
     texts: Vec<Option<String>>,
     labels: Vec<Option<String>>,
+    /// Each row's group value (absent from parts written before groups existed: none).
+    #[serde(default)]
+    groups: Vec<Option<String>>,
     skipped: Vec<Skipped>,
     /// Items on the other side of the split (not rows, not skipped).
     #[serde(default)]
@@ -120,6 +123,7 @@ pub struct OutputPaths {
     pub text_matrix: PathBuf,
     pub texts: PathBuf,
     pub labels: PathBuf,
+    pub groups: PathBuf,
     /// One line per row: the item's reference in its source.
     pub items: PathBuf,
     /// The archive of the rows' thumbnails.
@@ -137,6 +141,7 @@ pub struct EmbedOutcome {
     pub excluded: usize,
     pub wrote_texts: bool,
     pub wrote_labels: bool,
+    pub wrote_groups: bool,
     pub wrote_thumbnails: bool,
     /// Parts found finished from an earlier, interrupted run.
     pub resumed_parts: usize,
@@ -154,6 +159,7 @@ struct Batch {
     items: Vec<String>,
     texts: Vec<Option<String>>,
     labels: Vec<Option<String>>,
+    groups: Vec<Option<String>>,
     pixels: Vec<f32>,
     /// One JPEG per row when thumbnails are asked for.
     thumbnails: Vec<Vec<u8>>,
@@ -373,6 +379,7 @@ fn produce(
             let mut references = Vec::new();
             let mut texts = Vec::new();
             let mut labels = Vec::new();
+            let mut groups = Vec::new();
             for ((item, pos), why) in items.into_iter().zip(item_positions).zip(usable) {
                 match why {
                     Some(reason) => skipped.push(Skipped {
@@ -384,6 +391,7 @@ fn produce(
                         references.push(reference_line(&item.key));
                         texts.push(item.text);
                         labels.push(item.label);
+                        groups.push(item.group);
                     }
                 }
             }
@@ -396,6 +404,7 @@ fn produce(
                 items: references,
                 texts,
                 labels,
+                groups,
                 pixels,
                 thumbnails,
                 skipped,
@@ -492,6 +501,7 @@ impl PartBuffer {
                 items: Vec::new(),
                 texts: Vec::new(),
                 labels: Vec::new(),
+                groups: Vec::new(),
                 skipped: Vec::new(),
                 excluded: 0,
                 thumbnails: Vec::new(),
@@ -653,6 +663,7 @@ fn consume(
         }
         current.meta.texts.extend(batch.texts);
         current.meta.labels.extend(batch.labels);
+        current.meta.groups.extend(batch.groups);
         current.meta.skipped.extend(batch.skipped);
         current.meta.excluded += batch.excluded;
         rows += n;
@@ -758,6 +769,14 @@ fn assemble(
         &out.labels,
         metas.iter().flat_map(|m| m.labels.iter()).collect(),
     )?;
+    let groups: Vec<&Option<String>> = metas.iter().flat_map(|m| m.groups.iter()).collect();
+    if groups.len() != rows && groups.iter().any(|g| g.is_some()) {
+        bail!(
+            "internal error: {} group values for {rows} rows",
+            groups.len()
+        );
+    }
+    let wrote_groups = groups.len() == rows && write_lines(&out.groups, groups)?;
     Ok(EmbedOutcome {
         positions: metas.iter().map(|m| m.positions).sum(),
         rows,
@@ -769,6 +788,7 @@ fn assemble(
         excluded: metas.iter().map(|m| m.excluded).sum(),
         wrote_texts,
         wrote_labels,
+        wrote_groups,
         wrote_thumbnails,
         resumed_parts: resumed,
         seconds: metas.iter().map(|m| m.seconds).sum(),

@@ -50,7 +50,8 @@ static PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "holdout", ty: ParamType::Float, default: Default::Float(0.2), min: Some(0.0), max: Some(1.0), doc: "with split = \"train\"/\"holdout\": the share of items held out", ..ParamSpec::BASE },
     ParamSpec { name: "image_column", ty: ParamType::Str, default: Default::Str("image"), doc: "parquet: the image column (struct of bytes and path, as Hugging Face stores images)", ..ParamSpec::BASE },
     ParamSpec { name: "text_column", ty: ParamType::Str, default: Default::Absent, doc: "parquet: a caption column", ..ParamSpec::BASE },
-    ParamSpec { name: "label_column", ty: ParamType::Str, default: Default::Absent, doc: "parquet: a label column (integer class ids are named through the dataset's class names)", ..ParamSpec::BASE },
+    ParamSpec { name: "label_column", ty: ParamType::Str, default: Default::Absent, doc: "parquet: a label column (integer class ids are named through the dataset's class names, booleans are `true`/`false`)", ..ParamSpec::BASE },
+    ParamSpec { name: "group_column", ty: ParamType::Str, default: Default::Absent, doc: "parquet: a second per-row attribute, read as `label_column` is, written as the `groups` output (e.g. CelebA's `Male` for a `bias` step's `groups`)", ..ParamSpec::BASE },
     ParamSpec { name: "batch_size", ty: ParamType::Int, role: Role::Exec, default: Default::Absent, min: Some(1.0), doc: "items per encoder batch (speed and memory only); default 64 when images are embedded, 4096 for texts alone (texts are sorted by length within a batch, so larger batches pad less)", ..ParamSpec::BASE },
     ParamSpec { name: "part_size", ty: ParamType::Int, role: Role::Exec, default: Default::Int(8192), min: Some(1.0), doc: "items per resumable part: an interrupted embed resumes after the last finished part", ..ParamSpec::BASE },
 ];
@@ -67,6 +68,7 @@ static OUTPUTS: &[OutputSpec] = &[
     OutputSpec { name: "matrix", optional: false, doc: "the embeddings (.npy float32, one row per kept item): the image tower's for image sources, else the text tower's" },
     OutputSpec { name: "texts", optional: true, doc: "the text of each row (caption, vocabulary entry), one per line" },
     OutputSpec { name: "labels", optional: true, doc: "the label of each row (class folder, class name), one per line" },
+    OutputSpec { name: "groups", optional: true, doc: "with `group_column`: the group value of each row, one per line (empty where the row has none)" },
     OutputSpec { name: "text_matrix", optional: true, doc: "with tower = \"both\": the text tower's embeddings of the same rows" },
     OutputSpec { name: "items", optional: false, doc: "where each row comes from, one line per row: the path in the image folder, shard:member, file.parquet:row (0-based), file.txt:line (1-based)" },
     OutputSpec { name: "thumbnails", optional: true, doc: "when images are embedded: a tar archive with one JPEG per row (<row>.jpg, longer side at most 64 px), in row order" },
@@ -307,6 +309,7 @@ fn open_source(
                 image_column: Some(ctx.str("image_column")?.to_string()),
                 text_column: ctx.params.get("text_column").and_then(Value::as_str).map(String::from),
                 label_column: ctx.params.get("label_column").and_then(Value::as_str).map(String::from),
+                group_column: ctx.params.get("group_column").and_then(Value::as_str).map(String::from),
                 // The text tower alone reads no image bytes, and needs no image column.
                 skip_images: !wants_image(ctx),
             };
@@ -372,6 +375,10 @@ impl Step for Embed {
         let model = str_param(params, "model").context("`model` is required")?;
         let revision = str_param(params, "model_revision").unwrap_or("main");
         let source = str_param(params, "source").context("`source` is required")?;
+        // Checked before anything is located, so that the mistake is named first.
+        if source != "parquet" && params.contains_key("group_column") {
+            bail!("`group_column` reads a column of parquet shards; source = \"{source}\" has no columns (use source = \"parquet\", or leave `group_column` out)");
+        }
         let located = model_files::locate(model, revision, base)?;
         Ok(vec![
             model_resource(&located),
@@ -446,6 +453,7 @@ impl Step for Embed {
             text_matrix: ctx.output_path("text_matrix"),
             texts: ctx.output_path("texts"),
             labels: ctx.output_path("labels"),
+            groups: ctx.output_path("groups"),
             items: ctx.output_path("items"),
             thumbnails: ctx.output_path("thumbnails"),
         };
@@ -519,6 +527,9 @@ impl Step for Embed {
         }
         if !outcome.wrote_labels {
             std::fs::remove_file(ctx.output_path("labels")).ok();
+        }
+        if !outcome.wrote_groups {
+            std::fs::remove_file(ctx.output_path("groups")).ok();
         }
         if !outcome.wrote_thumbnails {
             std::fs::remove_file(ctx.output_path("thumbnails")).ok();

@@ -8,8 +8,9 @@ use serde::Serialize;
 use crate::data::npy::Matrix;
 use crate::metrics::stats::{dataset_stats, ScaleRule, StatsOptions, STATS_CHUNK_ROWS};
 use crate::metrics::{
-    cknna, cosine_per_sample, fvu_per_sample, l0_count_per_sample, normalized_mae_per_sample,
-    sparsity_fraction_per_sample, ActivationCounter, MatRef, MeanStd, CKNNA_TOPK,
+    cknna, cosine_per_sample, fvu_per_sample, keep_topk_per_row, l0_count_per_sample,
+    normalized_mae_per_sample, sparsity_fraction_per_sample, ActivationCounter, MatRef, MeanStd,
+    CKNNA_TOPK,
 };
 use crate::sae::{Sae, Standardization};
 use crate::step::spec::{Default, ParamSpec, ParamType, Role};
@@ -90,6 +91,38 @@ pub fn unstandardize(y: &Tensor, std: &Standardization) -> Result<Vec<f32>> {
     let mu = Tensor::from_slice(&std.mean, std.mean.len(), y.device())?;
     let raw = (y / std.scale as f64)?.broadcast_add(&mu)?;
     Ok(raw.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// For each `k` of `ks` in turn: the batch's code kept to its `k` largest entries per row (ties
+/// to the lower latent, as `keep_topk_per_row`) and its reconstruction in the original embedding
+/// space, handed to `each(position in ks, code, x̂ rows)`. `x` is the standardised batch of
+/// `rows` rows. The dense code is computed once and copied per `k`, so scoring several `k`s costs
+/// one encoder product, and every step that scores "top-k reconstructions" shares one definition.
+pub fn for_each_topk_reconstruction(
+    sae: &Sae,
+    x: &Tensor,
+    std: &Standardization,
+    ks: &[usize],
+    mut each: impl FnMut(usize, &[f32], &[f32]) -> Result<()>,
+) -> Result<()> {
+    if ks.is_empty() {
+        return Ok(());
+    }
+    let rows = x.dim(0)?;
+    let dense: Vec<f32> = sae
+        .dense_code_topk(x, None)
+        .map_err(|e| anyhow!("{e}"))?
+        .flatten_all()?
+        .to_vec1()?;
+    for (i, &k) in ks.iter().enumerate() {
+        let mut z = dense.clone();
+        keep_topk_per_row(&mut z, rows, sae.n, k)?;
+        let zt = Tensor::from_slice(&z, (rows, sae.n), x.device())?;
+        let recon = sae.decode(&zt).map_err(|e| anyhow!("{e}"))?;
+        let x_hat = unstandardize(&recon, std)?;
+        each(i, &z, &x_hat)?;
+    }
+    Ok(())
 }
 
 /// Mean and population std of each per-sample metric, plus dead latents, of one (x, x̂, z) pair

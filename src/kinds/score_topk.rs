@@ -4,12 +4,11 @@
 //! `{"16": {"fvu": [mean, std], "mae": …, "cs": …, "l0": …, "cknnas": …, "number_of_dead_neurons": n}, …}`.
 
 use anyhow::Result;
-use candle_core::Tensor;
 
 use crate::kinds::sae_eval::{
-    standardized_batch, unstandardize, Evaluation, PairMetrics, EVAL_PARAMS,
+    for_each_topk_reconstruction, standardized_batch, Evaluation, PairMetrics, EVAL_PARAMS,
 };
-use crate::metrics::{keep_topk_per_row, topk_list};
+use crate::metrics::topk_list;
 use crate::step::spec::{Default, OutputSpec, ParamSpec, ParamType};
 use crate::step::value::Value;
 use crate::step::{Metrics, Step, StepContext};
@@ -78,20 +77,10 @@ impl Step for ScoreTopk {
             let end = (start + batch).min(m.rows());
             let rows = end - start;
             let x = standardized_batch(&m, start, end, &std, &dev)?;
-            let dense: Vec<f32> = sae
-                .dense_code_topk(&x, None)
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .flatten_all()?
-                .to_vec1()?;
             let raw = m.rows_slice(start, end);
-            for (k, acc) in ks.iter().zip(per_k.iter_mut()) {
-                let mut z = dense.clone();
-                keep_topk_per_row(&mut z, rows, sae.n, *k)?;
-                let zt = Tensor::from_slice(&z, (rows, sae.n), &dev)?;
-                let recon = sae.decode(&zt).map_err(|e| anyhow::anyhow!("{e}"))?;
-                let x_hat = unstandardize(&recon, &std)?;
-                acc.push(raw, &x_hat, &z, rows)?;
-            }
+            for_each_topk_reconstruction(&sae, &x, &std, &ks, |i, z, x_hat| {
+                per_k[i].push(raw, x_hat, z, rows)
+            })?;
             bar.set_position(end as u64);
         }
         bar.finish_and_clear();

@@ -11,17 +11,17 @@
 use std::collections::HashMap;
 
 use anyhow::{anyhow, bail, Result};
-use candle_core::Tensor;
 
 use crate::analysis::zero_shot::{cosine_logits, unit_rows, Scores, Tally};
 use crate::data::npy::Matrix;
 use crate::kinds::import::read_lines;
 use crate::kinds::sae_common::device;
 use crate::kinds::sae_eval::{
-    standardization_for, standardized_batch, stats_source, unstandardize, EVAL_PARAMS,
+    for_each_topk_reconstruction, standardization_for, standardized_batch, stats_source,
+    unstandardize, EVAL_PARAMS,
 };
 use crate::kinds::train::load_model;
-use crate::metrics::{keep_topk_per_row, topk_list, MatRef};
+use crate::metrics::{topk_list, MatRef};
 use crate::step::spec::{Default, OutputSpec, ParamSpec, ParamType, Role};
 use crate::step::value::Value;
 use crate::step::{Metrics, Step, StepContext};
@@ -148,7 +148,7 @@ impl Step for ZeroShot {
         let source = stats_source(ctx.str("statistics")?, ctx.str("scale_rule")?);
         let std = standardization_for(&sae, &m, source)?;
 
-        let (d, n) = (sae.d, sae.n);
+        let d = sae.d;
         let unit = unit_rows(MatRef::new(classes.data(), n_classes, d)?);
         let unit = MatRef::new(&unit, n_classes, d)?;
         let logits_of = |x: &[f32], rows: usize| -> Result<Vec<f64>> {
@@ -179,22 +179,12 @@ impl Step for ZeroShot {
             dense
                 .push(&logits_of(&x_hat, rows)?, n_classes, t, &reference)
                 .map_err(|e| anyhow!("{e}"))?;
-            if !ks.is_empty() {
-                let code: Vec<f32> = sae
-                    .dense_code_topk(&x, None)
-                    .map_err(err)?
-                    .flatten_all()?
-                    .to_vec1()?;
-                for (k, acc) in ks.iter().zip(per_k.iter_mut()) {
-                    let mut z = code.clone();
-                    keep_topk_per_row(&mut z, rows, n, *k)?;
-                    let zt = Tensor::from_slice(&z, (rows, n), &dev)?;
-                    let recon = sae.decode(&zt).map_err(err)?;
-                    let x_hat = unstandardize(&recon, &std)?;
-                    acc.push(&logits_of(&x_hat, rows)?, n_classes, t, &reference)
-                        .map_err(|e| anyhow!("{e}"))?;
-                }
-            }
+            for_each_topk_reconstruction(&sae, &x, &std, &ks, |i, _, x_hat| {
+                per_k[i]
+                    .push(&logits_of(x_hat, rows)?, n_classes, t, &reference)
+                    .map_err(|e| anyhow!("{e}"))?;
+                Ok(())
+            })?;
             bar.set_position(end as u64);
         }
         bar.finish_and_clear();

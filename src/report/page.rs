@@ -192,7 +192,7 @@ fn instance_html(
 /// The section linking to each latent explorer (none when no `top_examples` has finished).
 fn explorer_html(e: &explorer::Explorers) -> String {
     let mut out = String::new();
-    if e.links.is_empty() && e.problems.is_empty() {
+    if e.links.is_empty() && e.searches.is_empty() && e.problems.is_empty() {
         return out;
     }
     out.push_str("<h2 id=\"explorer\">Latent explorer</h2><p class=\"muted\">A page of latent cards per <code>top_examples</code> instance: name, frequency, level, activation histogram and top examples; search by name or index, sort by frequency or name cosine.</p><ul>");
@@ -213,6 +213,26 @@ fn explorer_html(e: &explorer::Explorers) -> String {
         );
     }
     out.push_str("</ul>");
+    if !e.searches.is_empty() {
+        out.push_str("<p class=\"muted\">Concept search: per <code>concept_search</code> instance, per query and edit one row of neighbours per strength, labelled with the step's metrics.</p><ul>");
+        for s in &e.searches {
+            let _ = write!(
+                out,
+                "<li><a href=\"{}\">{}</a>: {} queries × {} edit(s) in <code>{}</code>{}</li>",
+                esc(&s.href),
+                esc(&s.instance),
+                s.queries,
+                s.edits,
+                esc(&s.gallery),
+                if s.thumbnails {
+                    ", with thumbnails"
+                } else {
+                    ""
+                }
+            );
+        }
+        out.push_str("</ul>");
+    }
     for p in &e.problems {
         let _ = write!(out, "<pre class=\"error\">{}</pre>", esc(p));
     }
@@ -277,7 +297,10 @@ pub fn write(
         );
     }
     html.push_str("<nav><a href=\"#graph\">Graph</a><a href=\"#figures\">Figures</a>");
-    if !explorers.links.is_empty() || !explorers.problems.is_empty() {
+    if !explorers.links.is_empty()
+        || !explorers.searches.is_empty()
+        || !explorers.problems.is_empty()
+    {
         html.push_str("<a href=\"#explorer\">Latent explorer</a>");
     }
     html.push_str("<a href=\"#tables\">Tables</a><a href=\"#instances\">Instances</a></nav>");

@@ -343,6 +343,9 @@ pub fn run(
             overall.inc(1);
             match result {
                 Ok(result) => {
+                    // The executor's measure of the work itself (a job's own run time), the
+                    // same as the record's.
+                    let seconds = result.seconds;
                     let outputs = result.outputs.clone();
                     store.index.put(&record_of(exp, plan, inst, p, result))?;
                     crash::crash_point("recorded");
@@ -522,7 +525,7 @@ fn record_of(
         outputs: result.outputs,
         metrics: result.metrics,
         exec,
-        finished_unix: now_unix(),
+        finished_unix: result.finished_unix.unwrap_or_else(now_unix),
         seconds: result.seconds,
         msae_version: env!("CARGO_PKG_VERSION").to_string(),
     }

@@ -307,8 +307,16 @@ impl Slurm {
                 // Its place frees at the next look, due soon.
                 self.pacing.expect_change(Instant::now());
             }
+            let seconds = r.seconds();
+            let finished = r.finished_unix;
             let result = match (r.ok, r.error) {
-                (Some(ok), _) => Ok(ok),
+                // The job's own run time and end, not the time since this coordinator began
+                // to watch it (it may have been restarted, or the job pending for long).
+                (Some(mut ok), _) => {
+                    ok.seconds = seconds.unwrap_or(ok.seconds);
+                    ok.finished_unix = finished.map(|t| t as u64).or(ok.finished_unix);
+                    Ok(ok)
+                }
                 (None, e) => Err(format!(
                     "{} (Slurm job {}, log {})",
                     e.unwrap_or_else(|| "unknown error".into()),

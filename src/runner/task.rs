@@ -45,6 +45,10 @@ pub struct TaskResult {
     pub seconds: f64,
     pub device: String,
     pub threads: usize,
+    /// When the work ended (Unix seconds), where it ended before the coordinator took the
+    /// result in (a scheduler job); the record's finish time. None: now.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub finished_unix: Option<u64>,
 }
 
 /// Runs the step (found in `kinds`) in its scratch folder and moves its outputs into the object
@@ -171,6 +175,7 @@ fn store_outputs(
         seconds,
         device: spec.device.clone(),
         threads: spec.threads,
+        finished_unix: None,
     })
 }
 

@@ -2,7 +2,9 @@
 //!
 //! The job's folder (`<store>/jobs/<key prefix>/`) holds the [`TaskSpec`] the coordinator
 //! wrote, the job's log, `progress.json` (rewritten every few seconds for `msae status`) and,
-//! written last (temporary file + rename), `result.json`: the outputs and metrics, or the error.
+//! written last (temporary file + rename), `result.json`: the outputs and metrics, or the error,
+//! with the moments the worker started and ended, so that a coordinator that takes the result in
+//! later (one restarted after the job ended) records the job's own run time.
 //! The worker never opens the index: only the coordinator does. A requeued or pre-empted job
 //! runs again from the start of this function; a training then resumes from its checkpoints in
 //! `partial/<key>/`. SIGUSR1 (e.g. `--signal=B:USR1@120`, sent before the time limit) makes a
@@ -36,6 +38,27 @@ pub struct JobResult {
     pub ok: Option<TaskResult>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
+    /// When this attempt of the worker started and when it ended (Unix seconds, fractional);
+    /// absent in results of older versions.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub started_unix: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub finished_unix: Option<f64>,
+}
+
+impl JobResult {
+    /// The worker's run time, start to end, where the result says.
+    pub fn seconds(&self) -> Option<f64> {
+        Some((self.finished_unix? - self.started_unix?).max(0.0))
+    }
+}
+
+/// Now, in fractional Unix seconds.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
 }
 
 /// The folder of an instance's jobs.
@@ -44,6 +67,7 @@ pub fn job_dir(store_root: &Path, key: &str) -> PathBuf {
 }
 
 pub fn exec(spec_path: &Path, kinds: Registry) -> Result<ExitCode> {
+    let started_unix = unix_now();
     let spec: TaskSpec = read_json(spec_path)?;
     let dir = spec_path
         .parent()
@@ -104,6 +128,8 @@ pub fn exec(spec_path: &Path, kinds: Registry) -> Result<ExitCode> {
                 key: spec.key.clone(),
                 ok: Some(r),
                 error: None,
+                started_unix: Some(started_unix),
+                finished_unix: Some(unix_now()),
             },
             ExitCode::SUCCESS,
         ),
@@ -114,6 +140,8 @@ pub fn exec(spec_path: &Path, kinds: Registry) -> Result<ExitCode> {
                     key: spec.key.clone(),
                     ok: None,
                     error: Some(format!("{e:#}")),
+                    started_unix: Some(started_unix),
+                    finished_unix: Some(unix_now()),
                 },
                 ExitCode::from(1),
             )

@@ -134,6 +134,7 @@ impl Source for ImageFolder {
             image: Some(image),
             text,
             label,
+            group: None,
         })))
     }
 

@@ -31,7 +31,8 @@ pub fn reference_line(key: &str) -> String {
     out
 }
 
-/// One item of a dataset: encoded image bytes and/or a text, and an optional class label.
+/// One item of a dataset: encoded image bytes and/or a text, an optional class label and an
+/// optional group value (a second per-row attribute, read from parquet only).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Item {
     /// A stable identifier for messages, reports and the embed step's `items` output: the path
@@ -44,6 +45,9 @@ pub struct Item {
     pub text: Option<String>,
     /// A class label (a folder name, a `.cls` member, a parquet label column mapped to its name).
     pub label: Option<String>,
+    /// A group value: a parquet group column's value in the label's textual form (e.g. the
+    /// attribute a bias analysis splits its rows by).
+    pub group: Option<String>,
 }
 
 /// What a source yields for each position of its sequence.

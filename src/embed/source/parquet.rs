@@ -21,15 +21,18 @@ use anyhow::bail;
 
 use super::{Entry, Item, Source};
 
-/// Which columns hold the image, the text and the label.
+/// Which columns hold the image, the text, the label and the group.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ParquetOptions {
     /// The image column (`struct<bytes, path>` or binary). `None` means `image`.
     pub image_column: Option<String>,
     /// A string column with the text (a caption). `None`: no text is read.
     pub text_column: Option<String>,
-    /// An integer (class index) or string label column. `None`: no label is read.
+    /// An integer (class index), boolean or string label column. `None`: no label is read.
     pub label_column: Option<String>,
+    /// A second per-row attribute, read as the label column is (class names, booleans as
+    /// `true`/`false`): the groups of a bias analysis. `None`: no group is read.
+    pub group_column: Option<String>,
     /// Read no images (an embed with the text tower alone): the image column need not exist,
     /// and where it does its bytes are never read.
     pub skip_images: bool,
@@ -210,6 +213,7 @@ struct Columns {
     image: Option<Leaf>,
     text: Option<Leaf>,
     label: Option<Leaf>,
+    group: Option<Leaf>,
 }
 
 /// One open shard.
@@ -219,6 +223,8 @@ struct Shard {
     columns: Columns,
     /// `ClassLabel` names of the label column, when the metadata has them.
     class_names: Option<Vec<String>>,
+    /// `ClassLabel` names of the group column, likewise.
+    group_names: Option<Vec<String>>,
     next_group: usize,
     /// Row index (within the shard) of the first row of `next_group`.
     next_row: u64,
@@ -242,19 +248,22 @@ impl Shard {
             Ok(columns) => columns,
             Err(e) => return Ok(Err(e)),
         };
-        let class_names = match (&opts.label_column, metadata.key_value_metadata()) {
-            (Some(label), Some(pairs)) => pairs
-                .iter()
-                .find(|kv| kv.key == "huggingface")
-                .and_then(|kv| kv.value.as_deref())
-                .and_then(|json| class_names(&name, json, label)),
+        let features = metadata
+            .key_value_metadata()
+            .and_then(|pairs| pairs.iter().find(|kv| kv.key == "huggingface"))
+            .and_then(|kv| kv.value.as_deref());
+        let names_of = |column: &Option<String>| match (column, features) {
+            (Some(column), Some(json)) => class_names(&name, json, column),
             _ => None,
         };
+        let class_names = names_of(&opts.label_column);
+        let group_names = names_of(&opts.group_column);
         Ok(Ok(Self {
             name,
             reader,
             columns,
             class_names,
+            group_names,
             next_group: 0,
             next_row: 0,
         }))
@@ -310,11 +319,16 @@ impl Shard {
             Some(leaf) => Some(read_label(rg.as_ref(), leaf, rows)?),
             None => None,
         };
+        let group = match &self.columns.group {
+            Some(leaf) => Some(read_label(rg.as_ref(), leaf, rows)?),
+            None => None,
+        };
         Ok(GroupValues {
             rows,
             image,
             text,
             label,
+            group,
         })
     }
 
@@ -324,17 +338,20 @@ impl Shard {
             image,
             text,
             label,
+            group,
         } = values;
         let mut image = image.map(Vec::into_iter);
         let mut text = text.map(Vec::into_iter);
         let mut label = label.map(Vec::into_iter);
+        let mut group = group.map(Vec::into_iter);
         (0..rows)
             .map(|i| {
                 let key = format!("{}:{}", self.name, first_row + i as u64);
                 let image = image.as_mut().and_then(|t| t.next()).flatten();
                 let text = text.as_mut().and_then(|t| t.next()).flatten();
                 let label = label.as_mut().and_then(|l| l.next()).flatten();
-                self.build_row(key, image, text, label)
+                let group = group.as_mut().and_then(|g| g.next()).flatten();
+                self.build_row(key, image, text, label, group)
             })
             .collect()
     }
@@ -345,6 +362,7 @@ impl Shard {
         image: Option<Vec<u8>>,
         text: Option<Vec<u8>>,
         label: Option<LabelValue>,
+        group: Option<LabelValue>,
     ) -> Entry {
         let unreadable = |key: String, reason: String| Entry::Unreadable { key, reason };
         let text = match text.map(String::from_utf8).transpose() {
@@ -354,24 +372,15 @@ impl Shard {
                 return unreadable(key, format!("text column `{column}` is not UTF-8"));
             }
         };
-        let label = match label {
+        let label = match label.map(|v| label_text(v, self.class_names.as_deref())) {
             None => None,
-            // As the reference: −1 ("no label") is an empty label.
-            Some(LabelValue::Int(-1)) => Some(String::new()),
-            Some(LabelValue::Int(v)) => match &self.class_names {
-                None => Some(v.to_string()),
-                Some(names) => match usize::try_from(v).ok().and_then(|i| names.get(i)) {
-                    Some(name) => Some(name.clone()),
-                    None => {
-                        let reason = format!("label {v} has no class name ({} names)", names.len());
-                        return unreadable(key, reason);
-                    }
-                },
-            },
-            Some(LabelValue::Text(bytes)) => match String::from_utf8(bytes) {
-                Ok(label) => Some(label),
-                Err(_) => return unreadable(key, "label is not UTF-8".to_string()),
-            },
+            Some(Ok(label)) => Some(label),
+            Some(Err(why)) => return unreadable(key, format!("label {why}")),
+        };
+        let group = match group.map(|v| label_text(v, self.group_names.as_deref())) {
+            None => None,
+            Some(Ok(group)) => Some(group),
+            Some(Err(why)) => return unreadable(key, format!("group {why}")),
         };
         if image.is_none() && text.is_none() {
             return unreadable(key, "no image bytes and no text".to_string());
@@ -381,13 +390,35 @@ impl Shard {
             image,
             text,
             label,
+            group,
         })
     }
 }
 
 enum LabelValue {
     Int(i64),
+    Bool(bool),
     Text(Vec<u8>),
+}
+
+/// A label (or group) value as text: an integer named through the column's `ClassLabel` names
+/// when it has them, a boolean as `true`/`false`, a string as it is; `Err` completes "label …"
+/// with why the value has no text.
+fn label_text(value: LabelValue, names: Option<&[String]>) -> Result<String, String> {
+    match value {
+        // As the reference: −1 ("no label") is an empty label.
+        LabelValue::Int(-1) => Ok(String::new()),
+        LabelValue::Int(v) => match names {
+            None => Ok(v.to_string()),
+            Some(names) => usize::try_from(v)
+                .ok()
+                .and_then(|i| names.get(i))
+                .cloned()
+                .ok_or_else(|| format!("{v} has no class name ({} names)", names.len())),
+        },
+        LabelValue::Bool(b) => Ok(b.to_string()),
+        LabelValue::Text(bytes) => String::from_utf8(bytes).map_err(|_| "is not UTF-8".to_string()),
+    }
 }
 
 struct GroupValues {
@@ -395,6 +426,7 @@ struct GroupValues {
     image: Option<Vec<Option<Vec<u8>>>>,
     text: Option<Vec<Option<Vec<u8>>>>,
     label: Option<Vec<Option<LabelValue>>>,
+    group: Option<Vec<Option<LabelValue>>>,
 }
 
 /// Finds the configured columns among the schema's leaves.
@@ -413,6 +445,7 @@ fn resolve_columns(
         Some(opts.image_column()).filter(|_| !opts.skip_images),
         opts.text_column.as_deref(),
         opts.label_column.as_deref(),
+        opts.group_column.as_deref(),
     ];
     let missing: Vec<String> = wanted
         .iter()
@@ -476,26 +509,28 @@ fn resolve_columns(
             })?),
             None => None,
         };
-    let label = match &opts.label_column {
-        Some(name) => Some(
-            leaf(
-                &[name],
-                &[
-                    PhysicalType::INT32,
-                    PhysicalType::INT64,
-                    PhysicalType::BYTE_ARRAY,
-                ],
+    let label_like = |column: &Option<String>| -> anyhow::Result<Option<Leaf>> {
+        let Some(name) = column else {
+            return Ok(None);
+        };
+        let types = [
+            PhysicalType::INT32,
+            PhysicalType::INT64,
+            PhysicalType::BOOLEAN,
+            PhysicalType::BYTE_ARRAY,
+        ];
+        let found = leaf(&[name], &types).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{shard}: column `{name}` is neither an integer, a boolean nor a string"
             )
-            .ok_or_else(|| {
-                anyhow::anyhow!("{shard}: column `{name}` is neither an integer nor a string")
-            })?,
-        ),
-        None => None,
+        })?;
+        check_flat(found).map(Some)
     };
     Ok(Columns {
         image: image.map(check_flat).transpose()?,
         text: text.map(check_flat).transpose()?,
-        label: label.map(check_flat).transpose()?,
+        label: label_like(&opts.label_column)?,
+        group: label_like(&opts.group_column)?,
     })
 }
 
@@ -598,13 +633,17 @@ fn read_label(
             .into_iter()
             .map(|v| v.map(LabelValue::Int))
             .collect(),
+        ColumnReader::BoolColumnReader(reader) => read_leaf(reader, leaf, rows)?
+            .into_iter()
+            .map(|v| v.map(LabelValue::Bool))
+            .collect(),
         ColumnReader::ByteArrayColumnReader(reader) => read_leaf(reader, leaf, rows)?
             .into_iter()
             .map(|v| v.map(|b| LabelValue::Text(b.data().to_vec())))
             .collect(),
         _ => {
             return Err(format!(
-                "column `{}` is not an integer or string",
+                "column `{}` is not an integer, boolean or string",
                 leaf.path
             ))
         }
@@ -630,7 +669,7 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 mod tests {
     use super::*;
     use ::parquet::basic::Compression;
-    use ::parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+    use ::parquet::data_type::{BoolType, ByteArray, ByteArrayType, Int64Type};
     use ::parquet::file::metadata::KeyValue;
     use ::parquet::file::properties::WriterProperties;
     use ::parquet::file::writer::SerializedFileWriter;
@@ -747,6 +786,7 @@ mod tests {
             image_column: None,
             text_column: Some("caption".into()),
             label_column: Some("label".into()),
+            group_column: None,
             skip_images: false,
         }
     }
@@ -765,6 +805,7 @@ mod tests {
             image: image.map(|b| b.to_vec()),
             text: text.map(str::to_string),
             label: label.map(str::to_string),
+            group: None,
         })
     }
 
@@ -1019,6 +1060,7 @@ mod tests {
             image_column: Some("jpg".into()),
             text_column: Some("caption".into()),
             label_column: Some("labels".into()),
+            group_column: None,
             skip_images: false,
         };
         let err = ParquetSource::open(vec![a.clone()], wrong).err().unwrap();
@@ -1074,6 +1116,114 @@ mod tests {
     }
 
     #[test]
+    fn boolean_columns_and_a_group_beside_the_label() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("faces.parquet");
+        let schema = Arc::new(
+            parse_message_type(
+                "message s { required binary jpg; optional boolean Smiling; optional boolean Male; }",
+            )
+            .unwrap(),
+        );
+        let props = Arc::new(WriterProperties::builder().build());
+        let mut writer =
+            SerializedFileWriter::new(File::create(&path).unwrap(), schema, props).unwrap();
+        let mut group = writer.next_row_group().unwrap();
+        let mut col = group.next_column().unwrap().unwrap();
+        col.typed::<ByteArrayType>()
+            .write_batch(
+                &[
+                    ByteArray::from("a"),
+                    ByteArray::from("b"),
+                    ByteArray::from("c"),
+                ],
+                None,
+                None,
+            )
+            .unwrap();
+        col.close().unwrap();
+        let mut col = group.next_column().unwrap().unwrap();
+        col.typed::<BoolType>()
+            .write_batch(&[true, false, true], Some(&[1, 1, 1]), None)
+            .unwrap();
+        col.close().unwrap();
+        // The third row has no value of `Male`: an item with no group.
+        let mut col = group.next_column().unwrap().unwrap();
+        col.typed::<BoolType>()
+            .write_batch(&[false, true], Some(&[1, 1, 0]), None)
+            .unwrap();
+        col.close().unwrap();
+        group.close().unwrap();
+        writer.close().unwrap();
+        let opts = ParquetOptions {
+            image_column: Some("jpg".into()),
+            label_column: Some("Smiling".into()),
+            group_column: Some("Male".into()),
+            ..Default::default()
+        };
+        let entries = read_all(&mut ParquetSource::open(vec![path.clone()], opts).unwrap());
+        let labelled = |key: &str, image: &[u8], label: &str, group: Option<&str>| {
+            Entry::Item(Item {
+                key: key.into(),
+                image: Some(image.to_vec()),
+                text: None,
+                label: Some(label.into()),
+                group: group.map(String::from),
+            })
+        };
+        assert_eq!(
+            entries,
+            [
+                labelled("faces.parquet:0", b"a", "true", Some("false")),
+                labelled("faces.parquet:1", b"b", "false", Some("true")),
+                labelled("faces.parquet:2", b"c", "true", None),
+            ]
+        );
+        // A missing group column is named with the columns there are.
+        let wrong = ParquetOptions {
+            image_column: Some("jpg".into()),
+            group_column: Some("Female".into()),
+            ..Default::default()
+        };
+        let err = ParquetSource::open(vec![path], wrong).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "faces.parquet has no column `Female`; its columns are: jpg, Smiling, Male"
+        );
+        // An integer group column is named through its ClassLabel names, as a label is; a
+        // value without a name makes the row unreadable.
+        let a = dir.path().join("a.parquet");
+        imagenet_like(&a, Compression::SNAPPY, true);
+        let by_class = ParquetOptions {
+            group_column: Some("label".into()),
+            ..Default::default()
+        };
+        let entries = read_all(&mut ParquetSource::open(vec![a], by_class).unwrap());
+        let groups: Vec<Option<&str>> = entries
+            .iter()
+            .map(|e| match e {
+                Entry::Item(item) => item.group.as_deref(),
+                Entry::Unreadable { .. } => Some("!"),
+            })
+            .collect();
+        assert_eq!(
+            groups,
+            [
+                Some("tench, Tinca tinca"),
+                Some("white shark"),
+                Some(""),
+                None,
+                Some("!"),
+                Some("!"),
+                Some("!"),
+                Some("goldfish"),
+                Some("goldfish")
+            ]
+        );
+        assert_eq!(reason(&entries[5]), "group 7 has no class name (3 names)");
+    }
+
+    #[test]
     fn a_plain_binary_image_column_and_string_labels() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.parquet");
@@ -1101,6 +1251,7 @@ mod tests {
             image_column: Some("jpg".into()),
             text_column: None,
             label_column: Some("cls".into()),
+            group_column: None,
             skip_images: false,
         };
         let entries = read_all(&mut ParquetSource::open(vec![path], opts).unwrap());

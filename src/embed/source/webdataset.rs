@@ -612,6 +612,7 @@ fn build_sample(key: String, mut parts: Vec<(String, String, Vec<u8>)>, roles: &
         image: image.map(|i| std::mem::take(&mut parts[i].2)),
         text,
         label,
+        group: None,
     })
 }
 
@@ -682,6 +683,7 @@ mod tests {
             image: image.map(|b| b.to_vec()),
             text: text.map(str::to_string),
             label: label.map(str::to_string),
+            group: None,
         })
     }
 

@@ -46,7 +46,7 @@ pub fn chunk_file(i: usize) -> String {
 }
 
 /// `v` rounded to four significant digits (what a card shows; shorter files).
-fn round4(v: f64) -> f64 {
+pub fn round4(v: f64) -> f64 {
     if v == 0.0 || !v.is_finite() {
         return 0.0;
     }

@@ -11,12 +11,18 @@
 //! instance that produced the ranked matrix (an `embed` step writes one for images); texts from
 //! the examples themselves (`top_examples` given `texts`) or from that instance's `texts`.
 //!
+//! Every finished `concept_search` instance gets a page in the same folder
+//! (`explorer/<instance>/index.html`, see [`search`]): per query and edit, a row of neighbours
+//! per strength.
+//!
 //! An explorer is rewritten only when what it is made from changed (its sources' record keys
 //! and this code), so rewriting the report during a run stays cheap.
 
 mod chunks;
 mod load;
 mod page;
+pub mod search;
+mod search_chunks;
 mod sources;
 mod thumbs;
 
@@ -47,21 +53,24 @@ pub struct Link {
     pub thumbnails: bool,
 }
 
-/// The explorers written, and a message for each that could not be.
+/// The explorers and concept-search pages written, and a message for each that could not be.
 pub struct Explorers {
     pub links: Vec<Link>,
+    pub searches: Vec<search::SearchLink>,
     pub problems: Vec<String>,
 }
 
 /// Version of what the explorer writes, part of every fingerprint.
 const FORMAT: &str = "explorer 1";
 
-/// Writes an explorer for each finished `top_examples` instance under `dir/explorer/`, and
-/// removes those of instances no longer in the plan or finished.
+/// Writes an explorer for each finished `top_examples` instance and a concept-search page for
+/// each finished `concept_search` instance under `dir/explorer/`, and removes those of
+/// instances no longer in the plan or finished.
 pub fn write_all(dir: &Path, f: &FinishedRecords) -> Explorers {
     let root = dir.join("explorer");
     let mut out = Explorers {
         links: Vec::new(),
+        searches: Vec::new(),
         problems: Vec::new(),
     };
     let mut kept = BTreeSet::new();
@@ -91,6 +100,7 @@ pub fn write_all(dir: &Path, f: &FinishedRecords) -> Explorers {
             )),
         }
     }
+    out.searches = search::write_all(&root, f, &mut kept, &mut out.problems);
     if let Ok(entries) = std::fs::read_dir(&root) {
         for e in entries.flatten() {
             if !kept.contains(&e.file_name().to_string_lossy().to_string()) {

@@ -40,7 +40,7 @@ pub fn marker(fingerprint: &str) -> String {
 }
 
 /// A count with thousands separators (6,144).
-fn thousands(n: u64) -> String {
+pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -53,7 +53,7 @@ fn thousands(n: u64) -> String {
 }
 
 /// JSON inside a `<script>` element: `</` cannot close it.
-fn inline_json(v: &serde_json::Value) -> String {
+pub fn inline_json(v: &serde_json::Value) -> String {
     v.to_string().replace("</", "<\\/")
 }
 

@@ -8,6 +8,7 @@ pub mod chart;
 pub mod style;
 
 mod align;
+mod bias;
 mod name;
 mod pareto;
 mod probe;
@@ -129,7 +130,7 @@ type Builder = fn(&FinishedRecords) -> Result<Vec<Figure>>;
 
 /// Every figure the finished instances support, plus a message for each that could not be drawn.
 pub fn build(f: &FinishedRecords) -> (Vec<Figure>, Vec<String>) {
-    let builders: [(&str, Builder); 7] = [
+    let builders: [(&str, Builder); 8] = [
         ("score_topk", score_topk::figures),
         ("pareto", pareto::figures),
         ("validate", validate::figures),
@@ -137,6 +138,7 @@ pub fn build(f: &FinishedRecords) -> (Vec<Figure>, Vec<String>) {
         ("recovery", recovery::figures),
         ("name", name::figures),
         ("linear_probe", probe::figures),
+        ("bias", bias::figures),
     ];
     let mut figures = Vec::new();
     let mut problems = Vec::new();
