@@ -33,6 +33,11 @@ impl LiveReport {
 }
 
 impl Observer for LiveReport {
+    fn due(&self) -> bool {
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        last.is_none_or(|(ended, took)| ended.elapsed() >= took * 10)
+    }
+
     fn before_instance(
         &self,
         exp: &Experiment,
@@ -41,11 +46,8 @@ impl Observer for LiveReport {
         outcomes: &[InstanceOutcome],
         running: &[usize],
     ) {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((ended, took)) = *last {
-            if ended.elapsed() < took * 10 {
-                return;
-            }
+        if !self.due() {
+            return;
         }
         let start = Instant::now();
         let written = PageState::from_outcomes(plan, store, outcomes, running, true)
@@ -53,6 +55,7 @@ impl Observer for LiveReport {
         if let Err(e) = written {
             tracing::warn!("the report page could not be updated: {e:#}");
         }
-        *last = Some((Instant::now(), start.elapsed()));
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), start.elapsed()));
     }
 }

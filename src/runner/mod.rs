@@ -61,6 +61,13 @@ pub struct RunOptions {
 /// Watches a run: called before each instance that is not cached starts, with the outcomes so
 /// far and the instances in flight (that one included). It must not fail the run; problems are its own to report.
 pub trait Observer {
+    /// Whether `before_instance` would act now. The runner asks first, so that an observer
+    /// that skips most calls does not cost a copy of every finished outcome per instance (on a
+    /// sweep of many short instances that copy alone made the run quadratic).
+    fn due(&self) -> bool {
+        true
+    }
+
     fn before_instance(
         &self,
         exp: &Experiment,
@@ -449,7 +456,7 @@ fn start_ready(
                 }
             }
         }
-        if let Some(observer) = &opts.observer {
+        if let Some(observer) = opts.observer.as_ref().filter(|o| o.due()) {
             let finished: Vec<InstanceOutcome> = outcomes.iter().flatten().cloned().collect();
             let mut running: Vec<usize> = started.keys().copied().collect();
             running.push(i);
