@@ -26,7 +26,7 @@ use crate::data::npy::Matrix;
 use crate::kinds::import::read_lines;
 use crate::kinds::latent_names::{read_names, resolve, Chosen, Named};
 use crate::kinds::linear_probe::load_probe;
-use crate::kinds::sae_common::device;
+use crate::kinds::sae_common::{device, open_sae_matrix};
 use crate::kinds::sae_eval::standardized_batch;
 use crate::kinds::train::load_model;
 use crate::metrics::MatRef;
@@ -265,19 +265,7 @@ impl Step for Bias {
     fn run(&self, ctx: &mut StepContext) -> Result<Metrics> {
         let dev = device(ctx.device)?;
         let sae = load_model(&ctx.input("sae")?.path, &dev)?;
-        let data_in = ctx.input("data")?;
-        let m = Matrix::open(&data_in.path)?;
-        if m.cols() != sae.d {
-            bail!(
-                "`data` (from {}) has {} columns but the SAE expects {}",
-                data_in.from,
-                m.cols(),
-                sae.d
-            );
-        }
-        if m.rows() == 0 {
-            bail!("`data` (from {}) has no rows", data_in.from);
-        }
+        let (m, data_in) = open_sae_matrix(ctx, "data", sae.d)?;
         let probe_in = ctx.input("probe")?;
         let saved = load_probe(&probe_in.path, &probe_in.from)?;
         if saved.dim() != m.cols() {

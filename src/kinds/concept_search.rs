@@ -39,10 +39,9 @@ use serde_json::{json, Value as Json};
 use crate::analysis::concept_search::{
     contains_word, cosine, label_matches, parse_edit, EditOp, EditSpace, NearestRows, Neighbour,
 };
-use crate::data::npy::Matrix;
 use crate::kinds::import::read_lines;
 use crate::kinds::latent_names::{read_names, resolve};
-use crate::kinds::sae_common::device;
+use crate::kinds::sae_common::{device, open_sae_matrix};
 use crate::kinds::sae_eval::{standardization_for, standardized_batch, stats_source, EVAL_PARAMS};
 use crate::kinds::train::load_model;
 use crate::metrics::MatRef;
@@ -118,23 +117,6 @@ fn gallery_lines(
     Ok(Some(lines))
 }
 
-/// Opens a matrix input and checks that it has the SAE's width.
-fn open_matrix(ctx: &StepContext, param: &str, d: usize) -> Result<(Matrix, InputArtifact)> {
-    let input = ctx.input(param)?.clone();
-    let m = Matrix::open(&input.path)?;
-    if m.cols() != d {
-        bail!(
-            "`{param}` (from {}) has {} columns but the SAE expects {d}; it must come from the embedding space the SAE was trained on",
-            input.from,
-            m.cols()
-        );
-    }
-    if m.rows() == 0 {
-        bail!("`{param}` (from {}) has no rows", input.from);
-    }
-    Ok((m, input))
-}
-
 fn mean(values: impl Iterator<Item = f64>) -> f64 {
     let (sum, count) = values.fold((0.0, 0usize), |(s, c), v| (s + v, c + 1));
     if count == 0 {
@@ -155,8 +137,8 @@ impl Step for ConceptSearch {
         let dev = device(ctx.device)?;
         let sae = load_model(&ctx.input("sae")?.path, &dev)?;
         let (d, n) = (sae.d, sae.n);
-        let (queries, queries_in) = open_matrix(ctx, "queries", d)?;
-        let (gallery, gallery_in) = open_matrix(ctx, "gallery", d)?;
+        let (queries, queries_in) = open_sae_matrix(ctx, "queries", d)?;
+        let (gallery, gallery_in) = open_sae_matrix(ctx, "gallery", d)?;
         let g_rows = gallery.rows();
         let labels = gallery_lines(ctx, "gallery_labels", g_rows, &gallery_in)?;
         let texts = gallery_lines(ctx, "gallery_texts", g_rows, &gallery_in)?;

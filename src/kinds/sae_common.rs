@@ -8,7 +8,7 @@ use crate::data::reader::RowReader;
 use crate::metrics::stats::{dataset_stats, ScaleRule, StatsOptions, STATS_CHUNK_ROWS};
 use crate::sae::training::source::RowSource;
 use crate::sae::Standardization;
-use crate::step::StepContext;
+use crate::step::{InputArtifact, StepContext};
 
 /// A matrix file as a source of training rows: each batch is gathered with positioned reads,
 /// so only the batch itself is ever held in memory (see [`RowReader`]).
@@ -92,4 +92,25 @@ pub fn standardization_of(m: &Matrix, opts: &StatsOptions) -> Result<(Standardiz
         },
         stats.target_norm,
     ))
+}
+
+/// Opens the matrix input `param` and checks that it is non-empty and has the SAE's width `d`.
+pub fn open_sae_matrix(
+    ctx: &StepContext,
+    param: &str,
+    d: usize,
+) -> Result<(Matrix, InputArtifact)> {
+    let input = ctx.input(param)?.clone();
+    let m = Matrix::open(&input.path)?;
+    if m.cols() != d {
+        bail!(
+            "`{param}` (from {}) has {} columns but the SAE expects {d}; it must come from the embedding space the SAE was trained on",
+            input.from,
+            m.cols()
+        );
+    }
+    if m.rows() == 0 {
+        bail!("`{param}` (from {}) has no rows", input.from);
+    }
+    Ok((m, input))
 }

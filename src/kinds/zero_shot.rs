@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Result};
 use crate::analysis::zero_shot::{cosine_logits, unit_rows, Scores, Tally};
 use crate::data::npy::Matrix;
 use crate::kinds::import::read_lines;
-use crate::kinds::sae_common::device;
+use crate::kinds::sae_common::{device, open_sae_matrix};
 use crate::kinds::sae_eval::{
     for_each_topk_reconstruction, standardization_for, standardized_batch, stats_source,
     unstandardize, EVAL_PARAMS,
@@ -87,16 +87,7 @@ impl Step for ZeroShot {
     fn run(&self, ctx: &mut StepContext) -> Result<Metrics> {
         let dev = device(ctx.device)?;
         let sae = load_model(&ctx.input("sae")?.path, &dev)?;
-        let data_in = ctx.input("data")?;
-        let m = Matrix::open(&data_in.path)?;
-        if m.cols() != sae.d {
-            bail!(
-                "`data` (from {}) has {} columns but the SAE expects {}",
-                data_in.from,
-                m.cols(),
-                sae.d
-            );
-        }
+        let (m, data_in) = open_sae_matrix(ctx, "data", sae.d)?;
         let classes_in = ctx.input("classes")?;
         let classes = Matrix::open(&classes_in.path)?;
         if classes.cols() != sae.d {
