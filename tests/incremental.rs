@@ -341,3 +341,33 @@ fn the_readme_toml_example_is_a_valid_experiment() {
     assert!(String::from_utf8_lossy(&out.stdout)
         .contains("recovery[arch=msae,expansion=8,n_features=512,weighting=rw]"));
 }
+
+#[test]
+fn a_no_op_run_leaves_the_results_folder_as_it_is_until_something_differs() {
+    let env = Env::new();
+    let exp = env.write("inc.toml", &inc_experiment());
+    let first = env.run_json(&exp);
+    let dir = env.path(first["results"].as_str().unwrap());
+    let page = dir.join("index.html");
+    let written = |p: &std::path::Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let before = written(&page);
+    let fingerprint = || std::fs::read_to_string(dir.join(".written-for.txt")).unwrap();
+    let first_print = fingerprint();
+    // Past the page's one-second clock, so that a rewrite would change its bytes.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(env.run_json(&exp)["cached"], 4);
+    assert_eq!(written(&page), before, "a no-op run rewrote the page");
+    // Another experiment text (same keys) is another page: written again.
+    env.write("inc.toml", &(inc_experiment() + "# a comment\n"));
+    assert_eq!(env.run_json(&exp)["cached"], 4);
+    assert_ne!(
+        written(&page),
+        before,
+        "the changed experiment's page was not written"
+    );
+    assert_ne!(fingerprint(), first_print);
+    // A page that is gone is written again.
+    std::fs::remove_file(&page).unwrap();
+    assert_eq!(env.run_json(&exp)["cached"], 4);
+    assert!(page.is_file());
+}

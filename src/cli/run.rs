@@ -12,7 +12,7 @@ use super::shared::{load, open};
 use crate::experiment::resources::Resources;
 use crate::report::live::LiveReport;
 use crate::report::state::PageState;
-use crate::report::{self, table};
+use crate::report::{self, freshness, table};
 use crate::runner::executor::Executor;
 use crate::runner::local::Local;
 use crate::runner::plan::cached_records;
@@ -120,14 +120,23 @@ pub fn run(g: &Global, args: &RunArgs) -> Result<ExitCode> {
         count(Status::Failed),
         count(Status::Skipped),
     );
-    let records = cached_records(&p, &store)?;
-    let tables = table::build(&p, &records);
-    table::write_all(&results_dir, &tables)?;
-    // The final page: what is cached now, failures with their errors.
-    let page = PageState::from_outcomes(&p, &store, &outcomes, &[], false)
-        .and_then(|snap| report::page::write(&results_dir, &exp, &p, &snap, &store.objects));
-    if let Err(e) = page {
-        eprintln!("warning: the report page could not be written: {e:#}");
+    let fingerprint = freshness::fingerprint(&exp, &outcomes);
+    if !fingerprint
+        .as_deref()
+        .is_some_and(|f| freshness::is_current(&results_dir, f))
+    {
+        freshness::forget(&results_dir);
+        let records = cached_records(&p, &store)?;
+        let tables = table::build(&p, &records);
+        table::write_all(&results_dir, &tables)?;
+        // The final page: what is cached now, failures with their errors.
+        let page = PageState::from_outcomes(&p, &store, &outcomes, &[], false)
+            .and_then(|snap| report::page::write(&results_dir, &exp, &p, &snap, &store.objects));
+        match (page, fingerprint) {
+            (Err(e), _) => eprintln!("warning: the report page could not be written: {e:#}"),
+            (Ok(_), Some(f)) => freshness::remember(&results_dir, &f),
+            (Ok(_), None) => {}
+        }
     }
     if args.json {
         let summary = serde_json::json!({

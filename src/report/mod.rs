@@ -4,6 +4,7 @@
 pub mod dag;
 pub mod explorer;
 pub mod figures;
+pub mod freshness;
 pub mod graph;
 pub mod html;
 pub mod live;

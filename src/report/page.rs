@@ -248,6 +248,8 @@ pub fn write(
     objects: &Objects,
 ) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Whatever this write leaves, it is not a finished run's results until the run says so.
+    super::freshness::forget(dir);
     let finished = FinishedRecords {
         plan,
         records: &snap.records,
@@ -347,7 +349,11 @@ pub fn write(
             exp, plan, snap, objects, dir, inst.index, &mut kept,
         )?);
     }
-    outputs::prune(dir, &kept);
+    // Mid-run, instances not reached yet refer to nothing: pruning then would delete the copies
+    // of their previous results only to copy them again when they are served.
+    if !snap.in_progress {
+        outputs::prune(dir, &kept);
+    }
     let _ = writeln!(html, "<script>{SORT_SCRIPT}</script></body></html>");
     let path = dir.join("index.html");
     write_atomic(&path, &html)?;

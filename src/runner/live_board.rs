@@ -1,6 +1,7 @@
 //! The coordinator's side of live inspection: keeps the state of every instance of the run and
 //! publishes it (`live.json`) together with the index snapshot, at most about once a second
-//! while work goes on, and once more at the end.
+//! while work goes on — less often when publishing takes long, so that it never costs more than
+//! a tenth of the run (the snapshot grows with the store) — and once more at the end.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -13,7 +14,8 @@ use crate::store::{now_unix, Store};
 pub struct LiveBoard {
     run: LiveRun,
     names: Vec<String>,
-    last: Option<Instant>,
+    /// When the last publication ended, and how long it took.
+    last: Option<(Instant, Duration)>,
     dirty: bool,
 }
 
@@ -84,10 +86,13 @@ impl LiveBoard {
         self.entry(index).error = Some(error.to_string());
     }
 
-    /// Writes `live.json` and the index snapshot when something changed and a second has passed
-    /// (always when `last`). A failure to publish never stops the run: it is logged.
+    /// Writes `live.json` and the index snapshot when something changed and a second (or ten
+    /// times the last publication's duration) has passed; always when `last`. A failure to
+    /// publish never stops the run: it is logged.
     pub fn publish(&mut self, store: &Store, executor: &dyn Executor, last: bool) {
-        let due = self.last.is_none_or(|t| t.elapsed() >= EVERY);
+        let due = self
+            .last
+            .is_none_or(|(ended, took)| ended.elapsed() >= EVERY.max(took * 10));
         if !last && !due {
             return;
         }
@@ -104,6 +109,7 @@ impl LiveBoard {
                 e.started_unix = Some(info.started_unix);
             }
         }
+        let start = Instant::now();
         self.run.updated_unix = now_unix();
         self.run.finished = last;
         if let Err(e) = store.publish() {
@@ -112,7 +118,7 @@ impl LiveBoard {
         if let Err(e) = self.run.write(&store.root) {
             tracing::warn!("cannot publish the run state: {e:#}");
         }
-        self.last = Some(Instant::now());
+        self.last = Some((Instant::now(), start.elapsed()));
         self.dirty = false;
     }
 }

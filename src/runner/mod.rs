@@ -139,9 +139,7 @@ fn serve_cached(
                 mine.instance = inst.name.clone();
                 mine.coords = coords_json(inst);
                 store.index.put(&mine)?;
-            } else if store.index.latest(&exp.name, &inst.name)?.map(|r| r.key)
-                != Some(record.key.clone())
-            {
+            } else if store.index.latest_key(&exp.name, &inst.name)?.as_ref() != Some(&record.key) {
                 store.index.put(&record)?;
             }
             tracing::info!(instance = %inst.name, "cached");

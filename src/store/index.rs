@@ -20,14 +20,20 @@ use anyhow::{bail, Context, Result};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::store::record::{FailureRecord, Record};
-use crate::store::snapshot::Snapshot;
+use crate::store::snapshot::{self, Snapshot};
 
 pub struct Index {
     backend: Backend,
     /// Bumped on every change of a sled-backed index; compared with `published`.
     generation: AtomicU64,
     published: AtomicU64,
+    /// Whether the database holds a publication stamp (see [`crate::store::snapshot`]); taken
+    /// out, durably, before the first change after a publication.
+    stamped: Mutex<bool>,
 }
+
+/// Key of the publication stamp in the database's default tree.
+const STAMP_KEY: &[u8] = b"published_stamp";
 
 enum Backend {
     Sled(SledTrees),
@@ -61,6 +67,7 @@ const READ_ONLY: &str =
 
 impl Index {
     pub fn new(db: sled::Db) -> Result<Index> {
+        let stamped = db.contains_key(STAMP_KEY)?;
         Ok(Index {
             backend: Backend::Sled(SledTrees {
                 records: db.open_tree("records")?,
@@ -72,6 +79,7 @@ impl Index {
             // Unpublished at first, so the first publish writes a snapshot.
             generation: AtomicU64::new(1),
             published: AtomicU64::new(0),
+            stamped: Mutex::new(stamped),
         })
     }
 
@@ -81,7 +89,43 @@ impl Index {
             backend: Backend::Snapshot(Mutex::new(snapshot)),
             generation: AtomicU64::new(0),
             published: AtomicU64::new(0),
+            stamped: Mutex::new(false),
         }
+    }
+
+    /// Takes the snapshot at `path` as already published when its stamp is the database's:
+    /// nothing changed the index since that snapshot was written, so opening the store need
+    /// not write it again (which costs a pass over every record).
+    pub fn adopt_published(&self, path: &Path) -> Result<bool> {
+        let Backend::Sled(t) = &self.backend else {
+            return Ok(false);
+        };
+        let stamped = self.stamped.lock().unwrap();
+        let Some(mine) = t.db.get(STAMP_KEY)? else {
+            return Ok(false);
+        };
+        let current =
+            *stamped && snapshot::read_stamp(path).is_some_and(|s| s.as_bytes() == mine.as_ref());
+        if current {
+            self.published
+                .store(self.generation.load(Ordering::SeqCst), Ordering::SeqCst);
+        }
+        Ok(current)
+    }
+
+    /// Runs one change of the sled index. The publication stamp leaves the database (durably)
+    /// before the change, so no crash point leaves a stamp that calls an old snapshot current;
+    /// the lock keeps a publication from stamping while a change is under way.
+    fn change<T>(&self, t: &SledTrees, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let mut stamped = self.stamped.lock().unwrap();
+        if *stamped {
+            t.db.remove(STAMP_KEY)?;
+            t.db.flush()?;
+            *stamped = false;
+        }
+        let out = f()?;
+        self.changed();
+        Ok(out)
     }
 
     /// True when this index is a snapshot of a store another process holds.
@@ -105,7 +149,15 @@ impl Index {
 
     /// The record of the last successful run of an instance, whatever its key then was.
     pub fn latest(&self, experiment: &str, instance: &str) -> Result<Option<Record>> {
-        let key = match &self.backend {
+        match self.latest_key(experiment, instance)? {
+            Some(k) => self.record(&k),
+            None => Ok(None),
+        }
+    }
+
+    /// The key of the last successful run of an instance (without reading its record).
+    pub fn latest_key(&self, experiment: &str, instance: &str) -> Result<Option<String>> {
+        Ok(match &self.backend {
             Backend::Sled(t) => t
                 .latest
                 .get(instance_key(experiment, instance))?
@@ -116,11 +168,7 @@ impl Index {
                 .latest
                 .get(&instance_key(experiment, instance))
                 .cloned(),
-        };
-        match key {
-            Some(k) => self.record(&k),
-            None => Ok(None),
-        }
+        })
     }
 
     /// Stores a finished record and makes it durable before returning.
@@ -129,12 +177,13 @@ impl Index {
             bail!("{READ_ONLY}");
         };
         let ik = instance_key(&record.experiment, &record.instance);
-        t.records.insert(record.key.as_bytes(), encode(record))?;
-        t.latest.insert(ik.as_bytes(), record.key.as_bytes())?;
-        t.failures.remove(ik.as_bytes())?;
-        t.db.flush()?;
-        self.changed();
-        Ok(())
+        self.change(t, || {
+            t.records.insert(record.key.as_bytes(), encode(record))?;
+            t.latest.insert(ik.as_bytes(), record.key.as_bytes())?;
+            t.failures.remove(ik.as_bytes())?;
+            t.db.flush()?;
+            Ok(())
+        })
     }
 
     pub fn put_failure(
@@ -146,13 +195,14 @@ impl Index {
         let Backend::Sled(t) = &self.backend else {
             bail!("{READ_ONLY}");
         };
-        t.failures.insert(
-            instance_key(experiment, instance).as_bytes(),
-            encode(failure),
-        )?;
-        t.db.flush()?;
-        self.changed();
-        Ok(())
+        self.change(t, || {
+            t.failures.insert(
+                instance_key(experiment, instance).as_bytes(),
+                encode(failure),
+            )?;
+            t.db.flush()?;
+            Ok(())
+        })
     }
 
     pub fn failure(&self, experiment: &str, instance: &str) -> Result<Option<FailureRecord>> {
@@ -174,9 +224,10 @@ impl Index {
         let Backend::Sled(t) = &self.backend else {
             bail!("{READ_ONLY}");
         };
-        t.records.remove(key)?;
-        self.changed();
-        Ok(())
+        self.change(t, || {
+            t.records.remove(key)?;
+            Ok(())
+        })
     }
 
     /// Every record in the store.
@@ -201,14 +252,15 @@ impl Index {
         let Backend::Sled(t) = &self.backend else {
             bail!("{READ_ONLY}");
         };
-        for item in t.latest.iter() {
-            let (k, v) = item?;
-            if !t.records.contains_key(&v)? {
-                t.latest.remove(k)?;
+        self.change(t, || {
+            for item in t.latest.iter() {
+                let (k, v) = item?;
+                if !t.records.contains_key(&v)? {
+                    t.latest.remove(k)?;
+                }
             }
-        }
-        self.changed();
-        Ok(())
+            Ok(())
+        })
     }
 
     pub fn flush(&self) -> Result<()> {
@@ -233,10 +285,10 @@ impl Index {
 
     pub(crate) fn memo_put(&self, path: &str, memo: Vec<u8>) -> Result<()> {
         match &self.backend {
-            Backend::Sled(t) => {
+            Backend::Sled(t) => self.change(t, || {
                 t.file_memo.insert(path.as_bytes(), memo)?;
-                self.changed();
-            }
+                Ok(())
+            })?,
             Backend::Snapshot(s) => {
                 s.lock()
                     .unwrap()
@@ -289,6 +341,22 @@ impl Index {
             );
         }
         snap.write(path)?;
+        let mut stamped = self.stamped.lock().unwrap();
+        if self.generation.load(Ordering::SeqCst) == generation {
+            // Unchanged while it was written: stamp the snapshot, then the database.
+            let stamp = format!(
+                "{}-{}-{generation}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or_default()
+            );
+            snapshot::write_stamp(path, &stamp)?;
+            t.db.insert(STAMP_KEY, stamp.as_bytes())?;
+            t.db.flush()?;
+            *stamped = true;
+        }
         self.published.store(generation, Ordering::SeqCst);
         Ok(true)
     }
@@ -355,5 +423,53 @@ mod tests {
         assert!(index.publish(&path).unwrap());
         let snap = Index::from_snapshot(Snapshot::read(&path).unwrap());
         assert_eq!(snap.all_records().unwrap().len(), 2);
+    }
+
+    /// Opening the same database again, as the next command does.
+    fn reopen(db_dir: &Path) -> Index {
+        Index::new(sled::Config::new().path(db_dir).open().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_stamped_snapshot_is_adopted_until_the_index_or_the_snapshot_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db_dir = dir.path().join("db");
+        let path = dir.path().join("snapshot.json");
+        {
+            let index = reopen(&db_dir);
+            assert!(
+                !index.adopt_published(&path).unwrap(),
+                "nothing published yet"
+            );
+            index.put(&record("k1", "a")).unwrap();
+            assert!(index.publish(&path).unwrap());
+        }
+        {
+            // Unchanged since: adopted, and a publish has nothing to do.
+            let index = reopen(&db_dir);
+            assert!(index.adopt_published(&path).unwrap());
+            assert!(!index.publish(&path).unwrap());
+            // A change takes the stamp out at once, before any publication.
+            index.put(&record("k2", "b")).unwrap();
+        }
+        {
+            let index = reopen(&db_dir);
+            assert!(
+                !index.adopt_published(&path).unwrap(),
+                "changed after the snapshot"
+            );
+            assert!(index.publish(&path).unwrap());
+            let snap = Index::from_snapshot(Snapshot::read(&path).unwrap());
+            assert_eq!(snap.all_records().unwrap().len(), 2);
+        }
+        // The snapshot replaced behind the index's back (another writer, a restore): not adopted.
+        std::fs::write(&path, "{}").unwrap();
+        let index = reopen(&db_dir);
+        assert!(!index.adopt_published(&path).unwrap());
+        // Nor when the stamp file is lost.
+        assert!(index.publish(&path).unwrap());
+        drop(index);
+        std::fs::remove_file(snapshot::stamp_path(&path)).unwrap();
+        assert!(!reopen(&db_dir).adopt_published(&path).unwrap());
     }
 }

@@ -227,9 +227,12 @@ impl Store {
             live: None,
             read_only: None,
         };
-        // A reader must never see records the holder does not have (e.g. after a `gc` by an
-        // older msae, or a lost snapshot write): start every hold with a fresh snapshot.
-        store.publish()?;
+        // A reader must never see records the holder does not have (e.g. after a lost
+        // snapshot write): start every hold with a current snapshot — the one on disk when its
+        // stamp says nothing changed since, else a fresh one.
+        if !store.index.adopt_published(&root.join(snapshot::FILE))? {
+            store.publish()?;
+        }
         Ok(store)
     }
 

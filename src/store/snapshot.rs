@@ -57,3 +57,41 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     crate::store::objects::sync_dir(dir)?;
     Ok(())
 }
+
+/// The stamp file beside a snapshot: which publication the snapshot is, so that a holder can
+/// tell at open, without reading it, that the snapshot still shows its index.
+///
+/// A publication writes the snapshot, then the stamp file (the stamp, the snapshot's size and
+/// modification time), then the same stamp into the database. Every change of the index first
+/// removes the stamp from the database, durably. At open the snapshot is current exactly when
+/// the database holds a stamp and the stamp file names the same one for the snapshot as it is
+/// on disk (any other writer of the snapshot changes its size or time).
+pub fn stamp_path(snapshot: &Path) -> std::path::PathBuf {
+    snapshot.with_extension("stamp")
+}
+
+/// Size and modification time (ns) of the snapshot, as the stamp file records them.
+fn identity(snapshot: &Path) -> Option<String> {
+    let meta = std::fs::metadata(snapshot).ok()?;
+    let mtime = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    Some(format!("{} {mtime}", meta.len()))
+}
+
+/// Records `stamp` for the snapshot as it is on disk now.
+pub fn write_stamp(snapshot: &Path, stamp: &str) -> Result<()> {
+    let id = identity(snapshot).context("the snapshot just written is gone")?;
+    write_atomic(&stamp_path(snapshot), format!("{stamp}\n{id}\n").as_bytes())
+}
+
+/// The stamp of the snapshot on disk, if its stamp file describes it.
+pub fn read_stamp(snapshot: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(stamp_path(snapshot)).ok()?;
+    let mut lines = text.lines();
+    let stamp = lines.next()?.to_string();
+    (lines.next()? == identity(snapshot)?).then_some(stamp)
+}
