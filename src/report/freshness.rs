@@ -72,7 +72,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let toml = dir.path().join("e.toml");
         std::fs::write(&toml, "[experiment]\nname = \"e\"\n[steps.s]\nkind = \"synth\"\ndim = 8\nn_features = 16\ntrain = 100\ntest = 10\n").unwrap();
-        let exp = crate::experiment::load::load(&toml, crate::kinds::registry()).unwrap();
+        let exp = crate::experiment::load::load(&toml, crate::step::fake::registry()).unwrap();
         let ran = [outcome("s", "k1", Status::Ran)];
         let cached = [outcome("s", "k1", Status::Cached)];
         let other = [outcome("s", "k2", Status::Cached)];
