@@ -157,6 +157,9 @@ fn main() {
     let data = dir.path().join("matrix.npy");
     eprintln!("writing a {} × {} matrix …", a.rows, a.dim);
     write_matrix(&data, a.rows, a.dim);
+    // Flush the fresh matrix to disk now: its write-back would otherwise run during the first
+    // rounds and slow whichever side it lands on.
+    std::fs::File::open(&data).unwrap().sync_all().unwrap();
     let config = TrainConfig {
         arch: Arch::Topk,
         n_latents: Some(a.latents),

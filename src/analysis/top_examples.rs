@@ -110,6 +110,22 @@ struct LatentState {
     histogram: [u64; HISTOGRAM_BINS],
 }
 
+impl LatentState {
+    /// Counts a firing value `v > 0` of row `row`.
+    #[inline]
+    fn add(&mut self, v: f32, row: u64, keep: usize) {
+        self.fires += 1;
+        self.sum += v as f64;
+        if v > self.max {
+            self.max = v;
+        }
+        self.histogram[histogram_bin(v)] += 1;
+        if v > self.heap.bar(keep) {
+            self.heap.offer(v, row, keep);
+        }
+    }
+}
+
 impl Default for LatentState {
     fn default() -> Self {
         LatentState {
@@ -196,17 +212,73 @@ impl TopExamples {
                     let row_index = first_row + i as u64;
                     for (state, &v) in states.iter_mut().zip(row) {
                         if v > 0.0 {
-                            state.fires += 1;
-                            state.sum += v as f64;
-                            if v > state.max {
-                                state.max = v;
-                            }
-                            state.histogram[histogram_bin(v)] += 1;
-                            if v > state.heap.bar(keep) {
-                                state.heap.offer(v, row_index, keep);
-                            }
+                            state.add(v, row_index, keep);
                         } else if v.is_nan() {
                             return Some(row_index);
+                        }
+                    }
+                }
+                None
+            })
+            .flatten()
+            .min();
+        if let Some(row) = bad {
+            return Err(AnalysisError::invalid(
+                "top examples",
+                format!("the code of row {row} holds NaN"),
+            ));
+        }
+        self.rows_seen += rows as u64;
+        Ok(())
+    }
+
+    /// Adds the next `offsets.len() − 1` rows given as their non-zero entries: row r holds
+    /// `latents[offsets[r]..offsets[r + 1]]` with the matching `values`. The same as
+    /// [`TopExamples::push`] of the dense rows, without scanning their zeros.
+    pub fn push_sparse(
+        &mut self,
+        offsets: &[usize],
+        latents: &[u32],
+        values: &[f32],
+    ) -> Result<()> {
+        let n = self.n_latents;
+        let rows = offsets.len().saturating_sub(1);
+        let well_formed = offsets.first() == Some(&0)
+            && offsets.windows(2).all(|w| w[0] <= w[1])
+            && offsets[rows] == latents.len()
+            && latents.len() == values.len()
+            && latents.iter().all(|&j| (j as usize) < n);
+        if !well_formed {
+            return Err(AnalysisError::invalid(
+                "top examples",
+                format!("sparse code rows are not entries of {n} latents"),
+            ));
+        }
+        let first_row = self.rows_seen;
+        let keep = self.per_latent;
+        // Each task owns a contiguous latent range and walks every entry of the block in row
+        // order, taking its own: a latent still sees its rows in ascending order.
+        let chunk = n.div_ceil(rayon::current_num_threads().max(1) * 4).max(16);
+        let bad = self
+            .latents
+            .par_chunks_mut(chunk)
+            .enumerate()
+            .map(|(c, states)| {
+                let j0 = c * chunk;
+                let range = j0..j0 + states.len();
+                for r in 0..rows {
+                    let row_index = first_row + r as u64;
+                    for e in offsets[r]..offsets[r + 1] {
+                        let j = latents[e] as usize;
+                        if !range.contains(&j) {
+                            continue;
+                        }
+                        let v = values[e];
+                        if v.is_nan() {
+                            return Some(row_index);
+                        }
+                        if v > 0.0 {
+                            states[j - j0].add(v, row_index, keep);
                         }
                     }
                 }
@@ -296,6 +368,51 @@ mod tests {
         }
         assert!(sums[3].top.is_empty() && sums[3].frequency == 0.0);
         assert_eq!(sums[3].mean_when_firing, 0.0);
+    }
+
+    /// Rows given as their entries give the summaries of the same rows given densely.
+    #[test]
+    fn sparse_rows_equal_dense_rows() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let (rows, n, keep) = (120, 40, 4);
+        let codes: Vec<f32> = (0..rows * n)
+            .map(|_| {
+                if rng.random_bool(0.8) {
+                    0.0
+                } else {
+                    rng.random_range(1..5) as f32 * 0.5
+                }
+            })
+            .collect();
+        let mut dense = TopExamples::new(n, keep);
+        let mut sparse = TopExamples::new(n, keep);
+        for block in codes.chunks(37 * n) {
+            dense.push(block).unwrap();
+            let (mut offsets, mut latents, mut values) = (vec![0], vec![], vec![]);
+            for row in block.chunks(n) {
+                for (j, &v) in row.iter().enumerate() {
+                    if v > 0.0 {
+                        latents.push(j as u32);
+                        values.push(v);
+                    }
+                }
+                offsets.push(latents.len());
+            }
+            sparse.push_sparse(&offsets, &latents, &values).unwrap();
+        }
+        assert_eq!(sparse.rows_seen(), rows as u64);
+        assert_eq!(sparse.summaries(), dense.summaries());
+        // Malformed entries and NaN are refused.
+        assert!(sparse.push_sparse(&[0, 1], &[40], &[1.0]).is_err());
+        assert!(sparse.push_sparse(&[0, 2], &[1], &[1.0]).is_err());
+        let err = sparse
+            .push_sparse(&[0, 0, 1], &[3], &[f32::NAN])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("row {} holds NaN", rows + 1)),
+            "{err}"
+        );
     }
 
     #[test]

@@ -145,6 +145,7 @@ impl Step for TopExamplesKind {
             .progress
             .bar(rows as u64, &format!("top_examples {}", ctx.instance));
         let mut block = Vec::new();
+        let mut scratch = crate::sae::model::SparseRowsScratch::default();
         let mut last_save = Instant::now();
         let started_at = acc.rows_seen() as usize;
         for start in (started_at..rows).step_by(batch) {
@@ -153,15 +154,27 @@ impl Step for TopExamplesKind {
             reader.read_range(start, end, &mut block)?;
             let x = Tensor::from_slice(&block, (end - start, data.cols()), &device)?;
             let x = std.apply(&x).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let z: Vec<f32> = if dense {
-                sae.eval_code(&x, true)
-                    .and_then(|z| Ok(z.flatten_all()?.to_vec1()?))
+            let err = |e: crate::sae::SaeError| anyhow::anyhow!("{e}");
+            // A per-row top-k code goes in as its entries; any other as dense rows.
+            let sparse = if dense {
+                None
             } else {
-                sae.sparse_code_host(&x)
+                sae.sparse_rows_with(&x, &mut scratch).map_err(err)?
+            };
+            match sparse {
+                Some(rows) => acc.push_sparse(&rows.offsets, &rows.latents, &rows.values),
+                None => {
+                    let z: Vec<f32> = if dense {
+                        sae.eval_code(&x, true)
+                            .and_then(|z| Ok(z.flatten_all()?.to_vec1()?))
+                    } else {
+                        sae.sparse_code_host(&x)
+                    }
+                    .map_err(err)?;
+                    acc.push(&z)
+                }
             }
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-            acc.push(&z)
-                .with_context(|| format!("rows {start}..{end} of `data`"))?;
+            .with_context(|| format!("rows {start}..{end} of `data`"))?;
             bar.set_position(end as u64);
             if last_save.elapsed().as_secs() >= save_every && end < rows {
                 save(&checkpoint, &acc, batch)?;

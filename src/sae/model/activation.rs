@@ -3,7 +3,8 @@
 //! the manual backward pass needs (the selection itself is piecewise constant).
 //!
 //! candle has no top-k operation and `arg_sort_last_dim` sorts whole rows, so on the CPU the
-//! selection is a custom op (rayon over rows, O(n) `select_nth_unstable_by` per row). Other
+//! selection is a custom op (rayon over rows; per row a bound from block maxima when k ≪ n,
+//! else O(n) `select_nth_unstable_by`; see [`select_row`]). Other
 //! devices (and non-f32 data) use `topk_generic`, built from candle operations only.
 //!
 //! One rule on every device: entries are ordered by key descending (IEEE total order, so −0
@@ -61,6 +62,15 @@ pub(crate) fn key(x: f32, by_abs: bool) -> f32 {
 /// Indices (unordered) of the `k` largest keys of `row`, written into `idx[..k]`.
 /// `idx` must have length `row.len()`.
 pub(crate) fn select_row(row: &[f32], k: usize, by_abs: bool, idx: &mut [u32]) {
+    if k > 0 && k.saturating_mul(BLOCK_RATIO) <= row.len() {
+        select_row_blocks(row, k, by_abs, idx)
+    } else {
+        select_row_quick(row, k, by_abs, idx)
+    }
+}
+
+/// [`select_row`] by quickselect over all indices.
+fn select_row_quick(row: &[f32], k: usize, by_abs: bool, idx: &mut [u32]) {
     for (i, v) in idx.iter_mut().enumerate() {
         *v = i as u32;
     }
@@ -75,6 +85,59 @@ pub(crate) fn select_row(row: &[f32], k: usize, by_abs: bool, idx: &mut [u32]) {
             b,
         )
     });
+}
+
+/// Entries per block of [`select_row_blocks`].
+const BLOCK: usize = 16;
+
+/// From n ≥ BLOCK_RATIO·k on, [`select_row`] bounds the selection by block maxima instead of
+/// running quickselect over the row (a TopK code keeps 1–3 % of its latents).
+const BLOCK_RATIO: usize = 2 * BLOCK;
+
+/// A key in IEEE total order as an integer (the bits `total_cmp` compares).
+#[inline]
+fn ordered(v: f32) -> i32 {
+    let bits = v.to_bits() as i32;
+    bits ^ ((((bits >> 31) as u32) >> 1) as i32)
+}
+
+/// The rank of entry `j` with ordered key `o` as one integer, larger = better: the key above
+/// the complement of the index, so that equal keys rank the lower index higher.
+#[inline]
+fn packed_rank(o: i32, j: usize) -> u64 {
+    (((o as u32) ^ 0x8000_0000) as u64) << 32 | (u32::MAX - j as u32) as u64
+}
+
+/// [`select_row`] for k ≪ n. The k-th largest of the blocks' maxima is a lower bound of the
+/// k-th largest key (those k blocks hold k distinct entries at or above it), so only entries
+/// of blocks whose maximum reaches it can be selected — about k of them. One vectorised pass
+/// takes the maxima, a selection among n/BLOCK maxima gives the bound, and the exact
+/// selection runs on the few entries at or above it.
+fn select_row_blocks(row: &[f32], k: usize, by_abs: bool, idx: &mut [u32]) {
+    let maxima: Vec<i32> = row
+        .chunks(BLOCK)
+        .map(|c| {
+            c.iter()
+                .fold(i32::MIN, |m, &v| m.max(ordered(key(v, by_abs))))
+        })
+        .collect();
+    let mut bound = maxima.clone();
+    let bound = *bound.select_nth_unstable_by(k - 1, |a, b| b.cmp(a)).1;
+    let mut candidates: Vec<u64> = Vec::with_capacity(2 * k);
+    for (b, (c, &m)) in row.chunks(BLOCK).zip(&maxima).enumerate() {
+        if m >= bound {
+            for (i, &v) in c.iter().enumerate() {
+                let o = ordered(key(v, by_abs));
+                if o >= bound {
+                    candidates.push(packed_rank(o, b * BLOCK + i));
+                }
+            }
+        }
+    }
+    candidates.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
+    for (o, r) in idx.iter_mut().zip(&candidates[..k]) {
+        *o = u32::MAX - (*r as u32);
+    }
 }
 
 fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
@@ -357,6 +420,45 @@ mod tests {
                 v2(&global_topk_mask(&p64, k * 8, true).unwrap()),
                 v2(&global_topk_mask(&p, k * 8, true).unwrap())
             );
+        }
+    }
+
+    /// The block-bounded selection picks the set quickselect picks, on rows full of ties,
+    /// signed zeros, infinities and NaN, for both keys and every k it is used for.
+    #[test]
+    fn block_bound_and_quickselect_select_the_same_entries() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let specials = [
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            1.5,
+            -1.5,
+        ];
+        for trial in 0..200 {
+            let n = rng.random_range(32..700);
+            let row: Vec<f32> = (0..n)
+                .map(|_| {
+                    if trial % 2 == 0 && rng.random_bool(0.2) {
+                        specials[rng.random_range(0..specials.len())]
+                    } else {
+                        rng.random_range(-4..5) as f32 * 0.5
+                    }
+                })
+                .collect();
+            for by_abs in [false, true] {
+                for k in 1..=n / BLOCK_RATIO {
+                    let (mut a, mut b) = (vec![0u32; n], vec![0u32; n]);
+                    select_row_blocks(&row, k, by_abs, &mut a);
+                    select_row_quick(&row, k, by_abs, &mut b);
+                    a[..k].sort_unstable();
+                    b[..k].sort_unstable();
+                    assert_eq!(a[..k], b[..k], "trial {trial} n {n} k {k} abs {by_abs}");
+                }
+            }
         }
     }
 

@@ -12,9 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use crate::sae::config::{
-    Arch, BatchTopkInference, InitMethod, MsaeWeighting, TopkVariant, TrainConfig,
-};
+use crate::sae::config::{Arch, BatchTopkInference, InitMethod, MsaeWeighting, TrainConfig};
 use crate::sae::model::activation::Coded;
 use crate::sae::model::loss::LossGrad;
 use crate::sae::{Result, SaeError};
@@ -22,7 +20,10 @@ use crate::sae::{Result, SaeError};
 pub mod activation;
 pub mod loss;
 mod serialize;
+mod sparse_rows;
 pub mod topk_generic;
+
+pub use sparse_rows::{SparseRows, SparseRowsScratch};
 
 pub use serialize::ModelMeta;
 pub(crate) use serialize::{
@@ -447,41 +448,14 @@ impl Sae {
     }
 
     /// The sparse evaluation code as host rows (row-major), for readers that only need its
-    /// values. For the per-row top-k of the default variant (TopKReLU, no soft cap) on the CPU,
-    /// the selection mask and the pre-activation are combined in one parallel pass instead of
-    /// candle's chain of elementwise operations; the values equal [`Sae::eval_code`]'s, except
-    /// that entries not kept are always +0.0 where that path can hold −0.0.
+    /// values. Where [`Sae::sparse_rows_host`] applies it is built from those entries instead
+    /// of candle's chain of elementwise operations; the values equal [`Sae::eval_code`]'s,
+    /// except that entries not kept are always +0.0 where that path can hold −0.0.
     pub fn sparse_code_host(&self, x: &Tensor) -> Result<Vec<f32>> {
-        let per_row_k = match self.config.arch {
-            Arch::Topk => Some(self.config.k()),
-            Arch::Msae => Some(self.levels[0]),
-            _ => None,
-        };
-        let fused = self.device().is_cpu()
-            && self.config.topk_variant == TopkVariant::Relu
-            && self.config.soft_cap == 0.0;
-        let (Some(k), true) = (per_row_k, fused) else {
-            return Ok(self.eval_code(x, false)?.flatten_all()?.to_vec1()?);
-        };
-        let (_, p) = self.pre_activation(x)?;
-        let mask = activation::row_topk_mask(&p, k, false)?;
-        let n = self.n.max(1);
-        crate::sae::kernels::host::with_slice(&p, |p| {
-            crate::sae::kernels::host::with_slice(&mask, |m| {
-                use rayon::prelude::*;
-                let mut z = vec![0f32; p.len()];
-                z.par_chunks_mut(n)
-                    .zip(p.par_chunks(n).zip(m.par_chunks(n)))
-                    .for_each(|(z, (p, m))| {
-                        for ((z, &p), &m) in z.iter_mut().zip(p).zip(m) {
-                            if m > 0.0 && p > 0.0 {
-                                *z = p;
-                            }
-                        }
-                    });
-                z
-            })
-        })?
+        match self.sparse_rows_host(x)? {
+            Some(rows) => Ok(rows.to_dense(self.n)),
+            None => Ok(self.eval_code(x, false)?.flatten_all()?.to_vec1()?),
+        }
     }
 
     /// Matryoshka levels in evaluation (docs/reference.md §4.8): for every nesting level k_i, in
