@@ -4,7 +4,7 @@
 //!
 //! candle has no top-k operation and `arg_sort_last_dim` sorts whole rows, so on the CPU the
 //! selection is a custom op (rayon over rows; per row a bound from block maxima when k ≪ n,
-//! else O(n) `select_nth_unstable_by`; see [`select_row`]). Other
+//! else O(n) `select_nth_unstable_by`; see `select_row`). Other
 //! devices (and non-f32 data) use `topk_generic`, built from candle operations only.
 //!
 //! One rule on every device: entries are ordered by key descending (IEEE total order, so −0
