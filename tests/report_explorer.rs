@@ -551,7 +551,7 @@ const PROBE: &str = r#"<script>
     }
     // Scrolling redraws on the page's next tick: the scrolled record waits for cards on screen.
     var settled = ready() && (step < steps.length - 1 || cards().some(visible));
-    if (settled || ++tries > 150) { tries = 0; steps[step++](); }
+    if (settled || ++tries > 600) { tries = 0; steps[step++](); }
     setTimeout(next, 20);
   })();
 })();
@@ -1014,7 +1014,7 @@ const SEARCH_PROBE: &str = r#"<script>
       document.body.appendChild(pre);
       return;
     }
-    if (ready() || ++tries > 150) { tries = 0; steps[step++](); }
+    if (ready() || ++tries > 600) { tries = 0; steps[step++](); }
     setTimeout(next, 20);
   })();
 })();

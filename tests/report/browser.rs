@@ -22,7 +22,9 @@ pub fn chromium() -> Option<PathBuf> {
     }
 }
 
-fn headless(chromium: &Path, profile: &Path) -> Command {
+/// Chromium headless; `budget_ms` of virtual time for the page's scripts (timers fast-forward
+/// once the page is idle, so a generous budget costs no real time).
+fn headless(chromium: &Path, profile: &Path, budget_ms: u32) -> Command {
     let mut c = Command::new("timeout");
     c.arg("120")
         .arg(chromium)
@@ -33,15 +35,15 @@ fn headless(chromium: &Path, profile: &Path) -> Command {
             "--hide-scrollbars",
             "--no-first-run",
             "--allow-file-access-from-files",
-            "--virtual-time-budget=5000",
         ])
+        .arg(format!("--virtual-time-budget={budget_ms}"))
         .arg(format!("--user-data-dir={}", profile.display()));
     c
 }
 
 /// The DOM after the page's scripts ran.
 pub fn dump_dom(chromium: &Path, page: &Path, profile: &Path) -> String {
-    let out = headless(chromium, profile)
+    let out = headless(chromium, profile, 20_000)
         .arg("--dump-dom")
         .arg(format!("file://{}", page.display()))
         .output()
@@ -56,7 +58,7 @@ pub fn dump_dom(chromium: &Path, page: &Path, profile: &Path) -> String {
 
 /// A PNG screenshot of the page at the given window size.
 pub fn screenshot(chromium: &Path, page: &Path, png: &Path, size: (u32, u32), profile: &Path) {
-    let out = headless(chromium, profile)
+    let out = headless(chromium, profile, 5_000)
         .arg(format!("--window-size={},{}", size.0, size.1))
         .arg(format!("--screenshot={}", png.display()))
         .arg(format!("file://{}", page.display()))
