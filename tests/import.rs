@@ -100,6 +100,79 @@ fn bad_data_gets_clear_errors() {
     );
 }
 
+/// Whether two paths name one file (one inode on one device).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = (std::fs::metadata(a).unwrap(), std::fs::metadata(b).unwrap());
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+fn read_only(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444)).unwrap();
+}
+
+#[test]
+fn a_read_only_npy_file_is_linked_into_the_store_and_others_are_copied() {
+    let env = Env::new();
+    let values: Vec<f32> = (0..40 * 8).map(|i| (i as f32 * 0.37).sin()).collect();
+    common::write_npy(&env.path("frozen.npy"), 40, 8, &values);
+    read_only(&env.path("frozen.npy"));
+    common::write_npy(&env.path("open.npy"), 40, 8, &values);
+    // The same numbers under another header (`=f4`): converted, not linked.
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    common::write_npy_array(&env.path("native.npy"), "=f4", &[40, 8], &bytes);
+    read_only(&env.path("native.npy"));
+    let mut bad = values.clone();
+    bad[13] = f32::INFINITY;
+    common::write_npy(&env.path("frozen_bad.npy"), 40, 8, &bad);
+    read_only(&env.path("frozen_bad.npy"));
+    let exp = env.write(
+        "i.toml",
+        "[steps.frozen]\nkind = \"import\"\npath = \"frozen.npy\"\n\n[steps.open]\nkind = \"import\"\npath = \"open.npy\"\n\n[steps.native]\nkind = \"import\"\npath = \"native.npy\"\n",
+    );
+    assert_eq!(env.run_json(&exp)["failed"], 0);
+    let stored = |instance: &str| common::output_file(&env, "i", instance, "matrix");
+    // All three hold the same bytes, so the store keeps one object: the read-only file itself.
+    assert_eq!(stored("frozen"), stored("open"));
+    assert_eq!(stored("frozen"), stored("native"));
+    assert!(same_file(&stored("frozen"), &env.path("frozen.npy")));
+    assert!(!same_file(&stored("frozen"), &env.path("open.npy")));
+    assert_eq!(
+        std::fs::read(stored("frozen")).unwrap(),
+        std::fs::read(env.path("open.npy")).unwrap()
+    );
+    let all = env.msae_json(&["table", exp.to_str().unwrap(), "--format", "json"]);
+    for row in all["import"].as_array().unwrap() {
+        assert_eq!(row["rows"], 40, "{row}");
+        assert_eq!(row["mean_norm"], all["import"][0]["mean_norm"], "{row}");
+    }
+
+    // In a fresh store the writable file is copied, not linked, and the linked file is checked.
+    let env2 = Env::new();
+    std::fs::copy(env.path("open.npy"), env2.path("open.npy")).unwrap();
+    let exp2 = env2.write(
+        "j.toml",
+        "[steps.open]\nkind = \"import\"\npath = \"open.npy\"\n",
+    );
+    assert_eq!(env2.run_json(&exp2)["failed"], 0);
+    let copy = common::output_file(&env2, "j", "open", "matrix");
+    assert!(!same_file(&copy, &env2.path("open.npy")));
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        std::fs::read(env2.path("open.npy")).unwrap()
+    );
+    expect_failure(
+        &env,
+        "[steps.x]\nkind = \"import\"\npath = \"frozen_bad.npy\"\n",
+        "contains 1 non-finite value(s) (NaN or infinity); the first is inf at row 1, column 5",
+    );
+    assert_eq!(
+        std::fs::read(env.path("frozen_bad.npy")).unwrap().len(),
+        128 + 40 * 8 * 4
+    );
+}
+
 #[test]
 fn real_shared_embeddings_import_in_both_formats() {
     let (Some(npy), Some(raw), Some(texts)) = (

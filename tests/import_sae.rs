@@ -495,7 +495,8 @@ fn saelens_exports_compute_what_the_imported_models_compute() {
     for (step, file, architecture) in [
         ("topk", TOPK, "topk"),
         ("relu", RELU, "standard"),
-        ("msae", MSAE, "standard"),
+        // A Matryoshka model is exported as the level msae scores: TopK at its first k (4).
+        ("msae", MSAE, "topk"),
     ] {
         let dir = env.path(&format!("export-{step}"));
         let out = env.msae(&[
@@ -516,7 +517,7 @@ fn saelens_exports_compute_what_the_imported_models_compute() {
         assert_eq!(sae.cfg["d_sae"], N);
         assert_eq!(sae.cfg["normalize_activations"], "none");
         assert_eq!(sae.cfg["apply_b_dec_to_input"], true);
-        assert_eq!(sae.cfg["meta"]["model_name"], "toy");
+        assert_eq!(sae.cfg["metadata"]["model_name"], "toy");
         let dense = matrix(&want[file]["dense_code"]);
         let recon = matrix(&want[file]["dense_reconstruction"]);
         for (r, x) in data.iter().enumerate() {

@@ -182,11 +182,15 @@ fn quiet_silences_per_instance_lines() {
     std::fs::remove_dir_all(env.cache()).unwrap();
     let quiet = env.msae(&["-q", "run", exp.to_str().unwrap()]);
     assert!(quiet.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&quiet.stderr),
-        "",
-        "-q must print no per-instance lines"
+    // Warnings stay (this grid's short ReLU trainings end dense, which `train` warns about);
+    // every other line goes.
+    let stderr = String::from_utf8_lossy(&quiet.stderr);
+    let other: Vec<&str> = stderr.lines().filter(|l| !l.contains("WARN")).collect();
+    assert!(
+        other.is_empty(),
+        "-q must print no per-instance lines: {other:?}"
     );
+    assert!(!stderr.contains("ran "), "{stderr}");
     assert!(String::from_utf8_lossy(&quiet.stdout).contains("13 run, 0 cached, 0 failed"));
 }
 
@@ -212,7 +216,9 @@ fn outputs_do_not_depend_on_the_number_of_parallel_instances() {
 #[test]
 fn kill_9_during_a_parallel_run_loses_only_the_instances_in_flight() {
     let env = Env::new();
-    let exp = env.write("grid.toml", &grid(15));
+    // 60 epochs: each training runs long enough (about a second) for the status poll to see
+    // two finished while others run.
+    let exp = env.write("grid.toml", &grid(60));
     let e = exp.to_str().unwrap();
     let mut run = spawn_run(&env, e);
     // Kill once two trainings have finished and others are running.
@@ -244,7 +250,7 @@ fn kill_9_during_a_parallel_run_loses_only_the_instances_in_flight() {
     assert_eq!(ran.len() + cached.len(), 13);
     // The resumed store yields the bytes of an uninterrupted run.
     let clean = Env::new();
-    let ce = clean.write("grid.toml", &grid(15));
+    let ce = clean.write("grid.toml", &grid(60));
     let clean_summary = clean.run_json(&ce);
     let (a, b) = (
         stored_objects(&env, "grid", &summary),

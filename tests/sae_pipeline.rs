@@ -66,8 +66,8 @@ fn topk_and_matryoshka_recover_a_planted_dictionary() {
     // `match` pairs each SAE with the dictionary of its own data: 4 pairs, not 8.
     assert_eq!(rows.len(), 4, "{rows:?}");
     for r in &rows {
-        let cos = r["mean_max_cos"].as_f64().unwrap();
-        assert!(cos >= 0.9, "{}: mean max cosine {cos}", r["instance"]);
+        let cos = r["mean_max_abs_cos"].as_f64().unwrap();
+        assert!(cos >= 0.9, "{}: mean max |cosine| {cos}", r["instance"]);
     }
     assert!(rows
         .iter()

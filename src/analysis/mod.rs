@@ -4,12 +4,14 @@
 //! ([`alignment`], docs/reference.md §8.4) and semantic preservation measured with a linear probe
 //! ([`probe`], docs/reference.md §8.5), and the rows that activate each latent most
 //! ([`top_examples`]), and which concepts a linear classifier leans on ([`bias`]); similarity
-//! search with a concept edited into the queries ([`concept_search`]).
+//! search with a concept edited into the queries ([`concept_search`]); how well a dictionary
+//! recovers known true features ([`ground_truth`]).
 
 pub mod alignment;
 pub mod bias;
 pub mod concept_search;
 pub mod concepts;
+pub mod ground_truth;
 pub mod naming;
 pub mod probe;
 pub mod top_examples;

@@ -9,15 +9,15 @@
 //! condition of the rectangular problem (every row must be matched, a column
 //! may stay free).
 
-use super::{Objective, PARALLEL_MIN_ENTRIES};
+use super::{Cost, Objective, PARALLEL_MIN_ENTRIES};
 use rayon::prelude::*;
 
 const NONE: usize = usize::MAX;
 
-/// How a stored `f32` becomes a cost. Monomorphised so the hot loops carry no
+/// How a stored entry becomes a cost. Monomorphised so the hot loops carry no
 /// extra branches when the matrix has no `NaN`.
 trait Entry {
-    fn get(x: f32) -> f64;
+    fn get<T: Cost>(x: T) -> f64;
 }
 
 struct Min;
@@ -27,56 +27,58 @@ struct MaxNan;
 
 impl Entry for Min {
     #[inline(always)]
-    fn get(x: f32) -> f64 {
-        f64::from(x)
+    fn get<T: Cost>(x: T) -> f64 {
+        x.to_f64()
     }
 }
 impl Entry for Max {
     #[inline(always)]
-    fn get(x: f32) -> f64 {
-        -f64::from(x)
+    fn get<T: Cost>(x: T) -> f64 {
+        -x.to_f64()
     }
 }
 impl Entry for MinNan {
     #[inline(always)]
-    fn get(x: f32) -> f64 {
+    fn get<T: Cost>(x: T) -> f64 {
+        let x = x.to_f64();
         if x.is_nan() {
             0.0
         } else {
-            f64::from(x)
+            x
         }
     }
 }
 impl Entry for MaxNan {
     #[inline(always)]
-    fn get(x: f32) -> f64 {
+    fn get<T: Cost>(x: T) -> f64 {
+        let x = x.to_f64();
         if x.is_nan() {
             0.0
         } else {
-            -f64::from(x)
+            -x
         }
     }
 }
 
 /// Solves a finite `n × m` problem with `1 <= n <= m`; returns `x`
 /// (row → column, all rows assigned).
-pub(super) fn solve(
-    c: &[f32],
+pub(super) fn solve<T: Cost>(
+    c: &[T],
     n: usize,
     m: usize,
     objective: Objective,
     has_nan: bool,
 ) -> Vec<usize> {
     match (objective, has_nan) {
-        (Objective::Minimize, false) => Solver::<Min>::run(c, n, m),
-        (Objective::Maximize, false) => Solver::<Max>::run(c, n, m),
-        (Objective::Minimize, true) => Solver::<MinNan>::run(c, n, m),
-        (Objective::Maximize, true) => Solver::<MaxNan>::run(c, n, m),
+        (Objective::Minimize, false) => Solver::<Min, T>::run(c, n, m),
+        (Objective::Maximize, false) => Solver::<Max, T>::run(c, n, m),
+        (Objective::Minimize, true) => Solver::<MinNan, T>::run(c, n, m),
+        (Objective::Maximize, true) => Solver::<MaxNan, T>::run(c, n, m),
     }
 }
 
-struct Solver<'a, E> {
-    c: &'a [f32],
+struct Solver<'a, E, T> {
+    c: &'a [T],
     n: usize,
     m: usize,
     x: Vec<usize>,
@@ -85,10 +87,10 @@ struct Solver<'a, E> {
     _entry: std::marker::PhantomData<E>,
 }
 
-impl<'a, E: Entry> Solver<'a, E> {
-    fn run(c: &'a [f32], n: usize, m: usize) -> Vec<usize> {
+impl<'a, E: Entry, T: Cost> Solver<'a, E, T> {
+    fn run(c: &'a [T], n: usize, m: usize) -> Vec<usize> {
         debug_assert!(1 <= n && n <= m && c.len() == n * m);
-        let mut s = Solver::<E> {
+        let mut s = Solver::<E, T> {
             c,
             n,
             m,
@@ -129,7 +131,7 @@ impl<'a, E: Entry> Solver<'a, E> {
     }
 
     #[inline(always)]
-    fn row(&self, i: usize) -> &'a [f32] {
+    fn row(&self, i: usize) -> &'a [T] {
         &self.c[i * self.m..(i + 1) * self.m]
     }
 
@@ -137,7 +139,7 @@ impl<'a, E: Entry> Solver<'a, E> {
     /// rows left unassigned.
     fn column_reduction(&mut self) -> Vec<usize> {
         let (n, m) = (self.n, self.m);
-        let (colmin, argmin) = column_minima::<E>(self.c, n, m);
+        let (colmin, argmin) = column_minima::<E, T>(self.c, n, m);
         self.v.copy_from_slice(&colmin);
 
         // Assign each column to its cheapest row; a row hit several times
@@ -221,7 +223,7 @@ impl<'a, E: Entry> Solver<'a, E> {
                 }
                 steps += 1;
 
-                let (u1, mut j1, u2, j2) = two_smallest::<E>(self.row(i), &self.v);
+                let (u1, mut j1, u2, j2) = two_smallest::<E, T>(self.row(i), &self.v);
                 let mut i0 = self.y[j1];
                 let strict = u1 < u2;
                 if strict {
@@ -301,7 +303,7 @@ impl<'a, E: Entry> Solver<'a, E> {
                 let i = self.y[j1];
                 let ri = self.row(i);
                 let h = E::get(ri[j1]) - self.v[j1] - dist1;
-                (min, jmin) = scan_row::<E>(ri, &self.v, h, i, &mut d, &mut pred, &self.y);
+                (min, jmin) = scan_row::<E, T>(ri, &self.v, h, i, &mut d, &mut pred, &self.y);
             };
 
             // Price update for settled columns.
@@ -336,8 +338,8 @@ impl<'a, E: Entry> Solver<'a, E> {
 /// (A hand-written AVX2 version of this loop measured slower on the
 /// development machine, so the portable form is kept.)
 #[inline]
-fn scan_row<E: Entry>(
-    ri: &[f32],
+fn scan_row<E: Entry, T: Cost>(
+    ri: &[T],
     v: &[f64],
     h: f64,
     i: usize,
@@ -394,7 +396,7 @@ fn scan_row<E: Entry>(
 /// Smallest and second-smallest reduced cost of a row: `(u1, j1, u2, j2)`.
 /// Requires at least two columns.
 #[inline]
-fn two_smallest<E: Entry>(row: &[f32], v: &[f64]) -> (f64, usize, f64, usize) {
+fn two_smallest<E: Entry, T: Cost>(row: &[T], v: &[f64]) -> (f64, usize, f64, usize) {
     let mut u1 = E::get(row[0]) - v[0];
     let mut j1 = 0;
     let mut u2 = f64::INFINITY;
@@ -417,7 +419,7 @@ fn two_smallest<E: Entry>(row: &[f32], v: &[f64]) -> (f64, usize, f64, usize) {
 }
 
 /// Per column: minimum cost and the first row attaining it.
-fn column_minima<E: Entry>(c: &[f32], n: usize, m: usize) -> (Vec<f64>, Vec<usize>) {
+fn column_minima<E: Entry, T: Cost>(c: &[T], n: usize, m: usize) -> (Vec<f64>, Vec<usize>) {
     // Row blocks are reduced independently, then merged in block order so
     // the lowest row index wins ties.
     // A few blocks per thread: each block allocates and merges two
@@ -429,7 +431,7 @@ fn column_minima<E: Entry>(c: &[f32], n: usize, m: usize) -> (Vec<f64>, Vec<usiz
         1
     };
     let block_rows = n.div_ceil(blocks).max(1);
-    let reduce_block = |(b, chunk): (usize, &[f32])| -> (Vec<f64>, Vec<usize>) {
+    let reduce_block = |(b, chunk): (usize, &[T])| -> (Vec<f64>, Vec<usize>) {
         let mut min = vec![f64::INFINITY; m];
         let mut arg = vec![NONE; m];
         for (r, row) in chunk.chunks_exact(m).enumerate() {

@@ -25,10 +25,12 @@
 //!
 //! # Input conventions
 //!
-//! * The matrix is a row-major `&[f32]` of exactly `rows * cols` values. It is
-//!   never copied into `f64`; dual prices and path lengths are kept in `f64`.
-//!   When `rows > cols` the solver works on a transposed `f32` copy (one extra
-//!   `rows * cols * 4` bytes); square and wide matrices are used in place.
+//! * The matrix is a row-major `&[f32]` or `&[f64]` ([`Cost`]) of exactly
+//!   `rows * cols` values. It is never copied into another type; dual prices
+//!   and path lengths are kept in `f64`, so a `f64` matrix is solved exactly as
+//!   SciPy solves it (a `f32` one exactly for its `f32` values, at half the
+//!   memory). When `rows > cols` the solver works on a transposed copy (one
+//!   extra matrix); square and wide matrices are used in place.
 //! * `NaN` entries are treated as a cost of `0.0`, both in the optimisation
 //!   and in [`Assignment::total`].
 //! * `±inf` entries are rejected with [`AssignmentError::Infinite`].
@@ -42,6 +44,27 @@ mod tests;
 
 use rayon::prelude::*;
 use thiserror::Error;
+
+/// An element type a cost matrix may have: `f32` or `f64`. Every cost is
+/// widened to `f64` when read, so the duals never lose precision.
+pub trait Cost: Copy + Send + Sync + 'static {
+    /// The value as `f64` (exact for both types).
+    fn to_f64(self) -> f64;
+}
+
+impl Cost for f32 {
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+impl Cost for f64 {
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
+    }
+}
 
 /// Why a cost matrix could not be solved.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -116,14 +139,22 @@ impl Assignment {
 /// Maximum-total assignment of a row-major `rows × cols` matrix.
 ///
 /// Equivalent to SciPy's `linear_sum_assignment(C, maximize=True)`.
-pub fn solve_max(cost: &[f32], rows: usize, cols: usize) -> Result<Assignment, AssignmentError> {
+pub fn solve_max<T: Cost>(
+    cost: &[T],
+    rows: usize,
+    cols: usize,
+) -> Result<Assignment, AssignmentError> {
     solve(cost, rows, cols, Objective::Maximize)
 }
 
 /// Minimum-total assignment of a row-major `rows × cols` matrix.
 ///
 /// Equivalent to SciPy's `linear_sum_assignment(C)`.
-pub fn solve_min(cost: &[f32], rows: usize, cols: usize) -> Result<Assignment, AssignmentError> {
+pub fn solve_min<T: Cost>(
+    cost: &[T],
+    rows: usize,
+    cols: usize,
+) -> Result<Assignment, AssignmentError> {
     solve(cost, rows, cols, Objective::Minimize)
 }
 
@@ -131,8 +162,8 @@ pub fn solve_min(cost: &[f32], rows: usize, cols: usize) -> Result<Assignment, A
 ///
 /// See the [module documentation](self) for the treatment of `NaN`,
 /// infinities and empty matrices.
-pub fn solve(
-    cost: &[f32],
+pub fn solve<T: Cost>(
+    cost: &[T],
     rows: usize,
     cols: usize,
     objective: Objective,
@@ -180,11 +211,12 @@ pub fn solve(
 }
 
 #[inline]
-fn nan_to_zero(x: f32) -> f64 {
+fn nan_to_zero<T: Cost>(x: T) -> f64 {
+    let x = x.to_f64();
     if x.is_nan() {
         0.0
     } else {
-        f64::from(x)
+        x
     }
 }
 
@@ -192,19 +224,20 @@ fn nan_to_zero(x: f32) -> f64 {
 const PARALLEL_MIN_ENTRIES: usize = 1 << 16;
 
 /// Rejects infinities; reports whether any `NaN` is present.
-fn validate(cost: &[f32], cols: usize) -> Result<bool, AssignmentError> {
+fn validate<T: Cost>(cost: &[T], cols: usize) -> Result<bool, AssignmentError> {
     // Per block of rows: (first infinite entry, any NaN).
-    let scan = |(block, chunk): (usize, &[f32])| -> (Option<usize>, bool) {
+    let scan = |(block, chunk): (usize, &[T])| -> (Option<usize>, bool) {
         let mut nan = false;
         let mut inf = false;
         for &x in chunk {
+            let x = x.to_f64();
             nan |= x.is_nan();
             inf |= x.is_infinite();
         }
         let first_inf = if inf {
             chunk
                 .iter()
-                .position(|x| x.is_infinite())
+                .position(|x| x.to_f64().is_infinite())
                 .map(|p| block + p)
         } else {
             None
@@ -256,11 +289,14 @@ fn invert(x: Vec<usize>, rows: usize, cols: usize) -> (Vec<Option<usize>>, Vec<O
 }
 
 /// Row-major `rows × cols` → row-major `cols × rows`, in cache-sized tiles.
-fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+fn transpose<T: Cost>(a: &[T], rows: usize, cols: usize) -> Vec<T> {
     const TILE: usize = 64;
-    let mut t = vec![0.0f32; rows * cols];
+    let Some(&first) = a.first() else {
+        return Vec::new();
+    };
+    let mut t = vec![first; rows * cols];
     // Each output row band (TILE original columns) is filled independently.
-    let fill = |(band, out): (usize, &mut [f32])| {
+    let fill = |(band, out): (usize, &mut [T])| {
         let c0 = band * TILE;
         let c1 = (c0 + TILE).min(cols);
         for r0 in (0..rows).step_by(TILE) {

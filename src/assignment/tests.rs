@@ -230,7 +230,7 @@ fn degenerate_shapes() {
 #[test]
 fn empty_matrices_give_empty_assignments() {
     for (rows, cols) in [(0, 0), (0, 5), (5, 0)] {
-        let a = solve_max(&[], rows, cols).unwrap();
+        let a = solve_max::<f32>(&[], rows, cols).unwrap();
         assert!(a.is_empty());
         assert_eq!(a.row_to_col, vec![None; rows]);
         assert_eq!(a.col_to_row, vec![None; cols]);
@@ -250,7 +250,7 @@ fn shape_mismatch_is_an_error() {
             len: 3
         }
     );
-    assert!(solve_min(&[], usize::MAX, 2).is_err());
+    assert!(solve_min::<f32>(&[], usize::MAX, 2).is_err());
     assert!(solve_min(&[1.0], 0, 1).is_err());
 }
 
@@ -457,4 +457,59 @@ fn matches_reference_on_cosine_similarities() {
         reference_total(&c, n, n, Objective::Maximize),
         "cosine",
     );
+}
+
+/// A `f64` matrix is solved on its `f64` values: entries 1e-10 apart, equal once rounded to
+/// `f32`, still decide the matching.
+#[test]
+fn f64_costs_keep_differences_below_f32_precision() {
+    let c = [1.0f64, 1.0 + 1e-10, 1.0 + 2e-10, 1.0];
+    assert_eq!(c.map(|x| x as f32), [1.0f32; 4]);
+    let a = solve_max(&c, 2, 2).unwrap();
+    assert_eq!(a.pairs(), vec![(0, 1), (1, 0)]);
+    assert_eq!(a.total, (1.0 + 1e-10) + (1.0 + 2e-10));
+    let a = solve_min(&c, 2, 2).unwrap();
+    assert_eq!(a.pairs(), vec![(0, 0), (1, 1)]);
+}
+
+/// Random `f64` matrices of every shape against the reference Hungarian method, and the `f64`
+/// path agrees with the `f32` one on values that `f32` holds exactly.
+#[test]
+fn f64_matches_reference_hungarian() {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    for &(rows, cols) in &[(40, 40), (30, 50), (50, 30), (1, 7), (7, 1), (300, 260)] {
+        let c: Vec<f64> = (0..rows * cols)
+            .map(|_| rng.random_range(-1.0f64..1.0))
+            .collect();
+        let (n, m) = (rows.min(cols), rows.max(cols));
+        for objective in [Objective::Minimize, Objective::Maximize] {
+            let sign = if objective == Objective::Minimize {
+                1.0
+            } else {
+                -1.0
+            };
+            let mut a = vec![0.0f64; n * m];
+            for r in 0..rows {
+                for k in 0..cols {
+                    let at = if rows <= cols { r * m + k } else { k * m + r };
+                    a[at] = sign * c[r * cols + k];
+                }
+            }
+            let got = solve(&c, rows, cols, objective).unwrap();
+            assert_eq!(got.len(), n);
+            let sum: f64 = got.pairs().iter().map(|&(r, k)| c[r * cols + k]).sum();
+            assert_eq!(sum, got.total);
+            assert_close(
+                got.total,
+                sign * hungarian_reference(&a, n, m),
+                &format!("f64 {rows}x{cols} {objective:?}"),
+            );
+            let narrow: Vec<f32> = c.iter().map(|&x| x as f32).collect();
+            let widened: Vec<f64> = narrow.iter().map(|&x| x as f64).collect();
+            assert_eq!(
+                solve(&widened, rows, cols, objective).unwrap().pairs(),
+                solve(&narrow, rows, cols, objective).unwrap().pairs()
+            );
+        }
+    }
 }

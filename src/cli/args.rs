@@ -107,8 +107,11 @@ pub enum Command {
     /// Inspect the store.
     #[command(subcommand)]
     Cache(CacheCommand),
-    /// List the step kinds with their parameters and outputs.
-    Kinds,
+    /// List the step kinds with their parameters, outputs and notes (losses of `train`).
+    Kinds {
+        /// Only this kind, e.g. `train`.
+        kind: Option<String>,
+    },
     /// Cancel the scheduler jobs of an experiment's run on this store (`--executor slurm`).
     Cancel { experiment: PathBuf },
     /// Run one instance from a job specification (what a scheduler job executes).
@@ -117,6 +120,30 @@ pub enum Command {
     /// Copy an output of a finished instance out of the store, or write a model in the SAELens
     /// layout (`cfg.json` + `sae_weights.safetensors`).
     Export(ExportArgs),
+    /// Write an SAE as a folder ready to upload to a Hugging Face model repository: the SAELens
+    /// layout and a model card (README.md) with the training parameters, the training data and
+    /// the experiment's evaluations.
+    Publish(PublishArgs),
+}
+
+#[derive(Args)]
+pub struct PublishArgs {
+    pub experiment: PathBuf,
+    /// The SAE instance (of a `train` or `import_sae` step), as `msae plan` names it.
+    pub instance: String,
+    /// Destination folder (created if needed).
+    #[arg(long)]
+    pub to: PathBuf,
+    /// A Matryoshka model: the nesting level to write (0, the first, is the one msae scores).
+    #[arg(long)]
+    pub level: Option<usize>,
+    /// SAELens metadata: the model the SAE's inputs come from (default: the embedding model of
+    /// the training data, when the experiment names one).
+    #[arg(long)]
+    pub model_name: Option<String>,
+    /// SAELens metadata: the hook (layer) the SAE's inputs come from.
+    #[arg(long)]
+    pub hook_name: Option<String>,
 }
 
 #[derive(Args)]
@@ -139,6 +166,9 @@ pub struct ExportArgs {
     /// SAELens metadata: the hook (layer) the SAE's inputs come from.
     #[arg(long)]
     pub hook_name: Option<String>,
+    /// A Matryoshka model: the nesting level to write (0, the first, is the one msae scores).
+    #[arg(long)]
+    pub level: Option<usize>,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]

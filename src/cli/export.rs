@@ -17,6 +17,9 @@ pub fn export(g: &Global, args: &ExportArgs) -> Result<ExitCode> {
         Some(o) => o.clone(),
         None => inst.kind.outputs()[0].name.to_string(),
     };
+    if args.level.is_some() && args.format != ExportFormat::Saelens {
+        bail!("--level picks the Matryoshka level of a SAELens export (--format saelens)");
+    }
     let store = open_read(g, "msae export")?;
     let entry = plan(&exp, &p, &store)?
         .into_iter()
@@ -61,7 +64,8 @@ pub fn export(g: &Global, args: &ExportArgs) -> Result<ExitCode> {
                 hook_name: args.hook_name.clone(),
                 dataset_path: None,
             };
-            saelens::export(&sae, &args.to, &provenance)?;
+            let target = saelens::export(&sae, &args.to, &provenance, args.level)?;
+            println!("exported {}", target.describe(&sae));
             println!(
                 "wrote {} and {}",
                 args.to.join("cfg.json").display(),

@@ -1,14 +1,27 @@
-//! `msae kinds`: every step kind with its parameters and outputs.
+//! `msae kinds [KIND]`: every step kind (or one) with its parameters, outputs and notes.
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use crate::step::spec::{Default, Role};
 use crate::step::Registry;
 
-pub fn kinds(kinds: Registry) -> Result<ExitCode> {
-    for step in kinds.kinds() {
+pub fn kinds(kinds: Registry, only: Option<&str>) -> Result<ExitCode> {
+    if let Some(name) = only {
+        if kinds.find(name).is_none() {
+            let known: Vec<&str> = kinds.kinds().iter().map(|s| s.kind()).collect();
+            bail!(
+                "unknown step kind `{name}`; the kinds are {}",
+                known.join(", ")
+            );
+        }
+    }
+    for step in kinds
+        .kinds()
+        .iter()
+        .filter(|s| only.is_none_or(|k| s.kind() == k))
+    {
         println!(
             "{} (version {}): {}",
             step.kind(),
@@ -49,6 +62,9 @@ pub fn kinds(kinds: Registry) -> Result<ExitCode> {
                 o.doc,
                 if o.optional { " (optional)" } else { "" }
             );
+        }
+        for line in step.details().lines() {
+            println!("  {line}");
         }
         println!();
     }

@@ -11,6 +11,7 @@ mod export;
 mod gc;
 mod kinds;
 mod plan;
+mod publish;
 mod report;
 mod run;
 mod shared;
@@ -77,8 +78,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         } => gc::gc(g, experiments, *dry_run),
         Command::Cache(CacheCommand::Du { json }) => cache::du(g, *json),
         Command::Cache(CacheCommand::Verify) => cache::verify(g),
-        Command::Kinds => kinds::kinds(shared::kinds()),
+        Command::Kinds { kind } => kinds::kinds(shared::kinds(), kind.as_deref()),
         Command::Export(args) => export::export(g, args),
+        Command::Publish(args) => publish::publish(g, args),
         Command::Cancel { experiment } => cancel::cancel(g, experiment),
         Command::Exec { spec } => crate::runner::worker::exec(spec, shared::kinds()),
         Command::Report {

@@ -1,5 +1,6 @@
-//! Matrix files and their validation.
+//! Matrix files and their validation; sparse codes (CSR).
 
+pub mod csr;
 pub mod npy;
 pub mod reader;
 

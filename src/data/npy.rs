@@ -295,8 +295,9 @@ pub fn write_matrix(path: &Path, rows: usize, cols: usize, values: &[f32]) -> Re
     w.finish()
 }
 
-/// A version 1.0 header, padded so the data starts on a 64-byte boundary.
-fn header_bytes(rows: usize, cols: usize) -> Vec<u8> {
+/// The header msae writes before a float32 [rows, cols] matrix, the one NumPy writes for it: a
+/// version 1.0 header, padded so the data starts on a 64-byte boundary.
+pub fn header_bytes(rows: usize, cols: usize) -> Vec<u8> {
     let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     let unpadded = MAGIC.len() + 2 + 2 + dict.len() + 1;
     let pad = (64 - unpadded % 64) % 64;

@@ -1,12 +1,19 @@
 //! Export in the SAELens layout: a folder with `cfg.json` and `sae_weights.safetensors`
 //! (`W_enc` \[d, n\], `b_enc` \[n\], `W_dec` \[n, d\], `b_dec` \[d\], and `threshold` \[n\]
-//! for JumpReLU).
+//! for JumpReLU). [`super::saelens_read`] reads the same layout back.
 //!
 //! SAELens computes `z = act((x − b_dec)·W_enc + b_enc)` and `x̂ = z·W_dec + b_dec` on raw
 //! inputs, while msae models work on standardised inputs `x' = (x − μ)·s`. The standardisation
 //! folds into the weights exactly: with `b_dec = μ + b_pre/s`, `W_enc ← s·W_enc` and
 //! `W_dec ← W_dec/s` both sides give the same code and the same raw-space reconstruction, so
-//! the exported SAE needs no normalisation setting (`normalize_activations = "none"`).
+//! the exported SAE needs no normalisation setting (`normalize_activations = "none"`). In float32
+//! the fold rounds: for s not a power of two, `s·W_enc` or `W_dec/s` maps neighbouring values
+//! onto one, so the unfolded weights cannot be recovered bit for bit from the folded ones (the
+//! reader restores them to within an ulp, with μ and s from the `msae` section of `cfg.json`).
+//!
+//! A Matryoshka model is scored by msae at its first nesting level (a per-row TopK at that k), so
+//! that level is what the export writes by default: a SAELens `topk` SAE at that k; another
+//! level may be chosen, and the last one (k = n, every positive pre-activation) is `standard`.
 
 use std::path::Path;
 
@@ -17,6 +24,10 @@ use crate::sae::config::{Arch, BatchTopkInference, TopkVariant};
 use crate::sae::model::{serialize_host, write_atomic, HostTensor};
 use crate::sae::Sae;
 
+/// The `cfg.json` format this writer follows (declared as `metadata.sae_lens_version`, which
+/// SAELens reads to tell its current format from the one before 6.0).
+pub const CONFIG_FORMAT: &str = "6.0.0";
+
 /// Names that tell SAELens users where the SAE's inputs come from (optional).
 #[derive(Default)]
 pub struct Provenance {
@@ -25,9 +36,47 @@ pub struct Provenance {
     pub dataset_path: Option<String>,
 }
 
-/// Writes `dir/cfg.json` and `dir/sae_weights.safetensors` for `sae`.
-pub fn export(sae: &Sae, dir: &Path, provenance: &Provenance) -> Result<()> {
-    let (architecture, threshold) = architecture(sae)?;
+/// The SAELens model an msae model is written as.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// `standard`, `topk` or `jumprelu`.
+    pub architecture: &'static str,
+    /// k of a `topk` SAE.
+    pub k: Option<usize>,
+    /// Per-latent thresholds of a `jumprelu` SAE.
+    pub threshold: Option<Vec<f32>>,
+    /// The Matryoshka level written (index into the nesting levels).
+    pub level: Option<usize>,
+}
+
+impl Target {
+    /// One line saying what was written, e.g. for `msae export` to print.
+    pub fn describe(&self, sae: &Sae) -> String {
+        let what = match self.k {
+            Some(k) => format!("a SAELens `{}` SAE with k = {k}", self.architecture),
+            None => format!("a SAELens `{}` SAE", self.architecture),
+        };
+        match self.level {
+            Some(l) => format!(
+                "Matryoshka level {l} of {} (nesting levels {:?}, k = {}) as {what}; msae scores level 0",
+                sae.levels.len(),
+                sae.levels,
+                sae.levels[l]
+            ),
+            None => what,
+        }
+    }
+}
+
+/// Writes `dir/cfg.json` and `dir/sae_weights.safetensors` for `sae`; for a Matryoshka model,
+/// `level` picks the nesting level (default 0, the one msae scores). Returns what was written.
+pub fn export(
+    sae: &Sae,
+    dir: &Path,
+    provenance: &Provenance,
+    level: Option<usize>,
+) -> Result<Target> {
+    let target = target(sae, level)?;
     let (d, n) = (sae.d, sae.n);
     let s = sae.standardization.scale;
     if !(s.is_finite() && s > 0.0) {
@@ -51,11 +100,11 @@ pub fn export(sae: &Sae, dir: &Path, provenance: &Provenance) -> Result<()> {
         ("W_dec".to_string(), HostTensor::F32(w_dec, vec![n, d])),
         ("b_dec".to_string(), HostTensor::F32(b_dec, vec![d])),
     ];
-    if let Some(t) = threshold {
-        tensors.push(("threshold".to_string(), HostTensor::F32(t, vec![n])));
+    if let Some(t) = &target.threshold {
+        tensors.push(("threshold".to_string(), HostTensor::F32(t.clone(), vec![n])));
     }
     let mut cfg = json!({
-        "architecture": architecture,
+        "architecture": target.architecture,
         "d_in": d,
         "d_sae": n,
         "dtype": "float32",
@@ -63,24 +112,16 @@ pub fn export(sae: &Sae, dir: &Path, provenance: &Provenance) -> Result<()> {
         "apply_b_dec_to_input": true,
         "normalize_activations": "none",
         "reshape_activations": "none",
-        "meta": {
+        "metadata": {
+            "sae_lens_version": CONFIG_FORMAT,
             "model_name": provenance.model_name,
             "hook_name": provenance.hook_name,
             "dataset_path": provenance.dataset_path,
         },
-        "msae": {
-            "arch": format!("{:?}", sae.config.arch).to_lowercase(),
-            "standardisation": "folded into W_enc, W_dec and b_dec",
-            "scale": s,
-            "target_norm": sae.target_norm,
-        },
+        "msae": msae_section(sae, &target)?,
     });
-    if architecture == "topk" {
-        cfg["k"] = json!(sae.config.k());
-    }
-    if sae.config.arch == Arch::Msae {
-        cfg["msae"]["nesting_levels"] = json!(sae.levels);
-        cfg["msae"]["note"] = json!("the exported code is the last (dense ReLU) level; level l keeps each row's top nesting_levels[l] latents");
+    if let Some(k) = target.k {
+        cfg["k"] = json!(k);
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let weights = dir.join("sae_weights.safetensors");
@@ -88,12 +129,36 @@ pub fn export(sae: &Sae, dir: &Path, provenance: &Provenance) -> Result<()> {
     write_atomic(&weights, &bytes).map_err(|e| anyhow!("{e}"))?;
     let text = serde_json::to_string_pretty(&cfg)? + "\n";
     write_atomic(&dir.join("cfg.json"), text.as_bytes()).map_err(|e| anyhow!("{e}"))?;
-    Ok(())
+    Ok(target)
 }
 
-/// The SAELens architecture that computes the same code as `sae` at inference, and its
-/// per-latent thresholds where it needs them.
-fn architecture(sae: &Sae) -> Result<(&'static str, Option<Vec<f32>>)> {
+/// What msae needs beyond the SAELens fields to read the folder back as the model it came from:
+/// the standardisation, the training configuration and the Matryoshka levels. SAELens ignores
+/// keys it does not know.
+fn msae_section(sae: &Sae, target: &Target) -> Result<serde_json::Value> {
+    let mut section = json!({
+        "arch": format!("{:?}", sae.config.arch).to_lowercase(),
+        "standardisation": "folded into W_enc, W_dec and b_dec",
+        "mean": sae.standardization.mean,
+        "scale": sae.standardization.scale,
+        "target_norm": sae.target_norm,
+        "config": serde_json::to_value(&sae.config)?,
+    });
+    if let Some(t) = sae.batchtopk_threshold {
+        section["batchtopk_threshold"] = json!(t);
+    }
+    if sae.config.arch == Arch::Msae {
+        section["nesting_levels"] = json!(sae.levels);
+        section["level_weights"] = json!(sae.level_weights);
+        section["exported_level"] = json!(target.level);
+        section["note"] = json!("the exported code is one nesting level: level l keeps each row's top nesting_levels[l] latents; msae scores level 0");
+    }
+    Ok(section)
+}
+
+/// The SAELens model that computes the same code as `sae` at inference (for a Matryoshka model,
+/// as its nesting level `level`, default 0).
+pub fn target(sae: &Sae, level: Option<usize>) -> Result<Target> {
     let c = &sae.config;
     if c.soft_cap > 0.0 {
         bail!(
@@ -101,24 +166,57 @@ fn architecture(sae: &Sae) -> Result<(&'static str, Option<Vec<f32>>)> {
             c.soft_cap
         );
     }
+    if level.is_some() && c.arch != Arch::Msae {
+        bail!(
+            "only a Matryoshka model has levels to choose from; this SAE is `{:?}`",
+            c.arch
+        );
+    }
     let relu_family = c.topk_variant == TopkVariant::Relu;
+    let plain = |architecture, k| Target {
+        architecture,
+        k,
+        threshold: None,
+        level: None,
+    };
     Ok(match c.arch {
-        Arch::Relu => ("standard", None),
-        // The last nesting level keeps every positive pre-activation: a ReLU code.
-        Arch::Msae if relu_family => ("standard", None),
-        Arch::Topk if relu_family => ("topk", None),
+        Arch::Relu => plain("standard", None),
+        Arch::Topk if relu_family => plain("topk", Some(c.k())),
+        Arch::Msae if relu_family => {
+            let l = level.unwrap_or(0);
+            let Some(&k) = sae.levels.get(l) else {
+                bail!(
+                    "level {l} does not exist: this Matryoshka model has {} levels (0 to {}), nesting levels {:?}",
+                    sae.levels.len(),
+                    sae.levels.len().saturating_sub(1),
+                    sae.levels
+                );
+            };
+            // k = n keeps every positive pre-activation: a ReLU code.
+            let (architecture, k) = if k >= sae.n { ("standard", None) } else { ("topk", Some(k)) };
+            Target {
+                level: Some(l),
+                ..plain(architecture, k)
+            }
+        }
+        // SAELens keeps ReLU(P) where P > θ, so a θ below 0 (trained directly) acts as 0 there
+        // as it does here.
         Arch::Jumprelu => {
-            let log_t = sae
-                .log_threshold
-                .as_ref()
+            let theta = sae
+                .thresholds()?
                 .ok_or_else(|| anyhow!("JumpReLU model without thresholds"))?;
-            let t = log_t.exp()?.to_vec1::<f32>()?;
-            ("jumprelu", Some(t))
+            Target {
+                threshold: Some(theta.to_vec1::<f32>()?),
+                ..plain("jumprelu", None)
+            }
         }
         // With a global threshold θ ≥ 0, BatchTopK inference keeps P where P > θ: a JumpReLU
         // with the same threshold for every latent.
         Arch::Batchtopk if relu_family => match (c.batchtopk_inference, sae.batchtopk_threshold) {
-            (BatchTopkInference::Threshold, Some(t)) if t >= 0.0 => ("jumprelu", Some(vec![t as f32; sae.n])),
+            (BatchTopkInference::Threshold, Some(t)) if t >= 0.0 => Target {
+                threshold: Some(vec![t as f32; sae.n]),
+                ..plain("jumprelu", None)
+            },
             _ => bail!("this BatchTopK SAE selects per batch (no inference threshold), which no SAELens architecture reproduces"),
         },
         _ => bail!(
@@ -195,7 +293,7 @@ mod tests {
 
     fn check_against_msae(sae: &Sae) {
         let dir = tempfile::tempdir().unwrap();
-        export(sae, dir.path(), &Provenance::default()).unwrap();
+        export(sae, dir.path(), &Provenance::default(), None).unwrap();
         let cfg: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join("cfg.json")).unwrap()).unwrap();
         assert_eq!(cfg["architecture"], "jumprelu");
@@ -233,7 +331,7 @@ mod tests {
             ..TrainConfig::default()
         });
         let th: Vec<f32> = (0..12).map(|j| (0.05 + 0.03 * j as f32).ln()).collect();
-        sae.log_threshold = Some(Tensor::from_vec(th, 12, &Device::Cpu).unwrap());
+        sae.threshold_param = Some(Tensor::from_vec(th, 12, &Device::Cpu).unwrap());
         check_against_msae(&sae);
     }
 
@@ -250,7 +348,7 @@ mod tests {
         // Without a threshold (reference behaviour) there is no SAELens equivalent.
         sae.batchtopk_threshold = None;
         let dir = tempfile::tempdir().unwrap();
-        let e = export(&sae, dir.path(), &Provenance::default()).unwrap_err();
+        let e = export(&sae, dir.path(), &Provenance::default(), None).unwrap_err();
         assert!(e.to_string().contains("selects per batch"), "{e}");
     }
 
@@ -264,7 +362,7 @@ mod tests {
             ..TrainConfig::default()
         });
         let dir = tempfile::tempdir().unwrap();
-        let e = export(&sae, dir.path(), &Provenance::default()).unwrap_err();
+        let e = export(&sae, dir.path(), &Provenance::default(), None).unwrap_err();
         assert!(e.to_string().contains("top-k variant"), "{e}");
     }
 }

@@ -1,16 +1,23 @@
 //! `import`: registers an existing embedding matrix (and optional text and label lists).
 //!
 //! The matrix is checked (shape against the file size, every value finite, optionally the column
-//! count) and copied into the store as a NumPy `.npy` file, so every downstream step reads one
-//! format and a later edit of the original file can never change a cached result behind msae's
-//! back. Both NumPy `.npy` files and the reference code's headerless `_<N>_<D>.npy` files are
-//! accepted; they are told apart by the NumPy magic bytes.
+//! count) and stored as a NumPy `.npy` file, so every downstream step reads one format. Both
+//! NumPy `.npy` files and the reference code's headerless `_<N>_<D>.npy` files are accepted; they
+//! are told apart by the NumPy magic bytes.
+//!
+//! A file that already holds exactly the bytes msae would write (a float32 `.npy` with the header
+//! NumPy writes) is not rewritten: it is hard-linked into the store when nobody may write it (no
+//! write permission bits), so a later edit of the original cannot change a cached result behind
+//! msae's back, and otherwise copied by the kernel (`copy_file_range`, which btrfs, XFS and other
+//! file systems with shared extents turn into a copy-on-write clone). Either way the content check
+//! then reads what is stored; where neither works (another file system, no rights) it is written
+//! block by block as any other file.
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::data::npy::{Layout, Matrix, NpyWriter};
+use crate::data::npy::{header_bytes, Layout, Matrix, NpyWriter};
 use crate::data::reader::RowReader;
 use crate::step::spec::{Default, OutputSpec, ParamSpec, ParamType, Role};
 use crate::step::{Metrics, Step, StepContext};
@@ -102,40 +109,37 @@ impl Step for Import {
         if m.rows() == 0 {
             bail!("{} has no rows", path.display());
         }
-        let bar = ctx
-            .progress
-            .bar(m.rows() as u64, "import: checking and copying");
-        let mut w = NpyWriter::create(&ctx.output_path("matrix"), m.rows(), m.cols())?;
-        let mut bad = 0usize;
-        let mut first_bad: Option<(usize, usize, f32)> = None;
-        let mut norm_sum = 0f64;
-        // Positioned reads rather than the map: the resident set stays at one block.
-        let mut reader = RowReader::new(&m)?;
-        for start in (0..m.rows()).step_by(BLOCK_ROWS) {
-            let end = (start + BLOCK_ROWS).min(m.rows());
-            let block = reader.chunk(start, end)?;
-            for (i, row) in block.chunks(m.cols()).enumerate() {
-                let mut sq = 0f64;
-                for (j, &x) in row.iter().enumerate() {
-                    if !x.is_finite() {
-                        bad += 1;
-                        first_bad.get_or_insert((start + i, j, x));
-                    }
-                    sq += (x as f64) * (x as f64);
-                }
-                norm_sum += sq.sqrt();
+        let out = ctx.output_path("matrix");
+        let (bad, first_bad, norm_sum) = match place(&m, &path, &out)? {
+            Some(how) => {
+                tracing::info!("import: {} {how} into the store", path.display());
+                let stored = Matrix::open(&out)?;
+                let bar = ctx
+                    .progress
+                    .bar(m.rows() as u64, &format!("import: checking the {how}"));
+                let found = check(&stored, None, &bar)?;
+                bar.finish_and_clear();
+                found
             }
-            w.write_rows(block)?;
-            bar.set_position(end as u64);
-        }
-        bar.finish_and_clear();
+            None => {
+                let bar = ctx
+                    .progress
+                    .bar(m.rows() as u64, "import: checking and copying");
+                let mut w = NpyWriter::create(&out, m.rows(), m.cols())?;
+                let found = check(&m, Some(&mut w), &bar)?;
+                bar.finish_and_clear();
+                if found.1.is_none() {
+                    w.finish()?;
+                }
+                found
+            }
+        };
         if let Some((r, c, x)) = first_bad {
             bail!(
                 "{} contains {bad} non-finite value(s) (NaN or infinity); the first is {x} at row {r}, column {c}. Clean the data before importing it",
                 path.display()
             );
         }
-        w.finish()?;
         copy_lines(ctx, "texts", m.rows())?;
         copy_lines(ctx, "labels", m.rows())?;
         let mut metrics = Metrics::new();
@@ -151,5 +155,83 @@ impl Step for Import {
             .into(),
         );
         Ok(metrics)
+    }
+}
+
+/// The first non-finite value (row, column, value), if any.
+type FirstBad = Option<(usize, usize, f32)>;
+
+/// Reads every row of `m` (positioned reads rather than the map, so the resident set stays at
+/// one block), counting non-finite values and summing row norms; copies the rows to `copy_to`
+/// when given. Returns (non-finite count, the first of them, sum of row norms).
+fn check(
+    m: &Matrix,
+    mut copy_to: Option<&mut NpyWriter>,
+    bar: &indicatif::ProgressBar,
+) -> Result<(usize, FirstBad, f64)> {
+    let mut bad = 0usize;
+    let mut first_bad = None;
+    let mut norm_sum = 0f64;
+    let mut reader = RowReader::new(m)?;
+    for start in (0..m.rows()).step_by(BLOCK_ROWS) {
+        let end = (start + BLOCK_ROWS).min(m.rows());
+        let block = reader.chunk(start, end)?;
+        for (i, row) in block.chunks(m.cols()).enumerate() {
+            let mut sq = 0f64;
+            for (j, &x) in row.iter().enumerate() {
+                if !x.is_finite() {
+                    bad += 1;
+                    first_bad.get_or_insert((start + i, j, x));
+                }
+                sq += (x as f64) * (x as f64);
+            }
+            norm_sum += sq.sqrt();
+        }
+        if let Some(w) = copy_to.as_deref_mut() {
+            w.write_rows(block)?;
+        }
+        bar.set_position(end as u64);
+    }
+    Ok((bad, first_bad, norm_sum))
+}
+
+/// When `source` already holds the bytes msae would store (a `.npy` with msae's float32 header
+/// and nothing after the data), puts them at `out` without rewriting them: a hard link when no
+/// one may write the source, else a kernel copy. Returns how, or `None` when the file must be
+/// converted (or could be neither linked nor copied).
+fn place(m: &Matrix, source: &Path, out: &Path) -> Result<Option<&'static str>> {
+    let header = header_bytes(m.rows(), m.cols());
+    let expected_len = header.len() as u64 + (m.rows() * m.cols() * 4) as u64;
+    // The link must name the file itself, not a symbolic link to it.
+    let source = std::fs::canonicalize(source)
+        .with_context(|| format!("cannot resolve {}", source.display()))?;
+    let meta = std::fs::metadata(&source)?;
+    let canonical = matches!(m.layout, Layout::Npy { data_offset } if data_offset == header.len())
+        && meta.len() == expected_len
+        && {
+            use std::io::Read;
+            let mut head = vec![0u8; header.len()];
+            std::fs::File::open(&source)?.read_exact(&mut head)?;
+            head == header
+        };
+    if !canonical {
+        return Ok(None);
+    }
+    if read_only(&meta) && std::fs::hard_link(&source, out).is_ok() {
+        return Ok(Some("hard link"));
+    }
+    Ok(std::fs::copy(&source, out).is_ok().then_some("copy"))
+}
+
+/// Whether no one may write the file (by its permission bits).
+fn read_only(meta: &std::fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        meta.permissions().mode() & 0o222 == 0
+    }
+    #[cfg(not(unix))]
+    {
+        meta.permissions().readonly()
     }
 }

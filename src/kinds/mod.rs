@@ -50,6 +50,7 @@ pub mod score_topk;
 pub mod snapshots;
 pub mod stats;
 pub mod synth;
+pub mod synth_bench;
 pub mod top_examples;
 pub mod train;
 pub mod validate;

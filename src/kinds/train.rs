@@ -56,8 +56,13 @@ static PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "batchtopk_inference", ty: ParamType::Choice(&["threshold", "batch"]), default: Default::Str("threshold"), doc: "BatchTopK outside training: a global threshold estimated in training, or the reference's batch-level top-k", ..ParamSpec::BASE },
     ParamSpec { name: "dead_threshold", ty: ParamType::Float, default: Default::Float(crate::metrics::DEAD_FREQUENCY_THRESHOLD), min: Some(0.0), doc: "activation frequency below which a latent counts as dead (reference 10^-5.5)", ..ParamSpec::BASE },
     ParamSpec { name: "batchtopk_threshold_momentum", ty: ParamType::Float, default: Default::Float(0.99), min: Some(0.0), max: Some(1.0), doc: "EMA momentum of the BatchTopK inference threshold", ..ParamSpec::BASE },
-    ParamSpec { name: "jumprelu_theta0", ty: ParamType::Float, default: Default::Float(0.001), min: Some(0.0), doc: "JumpReLU initial threshold", ..ParamSpec::BASE },
-    ParamSpec { name: "jumprelu_bandwidth", ty: ParamType::Float, default: Default::Float(0.001), min: Some(0.0), doc: "JumpReLU kernel bandwidth ε of the straight-through estimator", ..ParamSpec::BASE },
+    ParamSpec { name: "jumprelu_theta0", ty: ParamType::Float, default: Default::Float(0.001), gridable: true, min: Some(0.0), doc: "JumpReLU initial threshold θ₀ in the units of the pre-activations with unit decoder rows: every latent holds θ₀ once the first renormalisation has run (fresh models' pre-activations spread about init_norm² = 0.01 for rows of norm √d)", ..ParamSpec::BASE },
+    ParamSpec { name: "jumprelu_bandwidth", ty: ParamType::Float, default: Default::Float(0.001), gridable: true, min: Some(0.0), doc: "JumpReLU kernel bandwidth ε of the straight-through estimator (same units as θ)", ..ParamSpec::BASE },
+    ParamSpec { name: "jumprelu_param", ty: ParamType::Choice(&["log", "direct"]), default: Default::Str("log"), gridable: true, doc: "what the optimiser trains for the JumpReLU thresholds: log θ (reference, JumpReLU authors' notebook, SAELens; θ moves by a factor ≈ e^lr per step) or θ itself (moves by ≈ lr per step; a θ below 0 acts as 0)", ..ParamSpec::BASE },
+    ParamSpec { name: "aux_k_coef", ty: ParamType::Float, default: Default::Absent, gridable: true, min: Some(0.0), doc: "weight α of the TopK paper's auxiliary dead-latent loss (topk, batchtopk, msae; SAELens uses 1, the paper 1/32); absent or 0: off", ..ParamSpec::BASE },
+    ParamSpec { name: "aux_k", ty: ParamType::Int, default: Default::Absent, gridable: true, min: Some(1.0), doc: "dead latents per row in the auxiliary loss, k_aux (default d/2, as SAELens)", ..ParamSpec::BASE },
+    ParamSpec { name: "aux_dead_steps", ty: ParamType::Int, default: Default::Absent, gridable: true, min: Some(1.0), doc: "a latent is dead for the auxiliary loss after this many training steps without firing (default 1000, as SAELens)", ..ParamSpec::BASE },
+    ParamSpec { name: "aux_k_values", ty: ParamType::Choice(&["raw", "activation"]), default: Default::Absent, gridable: true, doc: "values of the auxiliary code: raw pre-activations (default, as SAELens) or the topk_variant's activation (the TopK paper's code: ReLU); not activation for msae", ..ParamSpec::BASE },
     ParamSpec { name: "log_every", ty: ParamType::Int, default: Default::Int(100), min: Some(1.0), doc: "training steps per loss record in the log", ..ParamSpec::BASE },
     ParamSpec { name: "mean_center", ty: ParamType::Bool, default: Default::Bool(true), doc: "subtract the training mean", ..ParamSpec::BASE },
     ParamSpec { name: "target_norm", ty: ParamType::Float, default: Default::Absent, min: Some(0.0), doc: "target norm of the scale (default √d; 0 disables scaling)", ..ParamSpec::BASE },
@@ -66,6 +71,34 @@ static PARAMS: &[ParamSpec] = &[
     ParamSpec { name: "checkpoint_steps", ty: ParamType::Int, role: Role::Exec, default: Default::Int(500), min: Some(1.0), doc: "write a resumable checkpoint every this many steps", ..ParamSpec::BASE },
     ParamSpec { name: "checkpoint_seconds", ty: ParamType::Int, role: Role::Exec, default: Default::Int(120), min: Some(1.0), doc: "…or when this many seconds passed since the last one", ..ParamSpec::BASE },
 ];
+
+/// The losses as `sae::model` computes them, for `msae kinds train` (and docs/step-kinds.md).
+const LOSSES: &str = "\
+losses on a batch of B standardised rows x_i of width d; P = (x − b_pre)·W_enc + b_lat, code
+z = cap(act(P)) (cap(u) = c·tanh(u/c) with soft_cap = c > 0, else u), x̂ = z·W_dec + b_pre:
+  loss = mse      rec = (1/(B·d))·Σ_i Σ_j (x̂_ij − x_ij)²  (a mean over all B·d entries)
+  loss = nmse     rec = (1/B)·Σ_i ‖x̂_i − x_i‖² / ‖x_i − m‖²  (m = 0 with mean_center, else the
+                  mean of the standardised training rows)
+  loss = cosine   rec = (1/B)·Σ_i (1 − cos(x_i, x̂_i))²
+  relu            total = rec + λ·(1/B)·Σ_i ‖z_i‖₁ / ‖x_i‖₂  (λ = l1, default 0.003)
+  jumprelu        total = rec + λ·(1/B)·Σ_i Σ_j H(P_ij − θ⁺_j)  (λ = l1, default 0.001; the L0
+                  penalty is λ times the mean number of latents firing per row), with
+                  z_ij = P_ij·H(P_ij − θ⁺_j), θ⁺ = max(θ, 0); gradient to θ_j by the rectangle
+                  kernel of width ε = jumprelu_bandwidth around θ_j (|P_ij − θ_j| < ε/2):
+                  ∂/∂θ_j = −(θ⁺_j/ε)·Σ_i∈window ∂rec/∂z_ij − (λ/(ε·B))·|window|, times θ_j
+                  with jumprelu_param = log (the parameter is log θ)
+  topk, batchtopk total = rec (l1 is ignored)
+  msae            total = Σ_l w_l·rec(x̂_l), x̂_l decoded from each row's top-k_l code (the topk
+                  rule, topk_variant); k_1 = nesting_start, doubled while ≤ n, then n;
+                  w = (1, …, 1) for uw, (L, L−1, …, 1) for rw, (1, 2, …, L) for rw_fixed,
+                  divided by their sum
+  aux_k_coef = α  total += α·min(|D|/k_aux, 1)·ℓ(ê, e) (topk, batchtopk, msae): D the latents
+                  silent for more than aux_dead_steps steps, ê decoded (no b_pre) from each
+                  row's min(k_aux, |D|) largest pre-activations in D (raw; with
+                  aux_k_values = activation as topk_variant ranks and keeps them), e = x − x̂ held
+                  constant (msae: its last level), ℓ the squared error normalised as rec's
+                  (mse: Σ/(B·d); nmse and cosine: (1/B)·Σ_i ‖ê_i − e_i‖² / ‖x_i − m‖²)
+carrying coefficients from other libraries: docs/differences.md";
 
 static OUTPUTS: &[OutputSpec] = &[
     OutputSpec {
@@ -124,7 +157,11 @@ pub fn config_from_params(params: &BTreeMap<String, Value>) -> Result<TrainConfi
 }
 
 impl Step for Train {
-    step_info!(kind: "train", version: 4, about: "train an SAE (relu, topk, batchtopk, jumprelu, msae) with the reference recipe");
+    step_info!(kind: "train", version: 5, about: "train an SAE (relu, topk, batchtopk, jumprelu, msae) with the reference recipe");
+
+    fn details(&self) -> &'static str {
+        LOSSES
+    }
 
     fn needs(&self) -> crate::step::Needs {
         crate::step::Needs::DEVICE
@@ -396,12 +433,24 @@ fn finish(
     let mut metrics = Metrics::new();
     metrics.insert("n_latents".into(), outcome.model.n.into());
     metrics.insert("steps".into(), outcome.steps.into());
-    if let Some(last) = outcome.log.steps.last() {
+    // The last loss record; a run shorter than `log_every` has none, and its means over all
+    // its steps stand in.
+    if let Some(last) = outcome.log.steps.last().or(outcome.tail.as_ref()) {
         metrics.insert("final_loss".into(), last.loss.into());
         metrics.insert("final_active".into(), last.active.into());
     }
-    if let Some(dead) = outcome.log.dead.last() {
-        metrics.insert("dead".into(), dead.dead.into());
+    // Likewise the last dead-latent window, or a run shorter than `check_dead` as one window.
+    let dead = match outcome.log.dead.last() {
+        Some(d) => d.dead,
+        None => crate::sae::model::count_dead(
+            &outcome.model.stats.frequencies(),
+            p.config.dead_threshold,
+        ),
+    };
+    metrics.insert("dead".into(), dead.into());
+    // The messages are in the log (and were printed when they were found).
+    if !outcome.log.warnings.is_empty() {
+        metrics.insert("warnings".into(), outcome.log.warnings.len().into());
     }
     metrics.insert("train_seconds".into(), seconds.into());
     Ok(metrics)

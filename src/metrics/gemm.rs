@@ -13,7 +13,7 @@ use super::matrix::MatRef;
 /// `C (m×n, row-major) = beta·C + A (m×k, row-major) · B`, where entry
 /// `(p, j)` of B is `b[p * rsb + j * csb]`.
 #[allow(clippy::too_many_arguments)]
-fn dgemm(
+pub(super) fn dgemm(
     m: usize,
     k: usize,
     n: usize,

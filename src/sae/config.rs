@@ -104,6 +104,33 @@ pub enum BatchTopkInference {
     Batch,
 }
 
+/// The values of the auxiliary dead-latent loss's code.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuxValues {
+    /// Each row's largest dead pre-activations, unchanged (SAELens).
+    #[default]
+    Raw,
+    /// The per-row top-k activation of `topk_variant` over the dead latents (the TopK paper's
+    /// released code, which applies its ReLU): ranks as the variant ranks, keeps what it keeps.
+    Activation,
+}
+
+/// How the optimiser sees the JumpReLU thresholds.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum JumpreluParam {
+    /// The trained parameter is log θ (the reference code, the JumpReLU authors' training
+    /// notebook, SAELens's training SAE in every version). Adam moves it by about lr per step,
+    /// so θ changes by a factor of about e^(lr) per step: from θ₀ = 0.001 at lr 1e-4 it
+    /// cannot pass about 0.0012 in 2,000 steps.
+    #[default]
+    Log,
+    /// The trained parameter is θ itself (dictionary_learning's JumpReLU trainer); Adam moves
+    /// it by about lr per step in the units of the pre-activations. A θ below 0 acts as 0.
+    Direct,
+}
+
 /// Every knob of SAE training.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -153,15 +180,34 @@ pub struct TrainConfig {
     /// Recorded for the caller's statistics; with `false` the nmse reference vector is the mean
     /// of the standardised training data instead of 0 (docs/reference.md §5).
     pub mean_center: bool,
-    /// JumpReLU initial threshold θ₀.
+    /// JumpReLU initial threshold θ₀, in the units of the pre-activations of the model with
+    /// unit-norm decoder rows, i.e. the threshold every latent holds once the first decoder
+    /// renormalisation has run (the initial model holds θ₀/r_j so that it lands there).
     pub jumprelu_theta0: f64,
     /// JumpReLU kernel bandwidth ε.
     pub jumprelu_bandwidth: f64,
+    /// What the optimiser trains for the JumpReLU thresholds: log θ or θ.
+    pub jumprelu_param: JumpreluParam,
     pub batchtopk_inference: BatchTopkInference,
     /// EMA momentum of the BatchTopK threshold estimate (threshold ← m·threshold + (1−m)·min).
     pub batchtopk_threshold_momentum: f64,
     /// Training steps between loss records in the returned log.
     pub log_every: usize,
+    /// Weight α of the auxiliary dead-latent loss of the TopK paper ("aux-k"; top-k family and
+    /// Matryoshka); None or 0: off. Absent from serialised configurations while unset, so that
+    /// a training without it keeps its bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aux_k_coef: Option<f64>,
+    /// Dead latents each row's auxiliary code keeps (k_aux); None: d/2, as SAELens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aux_k: Option<usize>,
+    /// Training steps without firing after which a latent counts as dead for the auxiliary
+    /// loss; None: 1000, SAELens's `dead_feature_window`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aux_dead_steps: Option<usize>,
+    /// The values of the auxiliary code; None: raw pre-activations, as SAELens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aux_k_values: Option<AuxValues>,
 }
 
 impl Default for TrainConfig {
@@ -199,9 +245,14 @@ impl Default for TrainConfig {
             mean_center: true,
             jumprelu_theta0: 0.001,
             jumprelu_bandwidth: 0.001,
+            jumprelu_param: JumpreluParam::Log,
             batchtopk_inference: BatchTopkInference::Threshold,
             batchtopk_threshold_momentum: 0.99,
             log_every: 100,
+            aux_k_coef: None,
+            aux_k: None,
+            aux_dead_steps: None,
+            aux_k_values: None,
         }
     }
 }
@@ -240,6 +291,31 @@ impl TrainConfig {
             Arch::Jumprelu => 0.001,
             _ => 0.0,
         })
+    }
+
+    /// Weight of the auxiliary dead-latent loss (0: off).
+    pub fn aux_k_coef(&self) -> f64 {
+        self.aux_k_coef.unwrap_or(0.0)
+    }
+
+    /// Whether the auxiliary dead-latent loss is on.
+    pub fn aux_enabled(&self) -> bool {
+        self.aux_k_coef() > 0.0
+    }
+
+    /// Effective k_aux for input width `d`: d/2 (at least 1) unless set.
+    pub fn aux_k(&self, d: usize) -> usize {
+        self.aux_k.unwrap_or((d / 2).max(1))
+    }
+
+    /// Effective values of the auxiliary code.
+    pub fn aux_k_values(&self) -> AuxValues {
+        self.aux_k_values.unwrap_or_default()
+    }
+
+    /// Effective dead window of the auxiliary loss, in training steps.
+    pub fn aux_dead_steps(&self) -> usize {
+        self.aux_dead_steps.unwrap_or(1000)
     }
 
     /// Number of latents for input width `d`.
@@ -287,16 +363,80 @@ impl TrainConfig {
         if self.check_dead == 0 || self.log_every == 0 {
             return bad("check_dead and log_every must be positive".into());
         }
-        if self.arch == Arch::Jumprelu
-            && (self.jumprelu_theta0.is_nan()
-                || self.jumprelu_theta0 <= 0.0
-                || self.jumprelu_bandwidth.is_nan()
-                || self.jumprelu_bandwidth <= 0.0)
-        {
-            return bad("JumpReLU theta0 and bandwidth must be positive".into());
+        if self.arch == Arch::Jumprelu {
+            if !(self.jumprelu_bandwidth.is_finite() && self.jumprelu_bandwidth > 0.0) {
+                return bad(format!(
+                    "jumprelu_bandwidth = {} must be a positive number",
+                    self.jumprelu_bandwidth
+                ));
+            }
+            // log θ₀ must exist; a directly trained threshold may start at 0 (a ReLU).
+            let theta0_ok = match self.jumprelu_param {
+                JumpreluParam::Log => self.jumprelu_theta0 > 0.0,
+                JumpreluParam::Direct => self.jumprelu_theta0 >= 0.0,
+            };
+            if !(self.jumprelu_theta0.is_finite() && theta0_ok) {
+                return bad(format!(
+                    "jumprelu_theta0 = {} must be {} with jumprelu_param = \"{}\"",
+                    self.jumprelu_theta0,
+                    match self.jumprelu_param {
+                        JumpreluParam::Log => "positive",
+                        JumpreluParam::Direct => "a number ≥ 0",
+                    },
+                    match self.jumprelu_param {
+                        JumpreluParam::Log => "log",
+                        JumpreluParam::Direct => "direct",
+                    }
+                ));
+            }
         }
         if !(0.0..1.0).contains(&self.batchtopk_threshold_momentum) {
             return bad("batchtopk_threshold_momentum must lie in [0, 1)".into());
+        }
+        self.validate_aux(n)
+    }
+
+    /// Checks of the auxiliary dead-latent loss's knobs.
+    fn validate_aux(&self, n: usize) -> Result<(), SaeError> {
+        let bad = |m: String| Err(SaeError::Config(m));
+        if let Some(c) = self.aux_k_coef {
+            if !(c.is_finite() && c >= 0.0) {
+                return bad(format!("aux_k_coef = {c} must be a finite number ≥ 0"));
+            }
+        }
+        let tuned =
+            self.aux_k.is_some() || self.aux_dead_steps.is_some() || self.aux_k_values.is_some();
+        if (self.aux_enabled() || tuned)
+            && !matches!(self.arch, Arch::Topk | Arch::Batchtopk | Arch::Msae)
+        {
+            return bad(format!(
+                "the auxiliary dead-latent loss (aux_k_coef, aux_k, aux_dead_steps, aux_k_values) \
+                 exists for arch = \"topk\", \"batchtopk\" and \"msae\", not \"{}\"",
+                format!("{:?}", self.arch).to_lowercase()
+            ));
+        }
+        if tuned && self.aux_k_coef.is_none() {
+            return bad(
+                "aux_k, aux_dead_steps and aux_k_values tune the auxiliary dead-latent loss, which \
+                 is off without aux_k_coef: set aux_k_coef too (e.g. 0.03125, the TopK paper's 1/32)"
+                    .into(),
+            );
+        }
+        if self.arch == Arch::Msae && self.aux_k_values == Some(AuxValues::Activation) {
+            return bad(
+                "aux_k_values = \"activation\" would train nothing for arch = \"msae\": its \
+                 last level keeps every positive pre-activation, so a dead latent has none, and \
+                 the activation zeroes the rest; use \"raw\""
+                    .into(),
+            );
+        }
+        if let Some(k) = self.aux_k {
+            if k == 0 || k > n {
+                return bad(format!("aux_k = {k} must be in 1..={n} (the latent count)"));
+            }
+        }
+        if self.aux_dead_steps == Some(0) {
+            return bad("aux_dead_steps must be positive".into());
         }
         Ok(())
     }
@@ -331,6 +471,54 @@ mod tests {
     }
 
     #[test]
+    fn the_auxiliary_loss_is_refused_where_it_does_not_apply() {
+        let err = |c: &TrainConfig| c.validate(16).unwrap_err().to_string();
+        let mut c = TrainConfig::for_arch(Arch::Relu);
+        c.aux_k_coef = Some(0.03125);
+        assert!(err(&c).contains("not \"relu\""), "{}", err(&c));
+        c.arch = Arch::Jumprelu;
+        assert!(err(&c).contains("not \"jumprelu\""), "{}", err(&c));
+        // Explicitly off is harmless anywhere.
+        c.aux_k_coef = Some(0.0);
+        assert!(c.validate(16).is_ok());
+        for arch in [Arch::Topk, Arch::Batchtopk, Arch::Msae] {
+            let mut c = TrainConfig::for_arch(arch);
+            c.k = Some(4);
+            c.nesting_start = 4;
+            c.aux_k_coef = Some(1.0);
+            c.aux_k = Some(8);
+            c.aux_dead_steps = Some(10);
+            assert!(c.validate(16).is_ok(), "{arch:?}");
+            c.aux_k = Some(129);
+            assert!(
+                err(&c).contains("aux_k = 129 must be in 1..=128"),
+                "{}",
+                err(&c)
+            );
+            c.aux_k = Some(8);
+            c.aux_dead_steps = Some(0);
+            assert!(err(&c).contains("aux_dead_steps must be positive"));
+            c.aux_dead_steps = Some(10);
+            c.aux_k_coef = Some(f64::NAN);
+            assert!(err(&c).contains("aux_k_coef"));
+            // Tuning knobs without the weight would be silently ignored.
+            c.aux_k_coef = None;
+            assert!(err(&c).contains("set aux_k_coef too"), "{}", err(&c));
+        }
+        // A Matryoshka code's dead latents have no positive pre-activation for a ReLU to keep.
+        let mut c = TrainConfig::for_arch(Arch::Msae);
+        c.nesting_start = 4;
+        c.aux_k_coef = Some(1.0);
+        c.aux_k_values = Some(AuxValues::Activation);
+        assert!(err(&c).contains("use \"raw\""), "{}", err(&c));
+        c.aux_k_values = Some(AuxValues::Raw);
+        assert!(c.validate(16).is_ok());
+        // None of them is written into a configuration that does not set them.
+        let json = serde_json::to_string(&TrainConfig::default()).unwrap();
+        assert!(!json.contains("aux"), "{json}");
+    }
+
+    #[test]
     fn validation_rejects_bad_values() {
         let mut c = TrainConfig::for_arch(Arch::Topk);
         c.k = Some(1000);
@@ -339,5 +527,28 @@ mod tests {
         assert!(c.validate(16).is_ok());
         c.batch_size = 0;
         assert!(c.validate(16).is_err());
+    }
+
+    #[test]
+    fn jumprelu_thresholds_are_checked_per_parametrisation() {
+        let mut c = TrainConfig::for_arch(Arch::Jumprelu);
+        assert_eq!(c.jumprelu_param, JumpreluParam::Log);
+        // log θ₀ must exist; a directly trained threshold may start at 0 (a ReLU).
+        c.jumprelu_theta0 = 0.0;
+        let err = c.validate(16).unwrap_err().to_string();
+        assert!(
+            err.contains("jumprelu_theta0 = 0 must be positive"),
+            "{err}"
+        );
+        c.jumprelu_param = JumpreluParam::Direct;
+        assert!(c.validate(16).is_ok());
+        c.jumprelu_theta0 = -0.1;
+        assert!(c.validate(16).is_err());
+        c.jumprelu_theta0 = 0.01;
+        c.jumprelu_bandwidth = 0.0;
+        let err = c.validate(16).unwrap_err().to_string();
+        assert!(err.contains("jumprelu_bandwidth"), "{err}");
+        let parsed: TrainConfig = serde_json::from_str(r#"{"jumprelu_param":"direct"}"#).unwrap();
+        assert_eq!(parsed.jumprelu_param, JumpreluParam::Direct);
     }
 }

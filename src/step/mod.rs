@@ -26,6 +26,11 @@ pub trait Step: Sync {
     fn version(&self) -> u32;
     /// One line for `msae kinds` and error messages.
     fn about(&self) -> &'static str;
+    /// Longer notes that `msae kinds` prints after the parameters and outputs (formulas,
+    /// conventions), lines of at most 100 characters; empty for most kinds.
+    fn details(&self) -> &'static str {
+        ""
+    }
     fn params(&self) -> &'static [ParamSpec];
     /// The first output is the default one (what `"<step>"` without `.output` refers to).
     fn outputs(&self) -> &'static [OutputSpec];

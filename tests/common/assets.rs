@@ -51,9 +51,27 @@ pub fn test_asset(name: &str) -> Option<PathBuf> {
     })
 }
 
-/// The Python of the test assets (NumPy, Pillow, ftfy, regex), for independent oracles.
+/// The Python of the test assets (NumPy, SciPy, Pillow, ftfy, regex), for independent oracles.
 pub fn test_python() -> Option<PathBuf> {
     test_asset("venv/bin/python")
+}
+
+/// The test Python if it can import every module of `modules` (e.g. `"scipy"`), or `None` with a
+/// printed notice: a venv made before a module joined `scripts/test-assets.sh` lacks it.
+pub fn test_python_with(modules: &str) -> Option<PathBuf> {
+    let python = test_python()?;
+    let imports = Command::new(&python)
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !imports {
+        eprintln!(
+            "skipping: the test Python {} cannot import {modules}; run scripts/test-assets.sh",
+            python.display()
+        );
+        return None;
+    }
+    Some(python)
 }
 
 /// A folder installed from a Debian package (real images), or `None` with a printed notice.

@@ -1,5 +1,5 @@
 //! Feature recovery: for every SAE, the share of planted features whose best-matching latent
-//! reaches at least a given cosine (a survival curve of the best-match cosines).
+//! reaches at least a given |cosine| (a survival curve of the best-match |cosines|).
 
 use anyhow::{anyhow, Result};
 
@@ -33,7 +33,7 @@ pub fn figures(f: &FinishedRecords) -> Result<Vec<Figure>> {
             .as_array()
             .ok_or_else(|| anyhow!("`matches` of {} is not a list", inst.name))?
             .iter()
-            .filter_map(|m| m.get("best_cos")?.as_f64())
+            .filter_map(|m| m.get("best_abs_cos")?.as_f64())
             .collect();
         let points = survival(best);
         let mut s = Series::new(style, points);
@@ -41,8 +41,8 @@ pub fn figures(f: &FinishedRecords) -> Result<Vec<Figure>> {
         series.push(s);
     }
     let chart = Chart {
-        title: "Feature recovery: best-match cosine per planted feature".into(),
-        x_desc: "cosine of the best-matching decoder direction".into(),
+        title: "Feature recovery: best-match |cosine| per planted feature".into(),
+        x_desc: "|cosine| of the best-matching decoder direction".into(),
         y_desc: "share of planted features at or above".into(),
         log_x: false,
         series,

@@ -16,7 +16,7 @@
 use rayon::prelude::*;
 
 use crate::sae::kernels::host::{is_host_f32, with_slice, with_slice_mut};
-use crate::sae::model::{Grads, Sae};
+use crate::sae::model::{jumprelu, Grads, Sae};
 use crate::sae::optim::Adam;
 use crate::sae::Result;
 
@@ -39,8 +39,9 @@ pub(crate) fn apply(model: &mut Sae, adam: &mut Adam, grads: &mut Grads, lr: f64
         })
     })??;
     let scale: Vec<f32> = rows.iter().map(|&(r, _)| r).collect();
-    // The encoder's columns and the latent biases take the row norms, the log-thresholds
-    // their logarithm, so that every pre-activation keeps its value relative to its threshold.
+    // The encoder's columns, the latent biases and the JumpReLU thresholds take the row norms
+    // (a log-threshold their logarithm), so that every pre-activation keeps its value relative
+    // to its threshold.
     with_slice_mut(&model.encoder, |w| {
         w.par_chunks_mut(scale.len()).for_each(|row| {
             row.iter_mut().zip(&scale).for_each(|(v, r)| *v *= r);
@@ -49,10 +50,9 @@ pub(crate) fn apply(model: &mut Sae, adam: &mut Adam, grads: &mut Grads, lr: f64
     with_slice_mut(&model.latent_bias, |b| {
         b.iter_mut().zip(&scale).for_each(|(v, r)| *v *= r)
     })?;
-    if let Some(t) = &model.log_threshold {
-        with_slice_mut(t, |t| {
-            t.iter_mut().zip(&scale).for_each(|(v, r)| *v += r.ln())
-        })?;
+    if let Some(t) = &model.threshold_param {
+        let param = model.config.jumprelu_param;
+        with_slice_mut(t, |t| jumprelu::rescale_host(param, t, &scale))?;
     }
     let clip = model.config.clip_grad;
     let grad_scale = if clip > 0.0 {
@@ -107,18 +107,24 @@ fn clip_factor(norm: f32, max_norm: f64) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sae::config::JumpreluParam;
     use crate::sae::optim::clip_grad_norm;
     use crate::sae::{Arch, TrainConfig};
     use candle_core::{Device, Tensor};
     use rand::{Rng, SeedableRng};
 
     fn model(arch: Arch, clip: f64) -> Sae {
+        model_with(arch, clip, JumpreluParam::Log)
+    }
+
+    fn model_with(arch: Arch, clip: f64, jumprelu_param: JumpreluParam) -> Sae {
         let cfg = TrainConfig {
             arch,
             n_latents: Some(24),
             k: Some(3),
             nesting_start: 4,
             clip_grad: clip,
+            jumprelu_param,
             ..Default::default()
         };
         let m = Sae::new(&cfg, 10, &Device::Cpu).unwrap();
@@ -169,13 +175,15 @@ mod tests {
     fn matches_the_tensor_operations() {
         // Clipping active (gradients large), inactive (small) and off; with and without
         // JumpReLU thresholds; three steps so that the moments matter.
-        for (arch, clip, size) in [
-            (Arch::Relu, 1.0, 5.0),
-            (Arch::Relu, 1.0, 1e-3),
-            (Arch::Jumprelu, 0.0, 1.0),
-            (Arch::Topk, 1.0, 5.0),
+        let (log, direct) = (JumpreluParam::Log, JumpreluParam::Direct);
+        for (arch, clip, size, param) in [
+            (Arch::Relu, 1.0, 5.0, log),
+            (Arch::Relu, 1.0, 1e-3, log),
+            (Arch::Jumprelu, 0.0, 1.0, log),
+            (Arch::Jumprelu, 1.0, 1.0, direct),
+            (Arch::Topk, 1.0, 5.0, log),
         ] {
-            let mut a = model(arch, clip);
+            let mut a = model_with(arch, clip, param);
             let mut b = a.copy().unwrap();
             let mut adam_a = Adam::new(&a.params(), 0.9, 0.999, 1e-8, 0.01).unwrap();
             let mut adam_b = Adam::new(&b.params(), 0.9, 0.999, 1e-8, 0.01).unwrap();

@@ -276,8 +276,8 @@ pub fn eval_form(p: &Tensor, variant: TopkVariant) -> Result<Tensor> {
     })
 }
 
-/// JumpReLU code `R·1[R > θ]` with `R = ReLU(P)`; θ is \[n\] (positive). The derivative with
-/// respect to P is the straight-through `1[R > θ]`; threshold gradients live in `model/mod.rs`.
+/// JumpReLU code `R·1[R > θ]` with `R = ReLU(P)`; θ is \[n\] (≥ 0, so the code is P·H(P − θ)).
+/// The derivative with respect to P is `1[R > θ]`; the threshold's gradient is in `jumprelu`.
 pub fn jumprelu(p: &Tensor, theta: &Tensor) -> Result<Coded> {
     let r = p.relu()?;
     let h = to_f32(&r.broadcast_gt(theta)?)?;

@@ -18,6 +18,8 @@ use crate::sae::model::loss::LossGrad;
 use crate::sae::{Result, SaeError};
 
 pub mod activation;
+pub(crate) mod aux_k;
+pub(crate) mod jumprelu;
 pub mod loss;
 mod serialize;
 mod sparse_rows;
@@ -104,10 +106,15 @@ impl ActivationStats {
         Ok(())
     }
 
+    /// Frequencies `count/num_updates` since the last reset.
+    pub fn frequencies(&self) -> Vec<f64> {
+        let nu = self.num_updates.max(1) as f64;
+        self.counts.iter().map(|&c| c as f64 / nu).collect()
+    }
+
     /// Frequencies `count/num_updates`, then reset (reference `get_and_reset_stats`).
     pub fn take_frequencies(&mut self) -> Vec<f64> {
-        let nu = self.num_updates.max(1) as f64;
-        let f = self.counts.iter().map(|&c| c as f64 / nu).collect();
+        let f = self.frequencies();
         self.counts.iter_mut().for_each(|c| *c = 0);
         self.num_updates = 0;
         f
@@ -156,7 +163,8 @@ pub struct EvalOut {
     pub dense_recon: Tensor,
 }
 
-/// Gradients, in the parameter order pre_bias, encoder, latent_bias, decoder, \[log_threshold\].
+/// Gradients, in the parameter order pre_bias, encoder, latent_bias, decoder, \[threshold
+/// parameter\].
 #[derive(Debug, Clone)]
 pub struct Grads(pub Vec<Tensor>);
 
@@ -185,8 +193,9 @@ pub struct Sae {
     pub encoder: Tensor,
     pub latent_bias: Tensor,
     pub decoder: Tensor,
-    /// JumpReLU log-thresholds \[n\].
-    pub log_threshold: Option<Tensor>,
+    /// JumpReLU threshold parameter \[n\]: log θ or θ, as `config.jumprelu_param` says
+    /// ([`Sae::thresholds`] gives θ).
+    pub threshold_param: Option<Tensor>,
     /// Matryoshka nesting list (empty for other archs).
     pub levels: Vec<usize>,
     /// Matryoshka weights normalised to sum 1 (`[1.0]` for other archs).
@@ -199,8 +208,6 @@ pub struct Sae {
     /// Reference `target_norm` (√d unless set by the caller).
     pub target_norm: f32,
 }
-
-const EPS_F32: f64 = f32::EPSILON as f64;
 
 impl Sae {
     /// A freshly initialised model for input width `d` (docs/reference.md §4.5).
@@ -233,8 +240,8 @@ impl Sae {
         }
         let decoder = Tensor::from_vec(w, (n, d), device)?;
         let encoder = decoder.t()?.contiguous()?;
-        let log_threshold = if config.arch == Arch::Jumprelu {
-            Some(Tensor::full(config.jumprelu_theta0.ln() as f32, n, device)?)
+        let threshold_param = if config.arch == Arch::Jumprelu {
+            Some(jumprelu::initial_param(config, &decoder)?)
         } else {
             None
         };
@@ -253,7 +260,7 @@ impl Sae {
             encoder,
             latent_bias: Tensor::full(config.latent_bias_init as f32, n, device)?,
             decoder,
-            log_threshold,
+            threshold_param,
             levels,
             level_weights,
             batchtopk_threshold: None,
@@ -277,7 +284,11 @@ impl Sae {
             encoder: self.encoder.copy()?,
             latent_bias: self.latent_bias.copy()?,
             decoder: self.decoder.copy()?,
-            log_threshold: self.log_threshold.as_ref().map(Tensor::copy).transpose()?,
+            threshold_param: self
+                .threshold_param
+                .as_ref()
+                .map(Tensor::copy)
+                .transpose()?,
             levels: self.levels.clone(),
             level_weights: self.level_weights.clone(),
             batchtopk_threshold: self.batchtopk_threshold,
@@ -295,7 +306,7 @@ impl Sae {
             &self.latent_bias,
             &self.decoder,
         ];
-        if let Some(t) = &self.log_threshold {
+        if let Some(t) = &self.threshold_param {
             v.push(t);
         }
         v
@@ -309,7 +320,7 @@ impl Sae {
             &mut self.latent_bias,
             &mut self.decoder,
         ];
-        if let Some(t) = &mut self.log_threshold {
+        if let Some(t) = &mut self.threshold_param {
             v.push(t);
         }
         v
@@ -318,17 +329,19 @@ impl Sae {
     /// Names of the parameters, in optimiser order.
     pub fn param_names(&self) -> Vec<&'static str> {
         let mut v = vec!["pre_bias", "encoder", "latent_bias", "decoder"];
-        if self.log_threshold.is_some() {
-            v.push("log_threshold");
+        if self.threshold_param.is_some() {
+            v.push(jumprelu::param_name(self.config.jumprelu_param));
         }
         v
     }
 
-    fn theta(&self) -> Result<Option<Tensor>> {
-        Ok(match &self.log_threshold {
-            Some(t) => Some(t.exp()?),
-            None => None,
-        })
+    /// The JumpReLU thresholds θ \[n\] (None for other architectures); a latent whose θ is
+    /// below 0 (possible when θ is trained directly) acts as θ = 0.
+    pub fn thresholds(&self) -> Result<Option<Tensor>> {
+        self.threshold_param
+            .as_ref()
+            .map(|t| jumprelu::theta(self.config.jumprelu_param, t))
+            .transpose()
     }
 
     /// Pre-activation `(x − b_pre)·W_enc + b_lat` and the centred input.
@@ -357,9 +370,9 @@ impl Sae {
             Arch::Batchtopk => vec![activation::batch_topk(p, self.config.k(), v)?],
             Arch::Jumprelu => {
                 let theta = self
-                    .theta()?
+                    .thresholds()?
                     .ok_or_else(|| SaeError::Config("JumpReLU model without thresholds".into()))?;
-                vec![activation::jumprelu(p, &theta)?]
+                vec![activation::jumprelu(p, &theta.relu()?)?]
             }
             Arch::Msae => self
                 .levels
@@ -502,6 +515,19 @@ impl Sae {
         fwd: &Forward,
         nmse_reference: Option<&Tensor>,
     ) -> Result<(LossParts, Grads)> {
+        let (parts, grads, _) = self.loss_and_grads_aux(fwd, nmse_reference, &[])?;
+        Ok((parts, grads))
+    }
+
+    /// [`Sae::loss_and_grads`] with the auxiliary dead-latent loss ([`aux_k`]) over the dead
+    /// latents `dead` (ascending) when the configuration turns it on; its weighted value is
+    /// returned beside the parts (whose total includes it).
+    pub(crate) fn loss_and_grads_aux(
+        &self,
+        fwd: &Forward,
+        nmse_reference: Option<&Tensor>,
+        dead: &[u32],
+    ) -> Result<(LossParts, Grads, Option<Tensor>)> {
         let cfg = &self.config;
         let dev = self.device();
         let lambda = cfg.sparsity_weight();
@@ -543,7 +569,10 @@ impl Sae {
                 None => dz,
             };
             if cfg.arch == Arch::Jumprelu {
-                g_logt = Some(self.jumprelu_threshold_grad(fwd, &level.dact, &dj, lambda)?);
+                let theta = self
+                    .thresholds()?
+                    .ok_or_else(|| SaeError::Config("JumpReLU model without thresholds".into()))?;
+                g_logt = Some(jumprelu::grad(cfg, &theta, &fwd.p, &dj, lambda)?);
                 sparsity = loss::l0(&level.dact)?;
             }
             let dp = (dj * &level.dact)?;
@@ -552,18 +581,32 @@ impl Sae {
                 None => dp,
             });
         }
-        let d_p = d_p.ok_or_else(|| SaeError::Config("model produced no level".into()))?;
+        let mut d_p = d_p.ok_or_else(|| SaeError::Config("model produced no level".into()))?;
+        let mut g_dec = g_dec.ok_or_else(|| SaeError::Config("model produced no level".into()))?;
+        // The auxiliary loss reconstructs the residual of the last (fullest) level.
+        let aux = match fwd.levels.last() {
+            Some(last) if !dead.is_empty() => {
+                aux_k::tensor_terms(self, &fwd.p, &fwd.x, &last.recon, dead, nmse_reference)?
+            }
+            _ => None,
+        };
+        if let Some(t) = &aux {
+            d_p = (d_p + &t.d_p)?;
+            g_dec = (g_dec + &t.g_dec)?;
+        }
         let g_lat = d_p.sum(0)?;
         let g_enc = fwd.xc.t()?.matmul(&d_p)?;
         // P depends on b_pre through −b_pre·W_enc.
         let g_pre = (g_pre - self.encoder.matmul(&g_lat.unsqueeze(1)?)?.squeeze(1)?)?;
         let rec = rec_total.ok_or_else(|| SaeError::Config("model produced no level".into()))?;
-        let total = if lambda != 0.0 && matches!(cfg.arch, Arch::Relu | Arch::Jumprelu) {
+        let mut total = if lambda != 0.0 && matches!(cfg.arch, Arch::Relu | Arch::Jumprelu) {
             (&rec + (&sparsity * lambda)?)?
         } else {
             rec.clone()
         };
-        let g_dec = g_dec.ok_or_else(|| SaeError::Config("model produced no level".into()))?;
+        if let Some(t) = &aux {
+            total = (total + &t.value)?;
+        }
         let mut grads = vec![g_pre, g_enc, g_lat, g_dec];
         if let Some(g) = g_logt {
             grads.push(g);
@@ -575,34 +618,8 @@ impl Sae {
                 sparsity,
             },
             Grads(grads),
+            aux.map(|t| t.value),
         ))
-    }
-
-    /// JumpReLU gradient of the loss with respect to log θ (JumpReLU paper pseudo-derivatives
-    /// with the chain factor θ of the log parametrisation):
-    /// reconstruction: `∂J/∂θ = −(θ/ε)·rect((R − θ)/ε)`, L0: `∂H(R − θ)/∂θ = −(1/ε)·rect(·)`,
-    /// where R = ReLU(P) is the pre-threshold value (so the kernel sees entries near θ).
-    fn jumprelu_threshold_grad(
-        &self,
-        fwd: &Forward,
-        _h: &Tensor,
-        dj: &Tensor,
-        lambda: f64,
-    ) -> Result<Tensor> {
-        let theta = self
-            .theta()?
-            .ok_or_else(|| SaeError::Config("JumpReLU model without thresholds".into()))?;
-        let eps = self.config.jumprelu_bandwidth;
-        let b = fwd.p.dim(0)? as f64;
-        let r = fwd.p.relu()?;
-        let u = r.broadcast_sub(&theta)?.abs()?;
-        let rect = u.lt(eps / 2.0)?.to_dtype(DType::F32)?;
-        // Σ_b dJ·rect (reconstruction) and Σ_b rect (L0), per latent.
-        let rec_part = (dj * &rect)?.sum(0)?;
-        let l0_part = rect.sum(0)?;
-        let dtheta = ((rec_part * &theta)? * (-1.0 / eps))?;
-        let dtheta = (dtheta + (l0_part * (-lambda / (eps * b)))?)?;
-        Ok((dtheta * theta)?)
     }
 
     /// Record the non-zero pattern of a code (the last level for Matryoshka).
@@ -631,12 +648,12 @@ impl Sae {
     /// Rescale decoder rows to unit norm, compensating in the encoder columns, the latent bias
     /// and the JumpReLU thresholds (docs/reference.md §4.6): `r_j = ‖W_dec[j]‖ + ε_f32`.
     pub fn scale_to_unit_norm(&mut self) -> Result<()> {
-        let r = (self.decoder.sqr()?.sum(D::Minus1)?.sqrt()? + EPS_F32)?;
+        let r = jumprelu::row_factors(&self.decoder)?;
         self.decoder = self.decoder.broadcast_div(&r.unsqueeze(1)?)?;
         self.encoder = self.encoder.broadcast_mul(&r.unsqueeze(0)?)?;
         self.latent_bias = (&self.latent_bias * &r)?;
-        if let Some(t) = &self.log_threshold {
-            self.log_threshold = Some((t + r.log()?)?);
+        if let Some(t) = &self.threshold_param {
+            self.threshold_param = Some(jumprelu::rescaled(self.config.jumprelu_param, t, &r)?);
         }
         Ok(())
     }
@@ -761,6 +778,10 @@ mod tests {
         m.latent_bias = Tensor::new(&[1f32, 2., 3., 4., 5., 6.], &Device::Cpu).unwrap();
         let x = Tensor::new(&[[0.3f32, -0.2, 0.5, 0.1]], &Device::Cpu).unwrap();
         let p_before = m.pre_activation(&x).unwrap().1.to_vec2::<f32>().unwrap();
+        // The initial model holds θ₀/r, so that the renormalisation lands θ on θ₀ = 0.001.
+        let r = 0.1 + f32::EPSILON;
+        let th = m.thresholds().unwrap().unwrap().to_vec1::<f32>().unwrap();
+        assert!((th[0] - 0.001 / r).abs() < 1e-7, "{th:?}");
         m.scale_to_unit_norm().unwrap();
         for row in m.decoder.to_vec2::<f32>().unwrap() {
             let nrm: f32 = row.iter().map(|v| v * v).sum::<f32>().sqrt();
@@ -768,12 +789,11 @@ mod tests {
         }
         // Pre-activations scale by r = 0.1 + ε (the old row norm), bias likewise; θ follows.
         let p_after = m.pre_activation(&x).unwrap().1.to_vec2::<f32>().unwrap();
-        let r = 0.1 + f32::EPSILON;
         for j in 0..6 {
             assert!((p_after[0][j] - p_before[0][j] * r).abs() < 1e-5);
         }
-        let th = m.theta().unwrap().unwrap().to_vec1::<f32>().unwrap();
-        assert!((th[0] - 0.001 * r).abs() < 1e-7);
+        let th = m.thresholds().unwrap().unwrap().to_vec1::<f32>().unwrap();
+        assert!(th.iter().all(|t| (t - 0.001).abs() < 1e-9), "{th:?}");
         // Projection removes the radial component: (g − (g·w)w)·w = 0.
         let g = Tensor::ones((6, 4), DType::F32, &Device::Cpu).unwrap();
         let pg = m.project_decoder_grad(&g).unwrap();
@@ -850,176 +870,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    /// JumpReLU's gradients against finite differences. Away from the thresholds the step is
-    /// constant, so the gradients of the weights and biases are those of the true loss. The
-    /// threshold's gradient is a straight-through estimate: it is the exact derivative of a
-    /// surrogate loss in which each step H(R − θ) is replaced by its rectangle-smoothed version
-    /// S(u) = clamp(u/ε + ½, 0, 1) — in the reconstruction with the fixed factor θ₀ (the paper's
-    /// −(θ/ε)·rect), in the L0 term as it is — so central differences of that surrogate in
-    /// log θ must reproduce it.
-    #[test]
-    fn jumprelu_gradients_match_finite_differences() {
-        for lossk in [
-            crate::sae::config::RecLoss::Nmse,
-            crate::sae::config::RecLoss::Mse,
-            crate::sae::config::RecLoss::Cosine,
-        ] {
-            let mut c = cfg(Arch::Jumprelu, 8);
-            c.loss = lossk;
-            c.jumprelu_bandwidth = 0.4;
-            c.jumprelu_theta0 = 0.3;
-            c.sparsity_weight = Some(0.05);
-            let lambda = c.sparsity_weight();
-            let eps = c.jumprelu_bandwidth;
-            let dev = Device::Cpu;
-            let mut m = Sae::new(&c, 5, &dev).unwrap();
-            m.scale_to_unit_norm().unwrap();
-            m.pre_bias = Tensor::new(&[0.1f32, -0.2, 0.05, 0.0, 0.3], &dev).unwrap();
-            m.latent_bias =
-                Tensor::new(&[0.1f32, 0.2, -0.1, 0.3, 0.04, 0.05, 0.15, -0.05], &dev).unwrap();
-            // Different thresholds per latent, so a mixed-up index cannot pass.
-            m.log_threshold = Some(
-                Tensor::new(&[0.3f32, 0.25, 0.35, 0.2, 0.4, 0.3, 0.28, 0.33], &dev)
-                    .unwrap()
-                    .log()
-                    .unwrap(),
-            );
-            let xs: Vec<f32> = (0..30)
-                .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.25)
-                .collect();
-            let x = Tensor::from_vec(xs, (6, 5), &dev).unwrap();
-            let fwd = m.forward_train(&x).unwrap();
-            let (_, grads) = m.loss_and_grads(&fwd, None).unwrap();
-
-            // The data must keep every R clear of θ, of 0 and of the window edges θ ± ε/2 by more
-            // than the perturbations move them, or the differences would straddle a kink.
-            let theta0 = m.theta().unwrap().unwrap().to_vec1::<f32>().unwrap();
-            let r = fwd.p.relu().unwrap().to_vec2::<f32>().unwrap();
-            let p = fwd.p.to_vec2::<f32>().unwrap();
-            let mut inside = 0;
-            for (rr, pp) in r.iter().zip(&p) {
-                for j in 0..8 {
-                    let u = rr[j] - theta0[j];
-                    assert!(
-                        pp[j].abs() > 0.003 && u.abs() > 0.003,
-                        "R near a kink: {pp:?}"
-                    );
-                    assert!(
-                        (u.abs() - eps as f32 / 2.0).abs() > 0.003,
-                        "R near a window edge"
-                    );
-                    inside += (u.abs() < eps as f32 / 2.0) as usize;
-                }
-            }
-            assert!(
-                inside >= 4,
-                "the threshold gradient is exercised ({inside} in windows)"
-            );
-
-            // Weights and biases: the true loss.
-            let loss_at = |m: &Sae| -> f64 {
-                let f = m.forward_train(&x).unwrap();
-                m.loss_and_grads(&f, None)
-                    .unwrap()
-                    .0
-                    .total
-                    .to_scalar::<f32>()
-                    .unwrap() as f64
-            };
-            let h = 5e-4f32;
-            for pi in 0..4 {
-                let g = grads.0[pi].flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                let base = m.params()[pi].clone();
-                let shape = base.dims().to_vec();
-                let vals = base.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                for idx in 0..vals.len() {
-                    let mut mp = m.copy().unwrap();
-                    let mut at = |delta: f32| {
-                        let mut v = vals.clone();
-                        v[idx] += delta;
-                        *mp.params_mut()[pi] = Tensor::from_vec(v, shape.as_slice(), &dev).unwrap();
-                        loss_at(&mp)
-                    };
-                    let fd = (at(h) - at(-h)) / (2.0 * h as f64);
-                    assert!(
-                        (g[idx] as f64 - fd).abs() < 1e-3 + 1e-2 * fd.abs(),
-                        "{lossk:?} param {pi} idx {idx}: {} vs {fd}",
-                        g[idx]
-                    );
-                }
-            }
-
-            // log θ: the smoothed surrogate, written out here independently of the model's code.
-            let z0 = fwd.levels[0].z.to_vec2::<f32>().unwrap();
-            let surrogate = |log_theta: &[f32]| -> f64 {
-                let smooth = |u: f32| (u / eps as f32 + 0.5).clamp(0.0, 1.0);
-                let mut code = z0.clone();
-                let mut l0 = 0f64;
-                for (b, row) in code.iter_mut().enumerate() {
-                    for j in 0..8 {
-                        let th = log_theta[j].exp();
-                        row[j] += theta0[j] * (smooth(r[b][j] - th) - smooth(r[b][j] - theta0[j]));
-                        l0 += smooth(r[b][j] - th) as f64;
-                    }
-                }
-                let code = Tensor::new(code, &dev).unwrap();
-                let recon = m.decode(&code).unwrap();
-                let rec = loss::reconstruction(lossk, &recon, &x, None, false)
-                    .unwrap()
-                    .value;
-                rec.to_scalar::<f32>().unwrap() as f64 + lambda * l0 / 6.0
-            };
-            let g = grads.0[4].to_vec1::<f32>().unwrap();
-            let log0: Vec<f32> = theta0.iter().map(|t| t.ln()).collect();
-            let hl = 2e-3f32;
-            let mut nonzero = 0;
-            for j in 0..8 {
-                let (mut plus, mut minus) = (log0.clone(), log0.clone());
-                plus[j] += hl;
-                minus[j] -= hl;
-                let fd = (surrogate(&plus) - surrogate(&minus)) / (2.0 * hl as f64);
-                nonzero += (fd.abs() > 1e-4) as usize;
-                assert!(
-                    (g[j] as f64 - fd).abs() < 1e-4 + 1e-2 * fd.abs(),
-                    "{lossk:?} log θ[{j}]: {} vs {fd}",
-                    g[j]
-                );
-            }
-            assert!(
-                nonzero >= 2,
-                "{lossk:?}: the threshold gradient is not trivially zero"
-            );
-        }
-    }
-
-    #[test]
-    fn jumprelu_threshold_gradient_by_hand() {
-        let mut c = cfg(Arch::Jumprelu, 2);
-        c.jumprelu_bandwidth = 0.2;
-        c.jumprelu_theta0 = 0.5;
-        c.sparsity_weight = Some(0.3);
-        let m = Sae::new(&c, 2, &Device::Cpu).unwrap();
-        // P entries: latent 0 inside the kernel window (|R − θ| < ε/2), latent 1 outside.
-        let p = Tensor::new(&[[0.55f32, 2.0], [0.45, -1.0]], &Device::Cpu).unwrap();
-        let fwd = Forward {
-            x: Tensor::ones((2, 2), DType::F32, &Device::Cpu).unwrap(),
-            xc: Tensor::ones((2, 2), DType::F32, &Device::Cpu).unwrap(),
-            p,
-            levels: vec![],
-        };
-        let dj = Tensor::new(&[[1.0f32, 1.0], [2.0, 1.0]], &Device::Cpu).unwrap();
-        let h = Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
-        let g = m
-            .jumprelu_threshold_grad(&fwd, &h, &dj, 0.3)
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        // Latent 0: rect = 1 for both rows. rec: −(θ/ε)(1 + 2) = −7.5; L0: −λ/(ε·B)·2 = −1.5.
-        // d/dlogθ = θ·(−9) = −4.5.
-        assert!((g[0] + 4.5).abs() < 1e-4, "{g:?}");
-        assert_eq!(g[1], 0.0);
     }
 
     #[test]

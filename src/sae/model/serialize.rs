@@ -106,7 +106,7 @@ impl Sae {
             encoder: get("encoder", &[d, n])?,
             latent_bias: get("latent_bias", &[n])?,
             decoder: get("decoder", &[n, d])?,
-            log_threshold: None,
+            threshold_param: None,
             levels: meta.levels.clone(),
             level_weights: meta.level_weights.clone(),
             batchtopk_threshold: meta.batchtopk_threshold,
@@ -118,7 +118,8 @@ impl Sae {
             target_norm: meta.target_norm,
         };
         if meta.config.arch == Arch::Jumprelu {
-            sae.log_threshold = Some(get("log_threshold", &[n])?);
+            let name = super::jumprelu::param_name(meta.config.jumprelu_param);
+            sae.threshold_param = Some(get(name, &[n])?);
         }
         if meta.config.arch == Arch::Msae && sae.levels.is_empty() {
             return Err(fmt_err(path, "Matryoshka model without levels"));
@@ -335,7 +336,7 @@ mod tests {
             assert_eq!(l.stats, m.stats);
             assert_eq!(l.levels, m.levels);
             assert_eq!(l.batchtopk_threshold, Some(0.25));
-            assert_eq!(l.log_threshold.is_some(), arch == Arch::Jumprelu);
+            assert_eq!(l.threshold_param.is_some(), arch == Arch::Jumprelu);
         }
         assert!(Sae::load(&dir.path().join("missing"), &Device::Cpu).is_err());
         std::fs::write(dir.path().join("bad"), b"garbage").unwrap();

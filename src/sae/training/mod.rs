@@ -3,12 +3,15 @@
 //! schedule, the loop's types ([`records`]) and where rows come from ([`source`]).
 
 pub mod checkpoint;
+pub mod health;
 pub mod records;
 pub mod schedule;
 pub mod source;
 pub mod step;
 pub mod train_loop;
 
+#[cfg(test)]
+mod jumprelu_tests;
 #[cfg(test)]
 mod tests;
 

@@ -60,6 +60,9 @@ pub struct StepRecord {
     pub sparsity: f64,
     /// Mean number of active latents per sample in the (first-level) sparse code.
     pub active: f64,
+    /// Mean auxiliary dead-latent loss as added to `loss`; present when that loss is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aux: Option<f64>,
 }
 
 /// Dead-latent count at the end of a `check_dead` window.
@@ -98,6 +101,10 @@ pub struct TrainLog {
     pub steps: Vec<StepRecord>,
     pub dead: Vec<DeadRecord>,
     pub epochs: Vec<EpochRecord>,
+    /// What `health` found wrong (a code dead from the start, dead or dense at the end);
+    /// absent from the file when nothing was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<crate::sae::training::health::TrainWarning>,
 }
 
 /// Result of [`crate::sae::training::train_loop::train`].
@@ -108,6 +115,9 @@ pub struct TrainOutcome {
     /// False when training stopped early (`stop_after_steps`).
     pub finished: bool,
     pub steps: u64,
+    /// Means over the steps after the last loss record (a run whose step count is not a
+    /// multiple of `log_every`); None when the run ends on a record. Not part of the log.
+    pub tail: Option<StepRecord>,
 }
 
 /// Position of the loop and the running sums of the current logging interval.
@@ -123,4 +133,17 @@ pub(crate) struct LoopState {
     pub acc_active: f64,
     pub acc_count: u64,
     pub last_loss: f64,
+    /// Sum of the auxiliary loss over the interval (the fields of the auxiliary dead-latent
+    /// loss are left out of checkpoints while it is off).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub acc_aux: f64,
+    /// Per latent, the training steps since it last fired (SAELens's
+    /// `n_forward_passes_since_fired`); kept, and checkpointed, only while the auxiliary loss
+    /// is on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub since_fired: Vec<u64>,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }

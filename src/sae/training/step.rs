@@ -125,9 +125,12 @@ pub(super) struct StepOut {
     pub(super) rec: f64,
     pub(super) sparsity: f64,
     pub(super) active: f64,
+    /// The auxiliary dead-latent loss as added to `loss` (0 when off or nothing is dead).
+    pub(super) aux: f64,
 }
 
-/// One optimisation step in the exact reference order (docs/reference.md §6.4).
+/// One optimisation step in the exact reference order (docs/reference.md §6.4); `dead` lists
+/// the latents the auxiliary dead-latent loss works on (empty: none, or the loss is off).
 pub(super) fn train_step(
     model: &mut Sae,
     adam: &mut Adam,
@@ -135,10 +138,11 @@ pub(super) fn train_step(
     nmse_ref: Option<&Tensor>,
     lr: f64,
     dense_backward: bool,
+    dead: &[u32],
 ) -> Result<StepOut> {
     if !dense_backward && crate::sae::kernels::sparse::applicable(model) {
-        let (parts, mut grads, extra) =
-            crate::sae::kernels::sparse::loss_and_grads(model, x, nmse_ref)?;
+        let (parts, mut grads, extra, aux) =
+            crate::sae::kernels::sparse::loss_and_grads(model, x, nmse_ref, dead)?;
         for (c, e) in model.stats.counts.iter_mut().zip(&extra.counts) {
             *c += *e as u64;
         }
@@ -158,10 +162,11 @@ pub(super) fn train_step(
             rec: parts.rec.to_scalar::<f32>()? as f64,
             sparsity: parts.sparsity.to_scalar::<f32>()? as f64,
             active: extra.active,
+            aux: aux.unwrap_or(0.0),
         });
     }
     let fwd = model.forward_train(x)?;
-    let (parts, mut grads) = model.loss_and_grads(&fwd, nmse_ref)?;
+    let (parts, mut grads, aux) = model.loss_and_grads_aux(&fwd, nmse_ref, dead)?;
     let last = fwd
         .levels
         .last()
@@ -181,5 +186,9 @@ pub(super) fn train_step(
         rec: parts.rec.to_scalar::<f32>()? as f64,
         sparsity: parts.sparsity.to_scalar::<f32>()? as f64,
         active: active.to_scalar::<f32>()? as f64,
+        aux: match aux {
+            Some(a) => a.to_scalar::<f32>()? as f64,
+            None => 0.0,
+        },
     })
 }

@@ -20,6 +20,7 @@ use crate::sae::model::Standardization;
 use crate::sae::model::{count_dead, Sae};
 use crate::sae::optim::Adam;
 use crate::sae::training::checkpoint::{self, Checkpoint};
+use crate::sae::training::health;
 use crate::sae::training::records::{
     DeadRecord, EpochRecord, LoopState, StepRecord, TrainLog, TrainOptions, TrainOutcome,
     TrainProgress, ValidationSet,
@@ -178,6 +179,17 @@ impl<'a> Run<'a> {
         let epoch = self.state.epoch;
         let lr = self.lr(epoch);
         let cfg = self.member.config;
+        // The auxiliary loss's dead latents: no activation for more than `aux_dead_steps`
+        // steps (SAELens's rule), and the counts before the step, to see which fire in it.
+        let aux_on = cfg.aux_enabled();
+        if aux_on && self.state.since_fired.len() != self.model.n {
+            self.state.since_fired = vec![0; self.model.n];
+        }
+        let window = cfg.aux_dead_steps() as u64;
+        let dead: Vec<u32> = (0..self.state.since_fired.len() as u32)
+            .filter(|&j| self.state.since_fired[j as usize] > window)
+            .collect();
+        let counts_before = aux_on.then(|| self.model.stats.counts.clone());
         let out = train_step(
             &mut self.model,
             &mut self.adam,
@@ -185,7 +197,19 @@ impl<'a> Run<'a> {
             self.nmse_ref.as_ref(),
             lr,
             self.member.options.dense_backward,
+            &dead,
         )?;
+        if let Some(before) = counts_before {
+            for ((s, &now), was) in self
+                .state
+                .since_fired
+                .iter_mut()
+                .zip(&self.model.stats.counts)
+                .zip(before)
+            {
+                *s = if now > was { 0 } else { *s + 1 };
+            }
+        }
         if !out.loss.is_finite() {
             return Err(SaeError::Data(format!(
                 "loss became {} at step {}",
@@ -200,23 +224,18 @@ impl<'a> Run<'a> {
         state.acc_rec += out.rec;
         state.acc_sparsity += out.sparsity;
         state.acc_active += out.active;
+        state.acc_aux += out.aux;
         state.acc_count += 1;
         state.last_loss = out.loss;
         if state.step.is_multiple_of(cfg.log_every as u64) {
-            let c = state.acc_count.max(1) as f64;
-            self.log.steps.push(StepRecord {
-                step: state.step,
-                epoch,
-                lr,
-                loss: state.acc_loss / c,
-                rec: state.acc_rec / c,
-                sparsity: state.acc_sparsity / c,
-                active: state.acc_active / c,
-            });
+            self.log
+                .steps
+                .push(interval_record(state, epoch, lr, aux_on));
             state.acc_loss = 0.0;
             state.acc_rec = 0.0;
             state.acc_sparsity = 0.0;
             state.acc_active = 0.0;
+            state.acc_aux = 0.0;
             state.acc_count = 0;
         }
         if state.step.is_multiple_of(cfg.check_dead as u64) {
@@ -225,6 +244,10 @@ impl<'a> Run<'a> {
                 step: state.step,
                 dead: count_dead(&f, cfg.dead_threshold),
             });
+        }
+        for w in health::check(cfg, self.model.n, state.step, total_steps, out.active) {
+            tracing::warn!(step = w.step, "{}", w.message);
+            self.log.warnings.push(w);
         }
         (self.member.progress)(&TrainProgress {
             step: self.state.step,
@@ -281,12 +304,33 @@ impl<'a> Run<'a> {
     }
 
     fn outcome(self) -> TrainOutcome {
+        let cfg = self.member.config;
+        let tail = (self.state.acc_count > 0).then(|| {
+            let epoch = self.state.epoch.min(cfg.epochs.saturating_sub(1));
+            interval_record(&self.state, epoch, self.lr(epoch), cfg.aux_enabled())
+        });
         TrainOutcome {
             model: self.model,
             log: self.log,
             finished: self.phase == Phase::Done(true),
             steps: self.state.step,
+            tail,
         }
+    }
+}
+
+/// The means of the loop's running sums: one loss record, ending at the loop's step.
+fn interval_record(state: &LoopState, epoch: usize, lr: f64, aux_on: bool) -> StepRecord {
+    let c = state.acc_count.max(1) as f64;
+    StepRecord {
+        step: state.step,
+        epoch,
+        lr,
+        loss: state.acc_loss / c,
+        rec: state.acc_rec / c,
+        sparsity: state.acc_sparsity / c,
+        active: state.acc_active / c,
+        aux: aux_on.then_some(state.acc_aux / c),
     }
 }
 
@@ -403,17 +447,21 @@ mod tests {
     }
 
     /// A grid of every architecture with different sizes and learning rates: what may differ
-    /// between models trained together.
+    /// between models trained together; the last two with the auxiliary dead-latent loss on a
+    /// short dead window and enough latents for some to miss three batches in a row, so that
+    /// its per-latent counters are at work (and checkpointed).
     fn grid() -> Vec<TrainConfig> {
         [
-            (Arch::Topk, 24, 5e-3),
-            (Arch::Msae, 32, 2e-3),
-            (Arch::Relu, 16, 1e-3),
-            (Arch::Batchtopk, 24, 4e-3),
-            (Arch::Jumprelu, 16, 1e-3),
+            (Arch::Topk, 24, 5e-3, false),
+            (Arch::Msae, 32, 2e-3, false),
+            (Arch::Relu, 16, 1e-3, false),
+            (Arch::Batchtopk, 24, 4e-3, false),
+            (Arch::Jumprelu, 16, 1e-3, false),
+            (Arch::Topk, 256, 5e-3, true),
+            (Arch::Batchtopk, 256, 4e-3, true),
         ]
         .into_iter()
-        .map(|(arch, n, lr)| TrainConfig {
+        .map(|(arch, n, lr, aux)| TrainConfig {
             arch,
             n_latents: Some(n),
             k: Some(4),
@@ -424,6 +472,8 @@ mod tests {
             schedule: Schedule::LinearDecay,
             log_every: 2,
             check_dead: 5,
+            aux_k_coef: aux.then_some(1.0),
+            aux_dead_steps: aux.then_some(2),
             ..Default::default()
         })
         .collect()
@@ -494,6 +544,9 @@ mod tests {
             let a = alone(cfg, &src, &TrainOptions::default());
             assert_eq!(a.steps, 15, "{:?}", cfg.arch);
             assert!(bytes(&a) == bytes(f), "{:?} differs when fused", cfg.arch);
+            // The auxiliary loss did work in the runs that have it.
+            let aux_seen = a.log.steps.iter().any(|r| r.aux.is_some_and(|v| v > 0.0));
+            assert_eq!(aux_seen, cfg.aux_enabled(), "{:?}", cfg.arch);
         }
         // The comparison can fail: another learning rate gives other bytes.
         let mut other = cfgs[0].clone();
@@ -515,7 +568,15 @@ mod tests {
         };
         // Each model interrupted at its own step (mid-epoch, at an epoch end, not at all).
         for (i, cfg) in cfgs.iter().enumerate() {
-            let stop = [Some(3u64), Some(5), None, Some(9), Some(12)][i];
+            let stop = [
+                Some(3u64),
+                Some(5),
+                None,
+                Some(9),
+                Some(12),
+                Some(4),
+                Some(7),
+            ][i];
             if stop.is_some() {
                 let part = alone(cfg, &src, &opts(stop, i));
                 assert!(!part.finished);

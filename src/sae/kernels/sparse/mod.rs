@@ -38,13 +38,14 @@ use candle_core::Tensor;
 use rayon::prelude::*;
 
 use crate::matmul::matmul_into;
-use crate::sae::config::{Arch, TopkVariant};
+use crate::sae::config::{Arch, AuxValues, TopkVariant};
 use crate::sae::kernels::host::with_slice;
 use crate::sae::kernels::scratch::Scratch;
 use crate::sae::model::loss;
 use crate::sae::model::{Grads, LossParts, Sae};
 use crate::sae::Result;
 
+mod aux;
 mod blocked;
 mod format;
 mod select;
@@ -270,30 +271,47 @@ fn weight_grads(
 }
 
 /// Loss and gradients of a model the fast path handles ([`applicable`]) on a standardised
-/// batch `x`.
+/// batch `x`, with the auxiliary dead-latent loss over `dead` (ascending) when the
+/// configuration turns it on; its weighted value comes last (the total includes it).
 pub(crate) fn loss_and_grads(
     model: &Sae,
     x: &Tensor,
     nmse_reference: Option<&Tensor>,
-) -> Result<(LossParts, Grads, FastExtras)> {
+    dead: &[u32],
+) -> Result<(LossParts, Grads, FastExtras, Option<f64>)> {
     match model.config.arch {
         Arch::Relu | Arch::Jumprelu => thresholded::loss_and_grads(
             model,
             x,
             nmse_reference,
             thresholded::ThresholdPaths::default(),
-        ),
-        _ => loss_and_grads_with(model, x, nmse_reference, Paths::default()),
+        )
+        .map(|(parts, grads, extra)| (parts, grads, extra, None)),
+        _ => loss_and_grads_aux(model, x, nmse_reference, dead, Paths::default()),
     }
 }
 
-/// As [`loss_and_grads`], with the sparse / dense choices of `paths`.
+/// As [`loss_and_grads`] without the auxiliary loss, with the sparse / dense choices of
+/// `paths`.
+#[cfg(test)]
 fn loss_and_grads_with(
     model: &Sae,
     x: &Tensor,
     nmse_reference: Option<&Tensor>,
     paths: Paths,
 ) -> Result<(LossParts, Grads, FastExtras)> {
+    let (parts, grads, extra, _) = loss_and_grads_aux(model, x, nmse_reference, &[], paths)?;
+    Ok((parts, grads, extra))
+}
+
+/// The top-k family's fast step, with the sparse / dense choices of `paths`.
+fn loss_and_grads_aux(
+    model: &Sae,
+    x: &Tensor,
+    nmse_reference: Option<&Tensor>,
+    dead: &[u32],
+    paths: Paths,
+) -> Result<(LossParts, Grads, FastExtras, Option<f64>)> {
     let (b, d) = x.dims2()?;
     let n = model.n;
     let dev = model.device().clone();
@@ -312,6 +330,23 @@ fn loss_and_grads_with(
     } else {
         select_rows(&p, &bias, b, n, model)
     };
+    // The auxiliary code of the dead latents, from the same pre-activations.
+    let aux_plan = crate::sae::model::aux_k::plan(&model.config, d, dead.len());
+    let aux_csr = aux_plan.map(|a| {
+        let unbiased = model.config.arch != Arch::Batchtopk;
+        let variant = match model.config.aux_k_values() {
+            AuxValues::Raw => None,
+            AuxValues::Activation => Some(model.config.topk_variant),
+        };
+        aux::select_dead(
+            &p,
+            unbiased.then_some(&bias[..]),
+            (b, n),
+            dead,
+            a.k,
+            variant,
+        )
+    });
     drop(p);
     let nl = model.level_weights.len();
     let w_dec = model
@@ -336,6 +371,23 @@ fn loss_and_grads_with(
             &mut c,
         )
     })?;
+    // Against the residual of the last (fullest) level.
+    let aux_loss = match (&aux_csr, aux_plan) {
+        (Some(csr_aux), Some(plan)) => Some(with_slice(x, |x| {
+            aux::residual_loss(
+                csr_aux,
+                &w_gathered,
+                x,
+                &recon[(nl - 1) * b * d..nl * b * d],
+                reference.as_deref(),
+                model.config.loss,
+                plan.weight,
+                d,
+                paths.tiling,
+            )
+        })?),
+        _ => None,
+    };
     drop(recon);
     let mut g_pre_dec = vec![0f32; d];
     for row in c.chunks(nl * d) {
@@ -346,6 +398,12 @@ fn loss_and_grads_with(
     let g_pre_dec = Tensor::from_vec(g_pre_dec, d, &dev)?;
 
     let dp = code_grad(&csr, &c, &w_gathered, d, paths.tiling);
+    let aux_dp = match (&aux_csr, &aux_loss) {
+        (Some(csr_aux), Some((_, grad))) => {
+            Some(code_grad(csr_aux, grad, &w_gathered, d, paths.tiling))
+        }
+        _ => None,
+    };
     drop(w_gathered);
 
     let mut counts = vec![0u32; n];
@@ -368,13 +426,25 @@ fn loss_and_grads_with(
         None
     };
 
-    let (g_enc, g_lat, g_dec) = weight_grads(&csr, &dp, c, &xc, model, paths)?;
+    let (mut g_enc, mut g_lat, mut g_dec) = weight_grads(&csr, &dp, c, &xc, model, paths)?;
+    let mut aux_value = None;
+    if let (Some(csr_aux), Some((value, grad)), Some(dp_aux)) = (&aux_csr, aux_loss, aux_dp) {
+        let (e, l, w) = weight_grads(csr_aux, &dp_aux, grad, &xc, model, paths)?;
+        g_enc = (g_enc + e)?;
+        g_lat = (g_lat + l)?;
+        g_dec = (g_dec + w)?;
+        aux_value = Some(value);
+    }
     let g_pre = (g_pre_dec - model.encoder.matmul(&g_lat.unsqueeze(1)?)?.squeeze(1)?)?;
     let rec = Tensor::new(rec_total as f32, &dev)?;
+    let total = match aux_value {
+        Some(a) => Tensor::new((rec_total + a) as f32, &dev)?,
+        None => rec.clone(),
+    };
     let zero = Tensor::zeros((), candle_core::DType::F32, &dev)?;
     Ok((
         LossParts {
-            total: rec.clone(),
+            total,
             rec,
             sparsity: zero,
         },
@@ -384,6 +454,7 @@ fn loss_and_grads_with(
             active,
             min_positive,
         },
+        aux_value,
     ))
 }
 
