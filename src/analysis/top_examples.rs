@@ -197,39 +197,21 @@ impl TopExamples {
             ));
         }
         let rows = codes.len() / n;
-        let first_row = self.rows_seen;
         let keep = self.per_latent;
-        // Contiguous latent ranges, one task each; the split does not change any result.
-        let chunk = n.div_ceil(rayon::current_num_threads().max(1) * 4).max(16);
-        let bad = self
-            .latents
-            .par_chunks_mut(chunk)
-            .enumerate()
-            .map(|(c, states)| {
-                let j0 = c * chunk;
-                for i in 0..rows {
-                    let row = &codes[i * n + j0..i * n + j0 + states.len()];
-                    let row_index = first_row + i as u64;
-                    for (state, &v) in states.iter_mut().zip(row) {
-                        if v > 0.0 {
-                            state.add(v, row_index, keep);
-                        } else if v.is_nan() {
-                            return Some(row_index);
-                        }
+        self.scan(rows, |j0, states, first_row| {
+            for i in 0..rows {
+                let row = &codes[i * n + j0..i * n + j0 + states.len()];
+                let row_index = first_row + i as u64;
+                for (state, &v) in states.iter_mut().zip(row) {
+                    if v > 0.0 {
+                        state.add(v, row_index, keep);
+                    } else if v.is_nan() {
+                        return Some(row_index);
                     }
                 }
-                None
-            })
-            .flatten()
-            .min();
-        if let Some(row) = bad {
-            return Err(AnalysisError::invalid(
-                "top examples",
-                format!("the code of row {row} holds NaN"),
-            ));
-        }
-        self.rows_seen += rows as u64;
-        Ok(())
+            }
+            None
+        })
     }
 
     /// Adds the next `offsets.len() − 1` rows given as their non-zero entries: row r holds
@@ -254,36 +236,49 @@ impl TopExamples {
                 format!("sparse code rows are not entries of {n} latents"),
             ));
         }
-        let first_row = self.rows_seen;
         let keep = self.per_latent;
-        // Each task owns a contiguous latent range and walks every entry of the block in row
-        // order, taking its own: a latent still sees its rows in ascending order.
-        let chunk = n.div_ceil(rayon::current_num_threads().max(1) * 4).max(16);
+        // Each task walks every entry of the block in row order, taking those of its own
+        // latents: a latent still sees its rows in ascending order.
+        self.scan(rows, |j0, states, first_row| {
+            let range = j0..j0 + states.len();
+            for r in 0..rows {
+                let row_index = first_row + r as u64;
+                for e in offsets[r]..offsets[r + 1] {
+                    let j = latents[e] as usize;
+                    if !range.contains(&j) {
+                        continue;
+                    }
+                    let v = values[e];
+                    if v.is_nan() {
+                        return Some(row_index);
+                    }
+                    if v > 0.0 {
+                        states[j - j0].add(v, row_index, keep);
+                    }
+                }
+            }
+            None
+        })
+    }
+
+    /// Runs `visit(first latent, states, first row)` on contiguous latent ranges, one task
+    /// each (the split does not change any result), then counts the block's `rows`; a visit
+    /// returns the first row whose code holds NaN, and the lowest such row is refused.
+    fn scan(
+        &mut self,
+        rows: usize,
+        visit: impl Fn(usize, &mut [LatentState], u64) -> Option<u64> + Sync,
+    ) -> Result<()> {
+        let first_row = self.rows_seen;
+        let chunk = self
+            .n_latents
+            .div_ceil(rayon::current_num_threads().max(1) * 4)
+            .max(16);
         let bad = self
             .latents
             .par_chunks_mut(chunk)
             .enumerate()
-            .map(|(c, states)| {
-                let j0 = c * chunk;
-                let range = j0..j0 + states.len();
-                for r in 0..rows {
-                    let row_index = first_row + r as u64;
-                    for e in offsets[r]..offsets[r + 1] {
-                        let j = latents[e] as usize;
-                        if !range.contains(&j) {
-                            continue;
-                        }
-                        let v = values[e];
-                        if v.is_nan() {
-                            return Some(row_index);
-                        }
-                        if v > 0.0 {
-                            states[j - j0].add(v, row_index, keep);
-                        }
-                    }
-                }
-                None
-            })
+            .map(|(c, states)| visit(c * chunk, states, first_row))
             .flatten()
             .min();
         if let Some(row) = bad {
